@@ -1,0 +1,470 @@
+"""The bulk engine: lazy reading, batching, concurrent rate-limited sends, accounting.
+
+One reader task reads the input a batch's worth at a time, validates, packs batches and
+hands each to ``concurrency`` sender tasks through an unbuffered stream, so the input is
+read only as fast as batches go out and at most about ``concurrency + 2`` batches exist.
+Every batch made is held in ``_unfinished`` until its outcome is recorded; whatever is
+left there when the load ends (cancel, 403, input error) is accounted for in one place,
+`_Load.settle`, as unknown if a request for it may have been processed, else skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from itertools import islice
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from yarl import URL
+
+from ._batching import Batch, BodyTemplate, Packer
+from ._config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH_BYTES
+from ._exceptions import (
+    AmbiguousError,
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    RyngError,
+    ValidationError,
+)
+from ._models import AgentMapping
+from ._ratelimit import RatePacer, check_rate
+from ._report import BatchResult, BulkReport, Outcome, Progress
+from ._validate import InvalidLead, build_request, leads_are_valid, validate_lead
+
+from ._client import Exchange, SendStopped, StopSignal
+
+if TYPE_CHECKING:
+    from ._client import LeadInput, RyngClient
+
+__all__ = ["BatchStream", "ProgressHook", "bulk_append", "stream_append"]
+
+logger = logging.getLogger("ryng_async")
+
+ProgressHook = Callable[[Progress], object]
+"""Called with a `Progress` snapshot after every batch."""
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class _Load:
+    """The state of one bulk load."""
+
+    def __init__(
+        self,
+        client: RyngClient,
+        campaign_id: str | int,
+        leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
+        *,
+        batch_size: int,
+        max_batch_bytes: int,
+        concurrency: int,
+        rate_limit: float | None,
+        on_progress: ProgressHook | None,
+        dedupe: bool,
+        report: BulkReport | None,
+        request_options: dict[str, Any],
+    ) -> None:
+        self.client = client
+        self.url = URL(client.campaign_url(campaign_id), encoded=True)
+        self.batch_size = _check_int(batch_size, "batch_size")
+        self.concurrency = _check_int(concurrency, "concurrency")
+        template = BodyTemplate(build_request(**request_options))
+        _check_int(max_batch_bytes, "max_batch_bytes", template.overhead + 2)
+        self.packer = Packer(template, self.batch_size, max_batch_bytes)
+        self.pacer = client._pacer if rate_limit is None else RatePacer(check_rate(rate_limit))
+        self.on_progress = on_progress
+        self.seen: set[str] | None = set() if dedupe else None
+        if not isinstance(leads, AsyncIterable | Iterable) or isinstance(
+            leads, str | bytes | Mapping
+        ):
+            raise ValidationError(
+                f"must be an iterable or async iterable of leads, got {type(leads).__name__}",
+                field="leads",
+            )
+        self.leads = leads
+        self.report = report if report is not None else BulkReport()
+        if self.report.finished or self.report.total:
+            raise ConfigurationError("report= must be a new, empty BulkReport")
+        self.report.campaign_id = str(campaign_id)
+        self.headers = {**client._headers, **_JSON}
+        self.position = 0
+        self.held: list[Any] = []
+        self.unfinished: dict[int, Batch] = {}
+        self.exchanges: dict[int, Exchange] = {}
+        self.started: dict[int, float] = {}
+        self.stop_signal = StopSignal()
+        self.fatal: BaseException | None = None
+        self.emit: Callable[[BatchResult], Any] | None = None
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def read(self, send: ObjectSendStream[Batch]) -> None:
+        async with send:
+            try:
+                if isinstance(self.leads, AsyncIterable):
+                    await self._read_async(self.leads, send)
+                else:
+                    await self._read_sync(iter(self.leads), send)
+            except Exception as exc:  # the user's iterator failed: stop, keep the report
+                self.fail(exc, f"the input raised {type(exc).__name__}: {exc}")
+
+    async def _read_sync(self, source: Iterable[Any], send: ObjectSendStream[Batch]) -> None:
+        iterator = iter(source)
+        while not self.stopping:
+            self.held.extend(islice(iterator, self.batch_size))
+            if not self.held:
+                break
+            for batch in self.take():
+                await send.send(batch)
+        if not self.stopping:
+            for batch in self.flush():
+                await send.send(batch)
+
+    async def _read_async(
+        self, source: AsyncIterable[Any], send: ObjectSendStream[Batch]
+    ) -> None:
+        iterator = aiter(source)
+        exhausted = False
+        while not self.stopping and not exhausted:
+            async for lead in iterator:  # noqa: B007 - resumed by the next pass
+                self.held.append(lead)
+                if len(self.held) >= self.batch_size:
+                    break
+            else:
+                exhausted = True
+            for batch in self.take():
+                await send.send(batch)
+        if not self.stopping:
+            for batch in self.flush():
+                await send.send(batch)
+
+    def take(self) -> list[Batch]:
+        """Validate and pack the leads read so far; return (and hold) the batches made."""
+        chunk, self.held = self.held, []
+        start = self.position
+        self.position += len(chunk)
+        self.report.total += len(chunk)
+        if self.seen is None and leads_are_valid(chunk):
+            rows = chunk
+            positions = list(range(start, start + len(chunk)))
+        else:
+            rows, positions = self._validate_each(chunk, start)
+        return self._track(self.packer.add(rows, positions))
+
+    def flush(self) -> list[Batch]:
+        return self._track(self.packer.finish())
+
+    def _track(self, batches: list[Batch]) -> list[Batch]:
+        if self.packer.invalid:
+            self.report.record_invalid(self.packer.invalid)
+            self.packer.invalid = []
+        for batch in batches:
+            self.unfinished[batch.index] = batch
+        return batches
+
+    def _validate_each(
+        self, chunk: list[Any], start: int
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        rows: list[dict[str, Any]] = []
+        positions: list[int] = []
+        invalid: list[InvalidLead] = []
+        for position, lead in enumerate(chunk, start):
+            try:
+                row = validate_lead(lead, position)
+            except ValidationError as exc:
+                invalid.append(InvalidLead(position=position, field=exc.field, reason=exc.reason))
+                continue
+            if self.seen is not None:
+                number = row["number"]
+                if number in self.seen:
+                    invalid.append(
+                        InvalidLead(
+                            position=position,
+                            field="number",
+                            reason=f"duplicate of an earlier lead in this load: {number}",
+                        )
+                    )
+                    continue
+                self.seen.add(number)
+            rows.append(row)
+            positions.append(position)
+        self.report.record_invalid(invalid)
+        return rows, positions
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def send_all(self, receive: ObjectReceiveStream[Batch]) -> None:
+        async with receive:
+            async for batch in receive:
+                if self.stopping:
+                    continue  # left in _unfinished: settle() marks it skipped
+                result = await self.send_one(batch)
+                await self.finish_batch(batch, result)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_signal.fired
+
+    async def send_one(self, batch: Batch) -> BatchResult:
+        exchange = Exchange(campaign_id=self.report.campaign_id, batch_index=batch.index)
+        self.exchanges[batch.index] = exchange
+        started = self.started[batch.index] = time.perf_counter()
+        body = batch.body
+        outcome = Outcome.ACCEPTED
+        error: RyngError | None = None
+        try:
+            response = await self.client._send(
+                exchange,
+                self.url,
+                lambda: body,
+                self.headers,
+                pacer=self.pacer,
+                stop=self.stop_signal,
+            )
+            message = response.message
+        except SendStopped:
+            outcome = Outcome.UNKNOWN if exchange.in_doubt else Outcome.SKIPPED
+            message = f"not sent: {self.report.stop_reason}"
+        except RyngError as exc:
+            error = exc
+            message = exc.message if isinstance(exc, APIError) else str(exc)
+            if exchange.in_doubt or isinstance(exc, AmbiguousError):
+                outcome = Outcome.UNKNOWN
+            else:
+                outcome = Outcome.FAILED
+            if isinstance(exc, AuthenticationError):
+                self.fail(exc, "403: the access token was refused")
+        return self._result(batch, outcome, exchange, message, error, started)
+
+    def _result(
+        self,
+        batch: Batch,
+        outcome: Outcome,
+        exchange: Exchange | None,
+        message: str,
+        error: RyngError | None,
+        started: float | None,
+    ) -> BatchResult:
+        return BatchResult(
+            index=batch.index,
+            start=batch.start,
+            count=batch.count,
+            outcome=outcome,
+            status=None if exchange is None else exchange.status,
+            message=message,
+            attempts=0 if exchange is None else exchange.attempts,
+            elapsed=0.0 if started is None else time.perf_counter() - started,
+            error=error,
+            leads=() if outcome is Outcome.ACCEPTED else tuple(batch.rows),
+        )
+
+    async def finish_batch(self, batch: Batch, result: BatchResult) -> None:
+        self.record(batch, result)
+        if self.emit is not None:
+            try:
+                await self.emit(result)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the consumer left; the report still has the result
+
+    def record(self, batch: Batch, result: BatchResult) -> None:
+        del self.unfinished[batch.index]
+        self.exchanges.pop(batch.index, None)
+        self.started.pop(batch.index, None)
+        self.report.record(result)
+        if self.on_progress is not None:
+            try:
+                self.on_progress(self.report.progress(self.pacer.rate))
+            except Exception as exc:
+                self.fail(exc, f"on_progress raised {type(exc).__name__}: {exc}")
+
+    def fail(self, exc: BaseException, reason: str) -> None:
+        """Stop sending new requests; ``exc`` is raised once the load has settled."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop_signal.fire()
+        self.report.stop(reason)
+        logger.warning("bulk load of campaign %s stops: %s", self.report.campaign_id, reason)
+
+    # -- ending ----------------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Account for every lead read but not yet in an outcome; end the report.
+
+        Runs in a ``finally``: plain synchronous code, safe while a cancel is pending.
+        """
+        if self.held or self.packer.pending or self.unfinished:
+            if not self.stopping:
+                self.report.stop("cancelled")
+            if self.held:
+                self.take()
+            self.flush()
+        for index in sorted(self.unfinished):
+            batch = self.unfinished[index]
+            exchange = self.exchanges.get(index)
+            in_doubt = exchange is not None and exchange.in_doubt
+            outcome = Outcome.UNKNOWN if in_doubt else Outcome.SKIPPED
+            message = (
+                "cancelled after sending: may have been appended"
+                if in_doubt
+                else f"not sent: {self.report.stop_reason}"
+            )
+            self.record(batch, self._result(batch, outcome, exchange, message, None, None))
+        self.report.finish()
+
+
+def _new_load(
+    client: RyngClient,
+    campaign_id: str | int,
+    leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    rate_limit: float | None = None,
+    checkpoint: str | None = None,
+    on_progress: ProgressHook | None = None,
+    dedupe: bool = False,
+    report: BulkReport | None = None,
+    name: str | None = None,
+    agent_mapping: AgentMapping | str | None = None,
+    agents: Sequence[str] | None = None,
+    custom_field_names: Mapping[str, str] | None = None,
+    terminal_callback_url: str | None = None,
+    connect_callback_url: str | None = None,
+) -> _Load:
+    if checkpoint is not None:
+        raise ConfigurationError("checkpoint= (resumable loads) is not available yet")
+    client._get_session()  # a closed client refuses before reading anything
+    return _Load(
+        client,
+        campaign_id,
+        leads,
+        batch_size=batch_size,
+        max_batch_bytes=max_batch_bytes,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        on_progress=on_progress,
+        dedupe=dedupe,
+        report=report,
+        request_options={
+            "name": name,
+            "agent_mapping": agent_mapping,
+            "agents": agents,
+            "custom_field_names": custom_field_names,
+            "terminal_callback_url": terminal_callback_url,
+            "connect_callback_url": connect_callback_url,
+        },
+    )
+
+
+async def _run(load: _Load) -> BulkReport:
+    """Run a load to its end and return its report; raise what stopped it, if anything."""
+    try:
+        send, receive = anyio.create_memory_object_stream[Batch](0)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(load.read, send)
+            async with receive:
+                for _ in range(load.concurrency):
+                    tasks.start_soon(load.send_all, receive.clone())
+    finally:
+        load.settle()
+    if load.fatal is not None and not isinstance(load.fatal, _Closed):
+        if isinstance(load.fatal, RyngError):
+            load.fatal.report = load.report
+        else:
+            load.fatal.add_note(f"ryng_async: partial bulk report: {load.report}")
+        raise load.fatal
+    return load.report
+
+
+async def bulk_append(
+    client: RyngClient,
+    campaign_id: str | int,
+    leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
+    **options: Any,
+) -> BulkReport:
+    """Run a bulk load and return its `BulkReport` (see `RyngClient.bulk_append`)."""
+    return await _run(_new_load(client, campaign_id, leads, **options))
+
+
+class BatchStream:
+    """The `BatchResult` s of a load, in completion order, as an async iterator.
+
+    Also an async context manager: ``async with client.stream_append(...) as results``
+    guarantees the load is stopped and settled when the block exits, even on ``break``.
+    The load's report is `report`, live.
+    """
+
+    def __init__(self, load: _Load) -> None:
+        self._load = load
+        self._iterator = self._results()
+
+    @property
+    def report(self) -> BulkReport:
+        """The live report of this load."""
+        return self._load.report
+
+    async def _results(self) -> AsyncIterator[BatchResult]:
+        send, receive = anyio.create_memory_object_stream[BatchResult](self._load.concurrency)
+        self._load.emit = send.send
+
+        async def run() -> None:
+            async with send:
+                await _run(self._load)
+
+        async with receive, anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            async for result in receive:
+                yield result
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> BatchResult:
+        return await anext(self._iterator)
+
+    async def aclose(self) -> None:
+        """Stop the load (nothing new is sent) and wait for it to settle."""
+        if not self._load.report.finished:
+            self._load.fail(_Closed(), "the result stream was closed")
+        async with aclosing(self._iterator):
+            # Nothing new is sent now; let the requests in flight end with real outcomes.
+            async for _ in self._iterator:
+                pass
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _Closed(Exception):
+    """The consumer closed a `BatchStream` early (not an error to raise)."""
+
+
+def stream_append(
+    client: RyngClient,
+    campaign_id: str | int,
+    leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
+    **options: Any,
+) -> BatchStream:
+    """Start a bulk load whose results are iterated as they come (see `BatchStream`)."""
+    return BatchStream(_new_load(client, campaign_id, leads, **options))

@@ -1,0 +1,107 @@
+"""Settings and defaults: `RetryPolicy` and every ``DEFAULT_*`` constant in one place."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ._exceptions import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_TIMEOUT",
+    "MAX_RESPONSE_BYTES",
+    "RetryPolicy",
+]
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds allowed for one attempt (connect, send, answer)."""
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds allowed to open a connection (part of `DEFAULT_TIMEOUT`)."""
+DEFAULT_MAX_CONNECTIONS = 100
+"""Size of the client's connection pool."""
+MAX_RESPONSE_BYTES = 1 << 20
+"""Largest response body the client reads; a longer one is an `APIError`."""
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_MAX_BATCH_BYTES = 4 << 20
+DEFAULT_CONCURRENCY = 8
+
+DEFAULT_MAX_ATTEMPTS = 5
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0
+DEFAULT_RETRY_TIMEOUT = 300.0
+DEFAULT_RETRY_BUDGET = 500
+RETRY_COST = 5
+SUCCESS_REFUND = 1
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigurationError(f"RetryPolicy: {message}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """When and how often a request is tried again.
+
+    Attempts back off exponentially with full jitter (a delay drawn uniformly from
+    ``[0, min(max_delay, initial_delay * 2 ** (attempt - 1))]``). A ``Retry-After`` from
+    the server replaces the drawn delay, capped at ``max_retry_after``.
+
+    Args:
+        max_attempts: attempts per request, the first included (1 turns retries off).
+        initial_delay: backoff ceiling, in seconds, before the second attempt.
+        max_delay: cap on any backoff delay, in seconds.
+        max_retry_after: cap on how long a server's ``Retry-After`` is honoured.
+        timeout: total seconds one request may spend across its attempts and waits;
+            None for no limit.
+        retry_statuses: HTTP statuses worth another attempt (403 and other 4xx never are).
+        retry_ambiguous: resend after a timeout or drop that may have been processed.
+            Off by default: the API has no idempotency key, so a resent batch may call
+            customers twice.
+        budget: capacity of the client-wide retry budget, a token bucket in the style of
+            botocore's retry quota: each retry costs ``retry_cost``, each first-attempt
+            success refunds ``success_refund``, and with the bucket empty no request is
+            retried, so a failing server is not hammered by every batch at once.
+            None turns the budget off.
+        retry_cost: tokens one retry takes from the budget.
+        success_refund: tokens a success gives back.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_delay: float = INITIAL_RETRY_DELAY
+    max_delay: float = MAX_RETRY_DELAY
+    max_retry_after: float = MAX_RETRY_AFTER
+    timeout: float | None = DEFAULT_RETRY_TIMEOUT
+    retry_statuses: frozenset[int] = field(default=RETRYABLE_STATUSES)
+    retry_ambiguous: bool = False
+    budget: int | None = DEFAULT_RETRY_BUDGET
+    retry_cost: int = RETRY_COST
+    success_refund: int = SUCCESS_REFUND
+
+    def __post_init__(self) -> None:
+        _check(self.max_attempts >= 1, f"max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("initial_delay", "max_delay", "max_retry_after"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
+        _check(
+            self.timeout is None or (math.isfinite(self.timeout) and self.timeout > 0),
+            f"timeout must be > 0 or None, got {self.timeout}",
+        )
+        bad = sorted(s for s in self.retry_statuses if s == 403 or not 400 <= s <= 599)
+        _check(not bad, f"retry_statuses may only hold 4xx/5xx other than 403, got {bad}")
+        _check(self.budget is None or self.budget >= 0, f"budget must be >= 0, got {self.budget}")
+        _check(self.retry_cost >= 0, f"retry_cost must be >= 0, got {self.retry_cost}")
+        _check(self.success_refund >= 0, f"success_refund must be >= 0, got {self.success_refund}")
+
+    @classmethod
+    def no_retries(cls) -> RetryPolicy:
+        """A policy that tries every request exactly once."""
+        return cls(max_attempts=1)

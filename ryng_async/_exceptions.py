@@ -1,0 +1,139 @@
+"""The ryng_async error tree.
+
+Every error the SDK raises derives from one root::
+
+    RyngError
+    ├── ConfigurationError      bad client settings (missing token, bad subdomain, ...)
+    ├── ValidationError         bad input found before sending; nothing was sent
+    ├── APIError                the server answered with an error   (.status, .message, .body)
+    │   ├── AuthenticationError     403 / "Unauthorized Token"
+    │   ├── RateLimitError          429 (.retry_after seconds or None)
+    │   └── ServerError             5xx, or 200 with "error": true
+    └── TransportError          no usable answer
+        ├── ConnectError            the request surely never reached the server
+        └── AmbiguousError          it may have been processed (timeout or drop after sending)
+
+Foreign errors (aiohttp, OSError, asyncio timeouts) never escape raw: they are wrapped
+with ``raise ... from exc``. No error message ever contains the access token.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._report import BulkReport
+
+__all__ = [
+    "APIError",
+    "AmbiguousError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectError",
+    "RateLimitError",
+    "RyngError",
+    "ServerError",
+    "TransportError",
+    "ValidationError",
+]
+
+_BODY_PREVIEW = 200
+
+
+def preview(value: object, limit: int = 60) -> str:
+    """Return ``repr(value)`` cut to ``limit`` characters, for error messages."""
+    text = repr(value)
+    if len(text) > limit:
+        return text[: limit - 3] + "..."
+    return text
+
+
+class RyngError(Exception):
+    """Root of every error raised by ryng_async.
+
+    Attributes:
+        report: the partial `BulkReport` when the error ended a bulk load, else None.
+    """
+
+    report: BulkReport | None = None
+
+
+class ConfigurationError(RyngError):
+    """The client's settings are unusable (missing token, bad subdomain, bad option)."""
+
+
+class ValidationError(RyngError):
+    """Input was refused before anything was sent.
+
+    Attributes:
+        field: the offending field in wire form (``"number"``, ``"customField3"``...).
+        position: the lead's input position in a bulk load or list, when known.
+        reason: the rule that failed, without the field or position prefix.
+    """
+
+    def __init__(
+        self, reason: str, *, field: str | None = None, position: int | None = None
+    ) -> None:
+        self.reason = reason
+        self.field = field
+        self.position = position
+        where = []
+        if position is not None:
+            where.append(f"lead #{position}")
+        if field is not None:
+            where.append(field)
+        super().__init__(f"{': '.join(where)}: {reason}" if where else reason)
+
+
+class APIError(RyngError):
+    """The server answered with an error.
+
+    Attributes:
+        status: the HTTP status code.
+        message: the ``message`` of the vendor's JSON body, or a description.
+        body: the response body, decoded as text and cut to a preview.
+    """
+
+    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+        self.status = status
+        self.message = message
+        self.body = body[:_BODY_PREVIEW]
+        super().__init__(f"HTTP {status}: {message}")
+
+
+class AuthenticationError(APIError):
+    """The access token was refused (HTTP 403, "Unauthorized Token")."""
+
+
+class RateLimitError(APIError):
+    """Too many requests (HTTP 429).
+
+    Attributes:
+        retry_after: seconds the server asked us to wait, or None if it did not say.
+    """
+
+    def __init__(
+        self, message: str, *, status: int = 429, body: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """The server failed (HTTP 5xx), or answered 200 with ``"error": true``."""
+
+
+class TransportError(RyngError):
+    """No usable answer came back."""
+
+
+class ConnectError(TransportError):
+    """The request surely never reached the server (refused, DNS, reset before sending)."""
+
+
+class AmbiguousError(TransportError):
+    """The request may have been processed: a timeout or a drop after it was sent.
+
+    The Append Campaign API has no idempotency key, so resending could append the
+    same leads twice; the SDK does not resend unless ``RetryPolicy.retry_ambiguous``.
+    """

@@ -1,0 +1,129 @@
+"""Wire structs of the Append Campaign API and their reused encoder and decoders."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "AgentMapping",
+    "AppendRequest",
+    "AppendResponse",
+    "CustomerData",
+    "Lead",
+    "decode_request",
+    "decode_response",
+    "encode",
+]
+
+
+class AgentMapping(enum.StrEnum):
+    """How Ryng assigns agents to the calls of an append.
+
+    Plain strings (``"global"``, ``"inline"``, ``"all-agents"``) are accepted wherever an
+    `AgentMapping` is.
+    """
+
+    GLOBAL = "global"
+    """Calls go to the agents named in ``agents``."""
+    INLINE = "inline"
+    """Each lead names its agents in ``agentsAssigned`` (or the campaign's are used)."""
+    ALL_AGENTS = "all-agents"
+    """Every agent may take the calls (the vendor's default)."""
+
+
+class Lead(msgspec.Struct, frozen=True, kw_only=True):
+    """One customer row to call.
+
+    Args:
+        number: the customer's number in E.164 form, ``+`` then 7 to 15 digits.
+        agents_assigned: usernames of the agents who may take this call (``inline`` mapping).
+        custom_fields: values of the campaign's custom fields by number: ``{1: "Max"}`` is
+            sent as ``"customField1": "Max"``.
+
+    Bulk and single appends also take plain mappings in the wire form
+    (``{"number": ..., "agentsAssigned": [...], "customField1": ...}``).
+    """
+
+    number: str
+    agents_assigned: Sequence[str] | None = None
+    custom_fields: Mapping[int, str] = msgspec.field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the lead in the vendor's wire form (not validated)."""
+        wire: dict[str, Any] = {"number": self.number}
+        if self.agents_assigned is not None:
+            wire["agentsAssigned"] = list(self.agents_assigned)
+        for index, value in self.custom_fields.items():
+            wire[f"customField{index}"] = value
+        return wire
+
+    @classmethod
+    def from_wire(cls, row: Mapping[str, Any]) -> Lead:
+        """Build a `Lead` from a wire-form mapping (not validated; unknown keys ignored)."""
+        custom = {
+            int(key[11:]): value
+            for key, value in row.items()
+            if key.startswith("customField") and key[11:].isdigit()
+        }
+        agents = row.get("agentsAssigned")
+        return cls(
+            number=row["number"],
+            agents_assigned=None if agents is None else tuple(agents),
+            custom_fields=custom,
+        )
+
+
+class CustomerData(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """The ``customerData`` object of a request: callback URLs and the leads."""
+
+    terminal_callback_url: str | None = None
+    connect_callback_url: str | None = None
+    # Must stay the last field: the bulk engine splices encoded leads in before "]}}".
+    json_data: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class AppendRequest(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """The JSON body of one Append Campaign request, field for field as the vendor's."""
+
+    name: str | None = None
+    agent_mapping: str | None = None
+    agents: list[str] | None = None
+    custom_field_names: dict[str, str] | None = None
+    # Must stay the last field (see CustomerData.json_data).
+    customer_data: CustomerData = msgspec.field(default_factory=CustomerData)
+
+
+class AppendResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """What the API answered to an append.
+
+    Attributes:
+        error: the vendor's error flag (False for a success).
+        message: the vendor's message, e.g. ``"Processing Campaign..."``.
+        data: the vendor's ``data`` object (empty in every documented answer).
+    """
+
+    error: bool
+    message: str = ""
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(AppendRequest)
+_response_decoder = msgspec.json.Decoder(AppendResponse)
+
+encode = _encoder.encode
+"""Encode a struct, or plain JSON-able values, to compact JSON bytes."""
+
+
+def decode_request(body: bytes) -> AppendRequest:
+    """Decode a request body (raises `msgspec.DecodeError` / `msgspec.ValidationError`)."""
+    return _request_decoder.decode(body)
+
+
+def decode_response(body: bytes) -> AppendResponse:
+    """Decode a response body (raises `msgspec.DecodeError` / `msgspec.ValidationError`)."""
+    return _response_decoder.decode(body)

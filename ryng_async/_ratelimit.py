@@ -1,0 +1,97 @@
+"""The client-wide request pacer: aiolimiter with no start burst, AIMD, and global pauses.
+
+aiolimiter's leaky bucket holds ``max_rate`` tokens and starts empty, so a limiter of
+``AsyncLimiter(50, 1)`` lets 50 requests through at once and ~100 in the first second.
+We keep a bucket of one token drained at ``rate`` per second instead: requests are spaced
+``1 / rate`` apart from the very first, and no window of one second sees more than
+``rate`` (+1 at its closed edge).
+
+On a 429 the rate halves (never below ``rate / 64``); each success adds back 1/20 of the
+configured rate, never above it (additive increase, multiplicative decrease, as TCP). A
+``Retry-After`` pauses every request of the client, not just the one that got it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["RatePacer", "check_rate"]
+
+_DECREASE = 0.5
+_INCREASE_SHARE = 0.05
+_FLOOR_SHARE = 1 / 64
+
+
+def check_rate(rate: float | None, name: str = "rate_limit") -> float | None:
+    """Return ``rate`` as a float if it is a number > 0, None if None; else refuse it."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ConfigurationError(f"{name} must be a number of requests per second or None, got {rate!r}")
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigurationError(f"{name} must be > 0 requests per second or None, got {rate!r}")
+    return float(rate)
+
+
+class _SpacedLimiter(AsyncLimiter):
+    """An `AsyncLimiter` of one token whose drain rate can change while tasks wait."""
+
+    __slots__ = ()
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(1, 1 / rate)
+
+    def set_rate(self, rate: float) -> None:
+        self._leak()  # account for the time elapsed at the old rate first
+        self.time_period = 1 / rate
+        self._rate_per_sec = rate
+        self._wake_next()  # reschedule the next waiter at the new rate
+
+
+class RatePacer:
+    """Paces every request of one client (or of one bulk load that set its own rate).
+
+    Args:
+        rate: the most requests per second, or None for no limit (pauses still apply).
+    """
+
+    def __init__(self, rate: float | None) -> None:
+        self.limit = check_rate(rate)
+        self._rate = self.limit
+        self._limiter = None if rate is None else _SpacedLimiter(rate)
+        self._paused_until = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        """The rate in force now (below the limit after a 429), or None if unlimited."""
+        return self._rate
+
+    async def acquire(self) -> None:
+        """Wait until one more request may be sent."""
+        # Bounded: each pass sleeps until the latest pause ends; a pause is only extended
+        # by a server's Retry-After, itself capped by the retry policy.
+        while (wait := self._paused_until - anyio.current_time()) > 0:
+            await anyio.sleep(wait)
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
+    def throttled(self, retry_after: float | None) -> None:
+        """Record a 429: lower the rate and pause everyone for ``retry_after`` seconds."""
+        if retry_after:
+            self._paused_until = max(self._paused_until, anyio.current_time() + retry_after)
+        if self._limiter is not None and self._rate is not None and self.limit is not None:
+            self._rate = max(self._rate * _DECREASE, self.limit * _FLOOR_SHARE)
+            self._limiter.set_rate(self._rate)
+
+    def succeeded(self) -> None:
+        """Record a success: raise the rate back toward the limit."""
+        if self._limiter is None or self._rate is None or self.limit is None:
+            return
+        if self._rate < self.limit:
+            self._rate = min(self.limit, self._rate + self.limit * _INCREASE_SHARE)
+            self._limiter.set_rate(self._rate)

@@ -1,0 +1,275 @@
+"""Outcomes of a bulk load: `BatchResult`, `Progress`, and the live `BulkReport`."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ._exceptions import AmbiguousError, RyngError, ValidationError
+from ._validate import InvalidLead
+
+__all__ = ["BatchResult", "BulkReport", "Outcome", "Progress"]
+
+
+class Outcome(enum.StrEnum):
+    """How a batch ended; every batch ends in exactly one."""
+
+    ACCEPTED = "accepted"
+    """Answered 200 with ``"error": false``: the leads were appended."""
+    FAILED = "failed"
+    """A definite error after the retries allowed: the leads were not appended."""
+    UNKNOWN = "unknown"
+    """No definite answer (timeout, drop): the leads may or may not have been appended."""
+    SKIPPED = "skipped"
+    """Never sent (the load was cancelled, aborted or stopped first)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchResult:
+    """The outcome of one batch of a bulk load.
+
+    Attributes:
+        index: the batch's number in the load, from 0, in input order.
+        start: input position of its first lead.
+        count: leads in the batch.
+        outcome: accepted, failed, unknown or skipped.
+        status: the last HTTP status received, or None.
+        message: the server's message, or a description of the failure.
+        attempts: requests sent for it (0 if skipped before any).
+        elapsed: seconds from its first attempt to its outcome.
+        error: the error that ended it, None if accepted.
+        leads: its leads in wire form when not accepted (to send again), else empty.
+    """
+
+    index: int
+    start: int
+    count: int
+    outcome: Outcome
+    status: int | None
+    message: str
+    attempts: int
+    elapsed: float
+    error: RyngError | None = None
+    leads: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as JSON-able values (leads left out)."""
+        return {
+            "index": self.index,
+            "start": self.start,
+            "count": self.count,
+            "outcome": self.outcome.value,
+            "status": self.status,
+            "message": self.message,
+            "attempts": self.attempts,
+            "elapsed": round(self.elapsed, 6),
+            "error": None if self.error is None else type(self.error).__name__,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """A snapshot handed to ``on_progress`` after every batch.
+
+    Attributes:
+        batches: batches ended so far.
+        read: leads read from the input so far.
+        accepted, failed, unknown, skipped, invalid: leads so far, by outcome.
+        rate: the request rate in force (requests/s), None if unlimited.
+        elapsed: seconds since the load started.
+    """
+
+    batches: int
+    read: int
+    accepted: int
+    failed: int
+    unknown: int
+    skipped: int
+    invalid: int
+    rate: float | None
+    elapsed: float
+
+
+@dataclass(slots=True, kw_only=True)
+class BulkReport:
+    """What a bulk load did with every lead, filled live as batches end.
+
+    Pass one in (``bulk_append(..., report=BulkReport())``) to keep it when the load is
+    cancelled from an enclosing scope or the input iterator raises: it is exact at every
+    moment the load is not running code, and final once ``finished`` is True.
+
+    The invariant ``total == accepted + failed + unknown + skipped + invalid`` holds once
+    the load has ended, on every path.
+
+    Attributes:
+        campaign_id: the campaign loaded into.
+        total: leads read from the input.
+        accepted, failed, unknown, skipped, invalid: leads by outcome.
+        batches: every batch's `BatchResult`, in completion order.
+        invalid_leads: every lead refused before sending, with its position and reason.
+        elapsed: seconds the load ran.
+        finished: the load has ended (normally or not).
+        stopped_early: the input was not read to its end (403, cancel, input error).
+        stop_reason: why it stopped early, or None.
+    """
+
+    campaign_id: str = ""
+    total: int = 0
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    batches: list[BatchResult] = field(default_factory=list)
+    invalid_leads: list[InvalidLead] = field(default_factory=list)
+    elapsed: float = 0.0
+    finished: bool = False
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    _started: float = field(default_factory=time.perf_counter, repr=False)
+
+    @property
+    def leads_per_second(self) -> float:
+        """Leads accepted per second of the load."""
+        return self.accepted / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True if the whole input was read and every lead was accepted."""
+        return (
+            self.finished
+            and not self.stopped_early
+            and self.accepted == self.total
+            and not (self.failed or self.unknown or self.skipped or self.invalid)
+        )
+
+    @property
+    def unaccounted(self) -> int:
+        """Leads read but in no outcome (0 once the load has ended)."""
+        return self.total - (
+            self.accepted + self.failed + self.unknown + self.skipped + self.invalid
+        )
+
+    def record(self, result: BatchResult) -> None:
+        """Add one batch's outcome to the counts."""
+        self.batches.append(result)
+        if result.outcome is Outcome.ACCEPTED:
+            self.accepted += result.count
+        elif result.outcome is Outcome.FAILED:
+            self.failed += result.count
+        elif result.outcome is Outcome.UNKNOWN:
+            self.unknown += result.count
+        else:
+            self.skipped += result.count
+
+    def record_invalid(self, leads: list[InvalidLead]) -> None:
+        """Add leads refused by validation."""
+        self.invalid_leads.extend(leads)
+        self.invalid += len(leads)
+
+    def stop(self, reason: str) -> None:
+        """Mark the load as stopped before the end of its input (first reason kept)."""
+        if not self.stopped_early:
+            self.stopped_early = True
+            self.stop_reason = reason
+
+    def finish(self) -> None:
+        """Mark the load as ended and fix its elapsed time."""
+        self.elapsed = time.perf_counter() - self._started
+        self.finished = True
+
+    def progress(self, rate: float | None) -> Progress:
+        """Return a snapshot for ``on_progress``."""
+        return Progress(
+            batches=len(self.batches),
+            read=self.total,
+            accepted=self.accepted,
+            failed=self.failed,
+            unknown=self.unknown,
+            skipped=self.skipped,
+            invalid=self.invalid,
+            rate=rate,
+            elapsed=time.perf_counter() - self._started,
+        )
+
+    def failed_leads(self) -> list[dict[str, Any]]:
+        """Return the leads of failed, unknown and skipped batches, in input order.
+
+        These are the leads to send again. Unknown ones may already have been appended:
+        check them (callbacks, the Ryng console) before resending, or customers may be
+        called twice.
+        """
+        pending = sorted(
+            (r for r in self.batches if r.outcome is not Outcome.ACCEPTED), key=lambda r: r.start
+        )
+        return [lead for result in pending for lead in result.leads]
+
+    def raise_for_failures(self) -> None:
+        """Raise if any lead was not accepted; do nothing for an ``ok`` report.
+
+        Raises:
+            RyngError: the error of the first batch not accepted (in input order),
+                `AmbiguousError` for a batch skipped without one, or `ValidationError`
+                when only invalid leads stand in the way; ``.report`` is this report.
+        """
+        if self.ok:
+            return
+        bad = sorted(
+            (r for r in self.batches if r.outcome is not Outcome.ACCEPTED), key=lambda r: r.start
+        )
+        error: RyngError
+        if bad and bad[0].error is not None:
+            error = bad[0].error
+        elif bad:
+            error = AmbiguousError(f"{self.skipped} leads were never sent: {self.stop_reason}")
+        elif self.invalid_leads:
+            first = self.invalid_leads[0]
+            error = ValidationError(
+                f"{self.invalid} invalid leads, the first: {first.reason}",
+                field=first.field,
+                position=first.position,
+            )
+        else:
+            error = AmbiguousError(f"the load did not finish: {self.stop_reason or 'unknown'}")
+        error.report = self
+        raise error
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-able values (lead contents left out)."""
+        return {
+            "campaign_id": self.campaign_id,
+            "total": self.total,
+            "accepted": self.accepted,
+            "failed": self.failed,
+            "unknown": self.unknown,
+            "skipped": self.skipped,
+            "invalid": self.invalid,
+            "ok": self.ok,
+            "finished": self.finished,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "elapsed": round(self.elapsed, 6),
+            "leads_per_second": round(self.leads_per_second, 1),
+            "batches": [r.to_dict() for r in self.batches],
+            "invalid_leads": [msgspec.structs.asdict(lead) for lead in self.invalid_leads],
+        }
+
+    def to_json(self) -> bytes:
+        """Return the report as JSON bytes (see `to_dict`)."""
+        return msgspec.json.encode(self.to_dict())
+
+    def __str__(self) -> str:
+        status = "ok" if self.ok else "NOT ok"
+        line = (
+            f"{status}: {self.total} leads read, {self.accepted} accepted, {self.failed} failed, "
+            f"{self.unknown} unknown, {self.skipped} skipped, {self.invalid} invalid "
+            f"in {len(self.batches)} batches, {self.elapsed:.2f}s "
+            f"({self.leads_per_second:,.0f} leads/s)"
+        )
+        if self.stopped_early:
+            line += f"; stopped early: {self.stop_reason}"
+        return line

@@ -1,0 +1,35 @@
+"""Shared fixtures: a FakeRyngServer on loopback and a client bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ryng_async import RetryPolicy, RyngClient
+from ryng_async.testing import FakeRyngServer
+
+TOKEN = "test-token-0123456789"
+
+# Waits off: retries are tested for what they decide, not for how long they sleep.
+FAST_RETRY = RetryPolicy(initial_delay=0.0, max_delay=0.0, max_retry_after=0.0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # aiohttp and aiolimiter are asyncio-only.
+    return "asyncio"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeRyngServer]:
+    async with FakeRyngServer(access_token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def client(server: FakeRyngServer) -> AsyncIterator[RyngClient]:
+    async with RyngClient(
+        base_url=server.base_url, access_token=TOKEN, retry=FAST_RETRY, random_seed=0
+    ) as ryng:
+        yield ryng
