@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing, suppress
 from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -23,6 +23,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from yarl import URL
 
 from ._batching import Batch, BodyTemplate, Packer
+from ._client import Exchange, SendStoppedError, StopSignal
 from ._config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH_BYTES
 from ._exceptions import (
     AmbiguousError,
@@ -36,8 +37,6 @@ from ._models import AgentMapping
 from ._ratelimit import RatePacer, check_rate
 from ._report import BatchResult, BulkReport, Outcome, Progress
 from ._validate import InvalidLead, build_request, leads_are_valid, validate_lead
-
-from ._client import Exchange, SendStopped, StopSignal
 
 if TYPE_CHECKING:
     from ._client import LeadInput, RyngClient
@@ -132,13 +131,11 @@ class _Load:
             for batch in self.flush():
                 await send.send(batch)
 
-    async def _read_async(
-        self, source: AsyncIterable[Any], send: ObjectSendStream[Batch]
-    ) -> None:
+    async def _read_async(self, source: AsyncIterable[Any], send: ObjectSendStream[Batch]) -> None:
         iterator = aiter(source)
         exhausted = False
         while not self.stopping and not exhausted:
-            async for lead in iterator:  # noqa: B007 - resumed by the next pass
+            async for lead in iterator:
                 self.held.append(lead)
                 if len(self.held) >= self.batch_size:
                     break
@@ -234,7 +231,7 @@ class _Load:
                 stop=self.stop_signal,
             )
             message = response.message
-        except SendStopped:
+        except SendStoppedError:
             outcome = Outcome.UNKNOWN if exchange.in_doubt else Outcome.SKIPPED
             message = f"not sent: {self.report.stop_reason}"
         except RyngError as exc:
@@ -246,10 +243,18 @@ class _Load:
                 outcome = Outcome.FAILED
             if isinstance(exc, AuthenticationError):
                 self.fail(exc, "403: the access token was refused")
-        return self._result(batch, outcome, exchange, message, error, started)
+        return self._result(
+            batch=batch,
+            outcome=outcome,
+            exchange=exchange,
+            message=message,
+            error=error,
+            started=started,
+        )
 
     def _result(
         self,
+        *,
         batch: Batch,
         outcome: Outcome,
         exchange: Exchange | None,
@@ -273,10 +278,9 @@ class _Load:
     async def finish_batch(self, batch: Batch, result: BatchResult) -> None:
         self.record(batch, result)
         if self.emit is not None:
-            try:
+            # A consumer that left does not need it; the report has it.
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self.emit(result)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass  # the consumer left; the report still has the result
 
     def record(self, batch: Batch, result: BatchResult) -> None:
         del self.unfinished[batch.index]
@@ -320,7 +324,15 @@ class _Load:
                 if in_doubt
                 else f"not sent: {self.report.stop_reason}"
             )
-            self.record(batch, self._result(batch, outcome, exchange, message, None, None))
+            result = self._result(
+                batch=batch,
+                outcome=outcome,
+                exchange=exchange,
+                message=message,
+                error=None,
+                started=None,
+            )
+            self.record(batch, result)
         self.report.finish()
 
 
@@ -380,7 +392,7 @@ async def _run(load: _Load) -> BulkReport:
                     tasks.start_soon(load.send_all, receive.clone())
     finally:
         load.settle()
-    if load.fatal is not None and not isinstance(load.fatal, _Closed):
+    if load.fatal is not None and not isinstance(load.fatal, _StreamClosedError):
         if isinstance(load.fatal, RyngError):
             load.fatal.report = load.report
         else:
@@ -416,7 +428,7 @@ class BatchStream:
         """The live report of this load."""
         return self._load.report
 
-    async def _results(self) -> AsyncIterator[BatchResult]:
+    async def _results(self) -> AsyncGenerator[BatchResult]:
         send, receive = anyio.create_memory_object_stream[BatchResult](self._load.concurrency)
         self._load.emit = send.send
 
@@ -438,7 +450,7 @@ class BatchStream:
     async def aclose(self) -> None:
         """Stop the load (nothing new is sent) and wait for it to settle."""
         if not self._load.report.finished:
-            self._load.fail(_Closed(), "the result stream was closed")
+            self._load.fail(_StreamClosedError(), "the result stream was closed")
         async with aclosing(self._iterator):
             # Nothing new is sent now; let the requests in flight end with real outcomes.
             async for _ in self._iterator:
@@ -456,7 +468,7 @@ class BatchStream:
         await self.aclose()
 
 
-class _Closed(Exception):
+class _StreamClosedError(Exception):
     """The consumer closed a `BatchStream` early (not an error to raise)."""
 
 

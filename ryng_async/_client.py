@@ -93,7 +93,7 @@ class Exchange:
     status: int | None = None
 
 
-class SendStopped(Exception):
+class SendStoppedError(Exception):
     """Raised by `RyngClient._send` when its `StopSignal` fires before a new attempt."""
 
 
@@ -143,9 +143,7 @@ def _check_campaign_id(campaign_id: object) -> str:
             f"must be a non-empty string, got {preview(campaign_id)}", field="campaign_id"
         )
     if campaign_id in {".", ".."}:
-        raise ValidationError(
-            f"{campaign_id!r} is not a usable path segment", field="campaign_id"
-        )
+        raise ValidationError(f"{campaign_id!r} is not a usable path segment", field="campaign_id")
     return campaign_id
 
 
@@ -202,9 +200,7 @@ class RyngClient:
     ) -> None:
         token = _env(access_token, "RYNG_ACCESS_TOKEN")
         if token is None:
-            raise ConfigurationError(
-                "no access token: pass access_token= or set RYNG_ACCESS_TOKEN"
-            )
+            raise ConfigurationError("no access token: pass access_token= or set RYNG_ACCESS_TOKEN")
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             raise ConfigurationError(
                 "access_token must be visible ASCII characters only "
@@ -390,7 +386,7 @@ class RyngClient:
 
         ``exchange`` is kept up to date so a caller can tell, after a cancel, whether the
         request may have been processed. With ``stop`` fired, no new attempt starts and
-        `SendStopped` is raised instead.
+        `SendStoppedError` is raised instead.
         """
         policy = self.retry
         pacer = pacer or self._pacer
@@ -400,7 +396,7 @@ class RyngClient:
             if stop is None:
                 await pacer.acquire()
             elif not await stop.run(pacer.acquire):
-                raise SendStopped
+                raise SendStoppedError
             exchange.attempts += 1
             exchange.in_doubt = True
             try:
@@ -439,7 +435,7 @@ class RyngClient:
                 if stop is None:
                     await anyio.sleep(delay)
                 elif not await stop.run(partial(anyio.sleep, delay)):
-                    raise SendStopped from error
+                    raise SendStoppedError from error
                 continue
             exchange.in_doubt = False
             exchange.status = 200
@@ -542,9 +538,7 @@ class RyngClient:
             content = make_data()
             if not isinstance(content, bytes):
                 opened.append(content)
-            form.add_field(
-                "campaign-sheet", content, filename=filename, content_type="text/csv"
-            )
+            form.add_field("campaign-sheet", content, filename=filename, content_type="text/csv")
             if agents_field is not None:
                 form.add_field("agents", agents_field)
             return form

@@ -32,7 +32,9 @@ def check_rate(rate: float | None, name: str = "rate_limit") -> float | None:
     if rate is None:
         return None
     if isinstance(rate, bool) or not isinstance(rate, int | float):
-        raise ConfigurationError(f"{name} must be a number of requests per second or None, got {rate!r}")
+        raise ConfigurationError(
+            f"{name} must be a number of requests per second or None, got {rate!r}"
+        )
     if not math.isfinite(rate) or rate <= 0:
         raise ConfigurationError(f"{name} must be > 0 requests per second or None, got {rate!r}")
     return float(rate)
@@ -75,7 +77,7 @@ class RatePacer:
         """Wait until one more request may be sent."""
         # Bounded: each pass sleeps until the latest pause ends; a pause is only extended
         # by a server's Retry-After, itself capped by the retry policy.
-        while (wait := self._paused_until - anyio.current_time()) > 0:
+        while (wait := self._paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110
             await anyio.sleep(wait)
         if self._limiter is not None:
             await self._limiter.acquire()

@@ -83,9 +83,7 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> floa
     return rng.uniform(0.0, ceiling)
 
 
-def retry_delay(
-    error: RyngError, attempt: int, policy: RetryPolicy, rng: random.Random
-) -> float:
+def retry_delay(error: RyngError, attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     """Return the wait before the next attempt: ``Retry-After`` if given, else backoff.
 
     A server's ``Retry-After`` is honoured up to ``policy.max_retry_after``.

@@ -106,7 +106,9 @@ def _check_agents(value: object, field: str, position: int | None) -> list[str]:
         )
     agents = list(value)
     if not agents:
-        raise ValidationError("must name at least one agent, got []", field=field, position=position)
+        raise ValidationError(
+            "must name at least one agent, got []", field=field, position=position
+        )
     for index, agent in enumerate(agents):
         if not isinstance(agent, str) or not agent:
             raise ValidationError(
@@ -163,7 +165,7 @@ def validate_lead(lead: object, position: int | None = None) -> dict[str, Any]:
 
 def validate_leads(leads: Iterable[object]) -> list[dict[str, Any]]:
     """Validate the leads of a single append; the first bad one raises `ValidationError`."""
-    rows = leads if isinstance(leads, list) else list(leads)
+    rows: list[Any] = leads if isinstance(leads, list) else list(leads)
     if not rows:
         raise ValidationError("an append needs at least one lead", field="leads")
     if leads_are_valid(rows):
@@ -176,9 +178,7 @@ def _check_url(value: object, field: str) -> str:
         raise ValidationError(f"must be a URL string, got {preview(value)}", field=field)
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValidationError(
-            f"must be an absolute http(s) URL, got {preview(value)}", field=field
-        )
+        raise ValidationError(f"must be an absolute http(s) URL, got {preview(value)}", field=field)
     return value
 
 
@@ -209,7 +209,9 @@ def build_request(
             ) from None
     agent_list = None if agents is None else _check_agents(agents, "agents", None)
     if mapping == AgentMapping.GLOBAL and agent_list is None:
-        raise ValidationError("agent_mapping='global' needs a non-empty agents list", field="agents")
+        raise ValidationError(
+            "agent_mapping='global' needs a non-empty agents list", field="agents"
+        )
     if agent_list is not None and mapping is None:
         raise ValidationError(
             "agents were given without agent_mapping; Ryng would ignore them "

@@ -19,6 +19,7 @@ records every request and every lead it accepted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import math
@@ -344,9 +345,10 @@ class FakeRyngServer:
         digest = hashlib.blake2b(body, digest_size=16).digest()
         seen = self._seen_bodies[digest]
         self._seen_bodies[digest] = seen + 1
-        (draw_seed,) = struct.unpack("<Q", hashlib.blake2b(
-            digest + struct.pack("<qq", plan.seed, seen), digest_size=8
-        ).digest())
+        (draw_seed,) = struct.unpack(
+            "<Q",
+            hashlib.blake2b(digest + struct.pack("<qq", plan.seed, seen), digest_size=8).digest(),
+        )
         draw = random.Random(draw_seed).random()
         for fault, rate in plan.rates.items():
             if draw < rate:
@@ -360,9 +362,9 @@ class FakeRyngServer:
         if fault is Fault.ERROR_500:
             return self._answer(record, 500, _FAILED)
         if fault is Fault.RATE_LIMIT:
-            headers = {} if self.faults.retry_after is None else {
-                "Retry-After": self.faults.retry_after
-            }
+            headers = (
+                {} if self.faults.retry_after is None else {"Retry-After": self.faults.retry_after}
+            )
             return self._answer(record, 429, _TOO_MANY, headers)
         if fault is Fault.ERROR_TRUE:
             return self._answer(record, 200, _ERROR_TRUE)
@@ -415,9 +417,7 @@ class FakeRyngServer:
 
 
 def _json(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=body, content_type="application/json", headers=headers
-    )
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
 def _reset(request: web.Request) -> None:
@@ -427,10 +427,8 @@ def _reset(request: web.Request) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()
 
 
