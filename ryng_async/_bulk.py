@@ -299,7 +299,8 @@ class _Load:
             self.fatal = exc
         self.stop_signal.fire()
         self.report.stop(reason)
-        logger.warning("bulk load of campaign %s stops: %s", self.report.campaign_id, reason)
+        level = logging.DEBUG if isinstance(exc, _StreamClosedError) else logging.WARNING
+        logger.log(level, "bulk load of campaign %s stops: %s", self.report.campaign_id, reason)
 
     # -- ending ----------------------------------------------------------------------
 
