@@ -77,10 +77,14 @@ class RatePacer:
         """Wait until one more request may be sent."""
         # Bounded: each pass sleeps until the latest pause ends; a pause is only extended
         # by a server's Retry-After, itself capped by the retry policy.
-        while (wait := self._paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(wait)
-        if self._limiter is not None:
-            await self._limiter.acquire()
+        while True:
+            while (wait := self._paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110
+                await anyio.sleep(wait)
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            # A pause that began while we queued for the limiter holds us too.
+            if self._paused_until <= anyio.current_time():
+                return
 
     def throttled(self, retry_after: float | None) -> None:
         """Record a 429: lower the rate and pause everyone for ``retry_after`` seconds."""

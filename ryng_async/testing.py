@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import enum
 import hashlib
+import io
 import math
 import random
 import socket
@@ -32,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import msgspec
 from aiohttp import web
@@ -139,7 +142,8 @@ class FakeRyngServer:
         access_token: the only token accepted (others get 403 "Unauthorized Token").
         latency: seconds to wait before each answer (after recording the leads).
         faults: a `FaultPlan`, or None for no faults.
-        rate_limit: requests per second accepted; beyond, 429 with ``Retry-After``.
+        rate_limit: requests accepted in any one-second window (its whole part, >= 1);
+            beyond, 429 with ``Retry-After``.
         record: keep every request, its body and its leads (turn off for huge loads;
             counts are kept either way).
         host: the address to listen on (loopback only: 127.0.0.1 or ::1).
@@ -161,6 +165,10 @@ class FakeRyngServer:
     ) -> None:
         if host not in {"127.0.0.1", "::1", "localhost"}:
             raise ValueError(f"FakeRyngServer listens on loopback only, got host={host!r}")
+        if rate_limit is not None and not (math.isfinite(rate_limit) and rate_limit >= 1):
+            raise ValueError(f"rate_limit must be a number >= 1 or None, got {rate_limit!r}")
+        if not (math.isfinite(latency) and latency >= 0):
+            raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
         self.access_token = access_token
         self.latency = latency
         self.faults = faults or FaultPlan()
@@ -194,7 +202,7 @@ class FakeRyngServer:
 
     def url(self, campaign_id: str) -> str:
         """The append URL of a campaign on this server."""
-        return f"{self.base_url}{_API_PREFIX}{campaign_id}"
+        return f"{self.base_url}{_API_PREFIX}{quote(campaign_id, safe='')}"
 
     async def start(self) -> None:
         """Start listening; `port` is then the port bound."""
@@ -231,7 +239,7 @@ class FakeRyngServer:
     # -- queries -----------------------------------------------------------------------
 
     def lead_count(self) -> int:
-        """Leads accepted (recorded as appended) so far."""
+        """Leads accepted (recorded as appended) so far; a sheet counts its data rows."""
         return self.accepted_leads
 
     def leads_for(self, campaign_id: str) -> list[dict[str, Any]]:
@@ -297,6 +305,8 @@ class FakeRyngServer:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._answer(record, 413, b'{"error":true,"message":"Payload Too Large"}')
+        if self.record:
+            record.body = raw
         fault = self._draw_fault(record.index, raw)
         record.fault = fault
         if fault is not None:
@@ -312,9 +322,10 @@ class FakeRyngServer:
             return parsed
         self.accepted_requests += 1
         record.accepted = True
-        self.accepted_leads += len(record.leads) if record.sheet is None else 1
+        self.accepted_leads += (
+            len(record.leads) if record.sheet is None else _csv_rows(record.sheet)
+        )
         if self.record:
-            record.body = raw
             self.leads.extend(record.leads)
         else:
             record.leads = []
@@ -331,7 +342,7 @@ class FakeRyngServer:
         window = self._window
         while window and now - window[0] >= 1.0:
             window.popleft()
-        if len(window) >= self.rate_limit:
+        if len(window) >= int(self.rate_limit):
             return True
         window.append(now)
         return False
@@ -414,6 +425,12 @@ class FakeRyngServer:
         record.status = status
         self.statuses[status] += 1
         return _json(status, body, headers)
+
+
+def _csv_rows(sheet: bytes) -> int:
+    """Count the data rows of a CSV sheet (its first row is the header)."""
+    rows = csv.reader(io.StringIO(sheet.decode("utf-8", "replace")))
+    return max(sum(1 for row in rows if any(cell.strip() for cell in row)) - 1, 0)
 
 
 def _json(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
