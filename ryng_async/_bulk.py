@@ -26,7 +26,6 @@ from ._batching import Batch, BodyTemplate, Packer
 from ._client import Exchange, SendStoppedError, StopSignal
 from ._config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH_BYTES
 from ._exceptions import (
-    AmbiguousError,
     APIError,
     AuthenticationError,
     ConfigurationError,
@@ -134,18 +133,26 @@ class _Load:
     async def _read_async(self, source: AsyncIterable[Any], send: ObjectSendStream[Batch]) -> None:
         iterator = aiter(source)
         exhausted = False
-        while not self.stopping and not exhausted:
-            async for lead in iterator:
-                self.held.append(lead)
-                if len(self.held) >= self.batch_size:
-                    break
-            else:
-                exhausted = True
-            for batch in self.take():
-                await send.send(batch)
-        if not self.stopping:
-            for batch in self.flush():
-                await send.send(batch)
+        try:
+            while not self.stopping and not exhausted:
+                async for lead in iterator:
+                    self.held.append(lead)
+                    if len(self.held) >= self.batch_size:
+                        break
+                else:
+                    exhausted = True
+                for batch in self.take():
+                    await send.send(batch)
+            if not self.stopping:
+                for batch in self.flush():
+                    await send.send(batch)
+        finally:
+            # Close an async generator we stopped reading here, in this task, rather than
+            # leave it to a garbage-collection hook in another task.
+            aclose = getattr(iterator, "aclose", None)
+            if not exhausted and aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
     def take(self) -> list[Batch]:
         """Validate and pack the leads read so far; return (and hold) the batches made."""
@@ -232,15 +239,12 @@ class _Load:
             )
             message = response.message
         except SendStoppedError:
-            outcome = Outcome.UNKNOWN if exchange.in_doubt else Outcome.SKIPPED
+            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.SKIPPED
             message = f"not sent: {self.report.stop_reason}"
         except RyngError as exc:
             error = exc
             message = exc.message if isinstance(exc, APIError) else str(exc)
-            if exchange.in_doubt or isinstance(exc, AmbiguousError):
-                outcome = Outcome.UNKNOWN
-            else:
-                outcome = Outcome.FAILED
+            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.FAILED
             if isinstance(exc, AuthenticationError):
                 self.fail(exc, "403: the access token was refused")
         return self._result(
@@ -318,11 +322,11 @@ class _Load:
         for index in sorted(self.unfinished):
             batch = self.unfinished[index]
             exchange = self.exchanges.get(index)
-            in_doubt = exchange is not None and exchange.in_doubt
-            outcome = Outcome.UNKNOWN if in_doubt else Outcome.SKIPPED
+            maybe_processed = exchange is not None and exchange.maybe_processed
+            outcome = Outcome.UNKNOWN if maybe_processed else Outcome.SKIPPED
             message = (
                 "cancelled after sending: may have been appended"
-                if in_doubt
+                if maybe_processed
                 else f"not sent: {self.report.stop_reason}"
             )
             result = self._result(

@@ -8,7 +8,6 @@ import random
 import re
 from collections.abc import (
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 import aiohttp
@@ -38,6 +37,11 @@ from ._config import (
     MAX_RESPONSE_BYTES,
     RetryPolicy,
 )
+
+if TYPE_CHECKING:
+    from ._bulk import BatchStream
+    from ._report import BulkReport
+
 from ._exceptions import (
     AmbiguousError,
     APIError,
@@ -55,7 +59,7 @@ from ._ratelimit import RatePacer, check_rate
 from ._retry import RetryBudget, RetryDetails, is_retryable, parse_retry_after, retry_delay
 from ._validate import build_request, validate_leads
 
-__all__ = ["RyngClient"]
+__all__ = ["LeadInput", "RetryHook", "RyngClient", "SheetInput"]
 
 logger = logging.getLogger("ryng_async")
 
@@ -81,15 +85,16 @@ class Exchange:
         campaign_id: the campaign sent to.
         batch_index: the bulk batch, or None.
         attempts: attempts started.
-        in_doubt: an attempt was started and has no definite answer yet (a cancel now
-            leaves the request possibly processed).
+        maybe_processed: some attempt may have been processed: one is in flight, or one
+            ended without a definite answer (timeout, drop, an unreadable 2xx). Sticky:
+            a later definite error does not clear it.
         status: the HTTP status of the last answer, or None.
     """
 
     campaign_id: str
     batch_index: int | None = None
     attempts: int = 0
-    in_doubt: bool = False
+    maybe_processed: bool = False
     status: int | None = None
 
 
@@ -231,8 +236,12 @@ class RyngClient:
     @staticmethod
     def _resolve_base_url(subdomain: str | None, base_url: str | None) -> str:
         if base_url is not None:
-            url = URL(base_url)
-            if url.scheme not in {"http", "https"} or not url.host or url.query or url.fragment:
+            try:
+                url = URL(base_url)
+                usable = bool(url.scheme in {"http", "https"} and url.host and url.port)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"base_url is not a usable URL: {base_url!r}") from exc
+            if not usable or url.query or url.fragment:
                 raise ConfigurationError(
                     f"base_url must be an absolute http(s) URL without query, got {base_url!r}"
                 )
@@ -398,18 +407,17 @@ class RyngClient:
             elif not await stop.run(pacer.acquire):
                 raise SendStoppedError
             exchange.attempts += 1
-            exchange.in_doubt = True
+            doubt_before = exchange.maybe_processed
+            exchange.maybe_processed = True
             try:
                 response = await self._attempt(url, make_data(), headers)
             except RyngError as error:
-                if not isinstance(error, AmbiguousError):
-                    exchange.in_doubt = False
                 if isinstance(error, APIError):
                     exchange.status = error.status
-                    # A 2xx we could not read may have been processed.
-                    exchange.in_doubt = 200 <= error.status < 300
+                exchange.maybe_processed = doubt_before or _may_have_been_processed(error)
                 if isinstance(error, RateLimitError):
-                    pacer.throttled(error.retry_after)
+                    pause = error.retry_after
+                    pacer.throttled(None if pause is None else min(pause, policy.max_retry_after))
                 delay = self._next_delay(error, exchange, attempts_allowed, deadline)
                 if delay is None:
                     raise
@@ -437,7 +445,6 @@ class RyngClient:
                 elif not await stop.run(partial(anyio.sleep, delay)):
                     raise SendStoppedError from error
                 continue
-            exchange.in_doubt = False
             exchange.status = 200
             pacer.succeeded()
             self._budget.record_success()
@@ -558,8 +565,13 @@ class RyngClient:
         campaign_id: str | int,
         leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
         **options: Any,
-    ) -> AsyncIterator[Any]:
-        """Bulk-load leads, yielding each `BatchResult` as its batch ends (see `bulk_append`)."""
+    ) -> BatchStream:
+        """Bulk-load leads, yielding each `BatchResult` as its batch ends.
+
+        Takes the arguments of `bulk_append`. Iterate it with ``async for``; use it as
+        ``async with client.stream_append(...) as results`` to stop the load cleanly when
+        leaving the block early. ``results.report`` is the live `BulkReport`.
+        """
         from ._bulk import stream_append
 
         return stream_append(self, campaign_id, leads, **options)
@@ -573,8 +585,34 @@ class RyngClient:
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         concurrency: int = DEFAULT_CONCURRENCY,
         **options: Any,
-    ) -> Any:
-        """Bulk-load leads in concurrent, rate-limited batches; return the `BulkReport`."""
+    ) -> BulkReport:
+        """Bulk-load leads in concurrent, rate-limited batches; return the `BulkReport`.
+
+        Args:
+            campaign_id: the campaign's id.
+            leads: an iterable or async iterable of `Lead` s or wire-form mappings, read
+                lazily, a batch at a time (do not reuse a row object for the next row).
+            batch_size: most leads per request.
+            max_batch_bytes: most bytes per request body; a lead that cannot fit alone is
+                invalid.
+            concurrency: most requests in flight.
+            **options: ``rate_limit`` (requests/s for this load; None: the client's),
+                ``on_progress`` (called with a `Progress` after every batch), ``report``
+                (a new `BulkReport` to fill live; keep a reference to read it after a
+                cancel or an input error), ``dedupe`` (refuse repeated numbers as invalid),
+                and the campaign options of `append`.
+
+        Returns:
+            The final `BulkReport`: every lead read is accepted, failed, unknown, skipped
+            or invalid.
+
+        Raises:
+            ValidationError: a bad campaign option (before anything is read).
+            ConfigurationError: a bad bulk setting, or a closed client.
+            AuthenticationError: a 403 stopped the load; ``.report`` is the partial report.
+            Exception: whatever the input iterator or ``on_progress`` raised, re-raised
+                after the load settled (``report=`` holds the partial report).
+        """
         from ._bulk import bulk_append
 
         return await bulk_append(
@@ -586,6 +624,19 @@ class RyngClient:
             concurrency=concurrency,
             **options,
         )
+
+
+def _may_have_been_processed(error: RyngError) -> bool:
+    """Say whether a failed attempt may still have appended its leads."""
+    if isinstance(error, AmbiguousError):
+        return True
+    # A 2xx we could not read may have been processed; "error": true (a ServerError)
+    # is the vendor's definite refusal.
+    return (
+        isinstance(error, APIError)
+        and 200 <= error.status < 300
+        and not isinstance(error, ServerError)
+    )
 
 
 def _agents_field(agents: Sequence[str] | str | None) -> str | None:

@@ -28,8 +28,11 @@ MAX_RESPONSE_BYTES = 1 << 20
 """Largest response body the client reads; a longer one is an `APIError`."""
 
 DEFAULT_BATCH_SIZE = 500
+"""Most leads in one bulk request."""
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
+"""Most bytes in one bulk request body."""
 DEFAULT_CONCURRENCY = 8
+"""Most bulk requests in flight at once."""
 
 DEFAULT_MAX_ATTEMPTS = 5
 INITIAL_RETRY_DELAY = 0.5

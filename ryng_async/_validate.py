@@ -82,7 +82,8 @@ def leads_are_valid(rows: list[Any]) -> bool:
         numbers = "\n".join(map(_get_number, rows))
     except (KeyError, TypeError):
         return False
-    if not _E164_LINES.fullmatch(numbers + "\n"):
+    # One line a number: a number with a newline inside would pass as two lines.
+    if numbers.count("\n") != len(rows) - 1 or not _E164_LINES.fullmatch(numbers + "\n"):
         return False
     value_types = list(map(type, chain.from_iterable(map(dict.values, rows))))
     agents = list(map(_get_agents, rows))

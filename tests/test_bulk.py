@@ -1,0 +1,835 @@
+"""The bulk engine against a real FakeRyngServer: accounting, limits and the unhappy paths."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from conftest import FAST_RETRY, TOKEN
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from ryng_async import (
+    APIError,
+    AuthenticationError,
+    BatchResult,
+    BatchStream,
+    BulkReport,
+    ConfigurationError,
+    Lead,
+    Outcome,
+    Progress,
+    RetryPolicy,
+    RyngClient,
+    RyngError,
+    ValidationError,
+)
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+
+CAMPAIGN = "42"
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def lead(i: int) -> dict[str, Any]:
+    """A valid wire-form lead whose ``customField1`` is its unique id."""
+    return {"number": f"+1555{i:07d}", "customField1": str(i)}
+
+
+def leads(n: int) -> list[dict[str, Any]]:
+    return [lead(i) for i in range(n)]
+
+
+def check_invariant(report: BulkReport) -> None:
+    assert report.total == (
+        report.accepted + report.failed + report.unknown + report.skipped + report.invalid
+    ), str(report)
+    assert report.unaccounted == 0
+    by_outcome = dict.fromkeys(Outcome, 0)
+    for result in report.batches:
+        by_outcome[result.outcome] += result.count
+    assert by_outcome == {
+        Outcome.ACCEPTED: report.accepted,
+        Outcome.FAILED: report.failed,
+        Outcome.UNKNOWN: report.unknown,
+        Outcome.SKIPPED: report.skipped,
+    }
+    assert report.invalid == len(report.invalid_leads)
+    assert sorted(r.index for r in report.batches) == list(range(len(report.batches)))
+
+
+def ids(rows: Any) -> list[str]:
+    return [row["customField1"] for row in rows]
+
+
+@asynccontextmanager
+async def serve(
+    *, token: str = TOKEN, retry: RetryPolicy = FAST_RETRY, **server_options: Any
+) -> AsyncIterator[tuple[FakeRyngServer, RyngClient]]:
+    """A fresh server and a client bound to it (hypothesis examples need their own)."""
+    async with (
+        FakeRyngServer(access_token=TOKEN, **server_options) as server,
+        RyngClient(
+            base_url=server.base_url, access_token=token, retry=retry, random_seed=0
+        ) as client,
+    ):
+        yield server, client
+
+
+def client_tasks() -> set[asyncio.Task[Any]]:
+    """Running tasks other than this one and the fake server's connection handlers."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task()
+        and not task.done()
+        and not getattr(task.get_coro(), "__qualname__", "").startswith("RequestHandler.")
+    }
+
+
+# -- the invariant, and the server's record, over fault plans ------------------------------
+
+INVALID_ROWS: list[Any] = [
+    {"number": "12345", "customField1": "bad-number"},
+    {"number": "+15550000000", "customField0": "bad-key"},
+    {"customField1": "no-number"},
+    {"number": "+15550000000", "customField1": 7},
+    "not a lead",
+    Lead(number="0123"),
+]
+FAULTS = [
+    Fault.ERROR_500,
+    Fault.RATE_LIMIT,
+    Fault.DROP,
+    Fault.RESET,
+    Fault.BAD_REQUEST,
+    Fault.ERROR_TRUE,
+]
+
+
+@st.composite
+def bulk_loads(draw: st.DrawFn) -> dict[str, Any]:
+    n = draw(st.integers(0, 30))
+    invalid = draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=4)) if n else set()
+    kind = draw(st.sampled_from(["list", "generator", "async generator", "Lead objects"]))
+    items: list[Any] = []
+    for position in range(n):
+        if position in invalid:
+            items.append(draw(st.sampled_from(INVALID_ROWS)))
+        elif kind == "Lead objects":
+            items.append(Lead(number=f"+1555{position:07d}", custom_fields={1: str(position)}))
+        else:
+            items.append(lead(position))
+    rates = {fault: draw(st.sampled_from([0.0, 0.05, 0.15])) for fault in FAULTS}
+    return {
+        "items": items,
+        "invalid": invalid,
+        "kind": kind,
+        "plan": FaultPlan(seed=draw(st.integers(0, 2**16)), rates=rates, retry_after="0"),
+        "batch_size": draw(st.integers(1, 6)),
+        "concurrency": draw(st.integers(1, 4)),
+    }
+
+
+def as_input(items: list[Any], kind: str) -> Any:
+    if kind == "generator":
+        return (item for item in items)
+    if kind == "async generator":
+
+        async def agen() -> AsyncIterator[Any]:
+            for item in items:
+                yield item
+
+        return agen()
+    return list(items)
+
+
+@pytest.mark.anyio
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(load=bulk_loads())
+async def test_every_lead_is_accounted_for_and_matches_the_server(load: dict[str, Any]) -> None:
+    items, invalid = load["items"], load["invalid"]
+    async with serve(faults=load["plan"]) as (server, client):
+        report = await client.bulk_append(
+            CAMPAIGN,
+            as_input(items, load["kind"]),
+            batch_size=load["batch_size"],
+            concurrency=load["concurrency"],
+        )
+
+    for outcome in sorted({r.outcome.value for r in report.batches}):
+        event(f"a batch {outcome}")
+    check_invariant(report)
+    assert report.finished
+    assert not report.stopped_early
+    assert report.total == len(items)
+    assert sorted(bad.position for bad in report.invalid_leads) == sorted(invalid)
+    assert report.skipped == 0  # nothing stopped this load
+
+    valid = [(p, str(p)) for p in range(len(items)) if p not in invalid]
+    received = server.lead_counts("customField1")
+    # Default policy: nothing is ever resent, so no lead reached the server twice.
+    assert all(count == 1 for count in received.values()), received
+    assert set(received) <= {i for _, i in valid}
+
+    # Batches are consecutive runs of the valid leads, by index.
+    cursor = 0
+    not_accepted: list[str] = []
+    for result in sorted(report.batches, key=lambda r: r.index):
+        run = valid[cursor : cursor + result.count]
+        cursor += result.count
+        assert result.start == run[0][0]
+        assert result.attempts >= 1
+        batch_ids = [i for _, i in run]
+        if result.outcome is Outcome.ACCEPTED:
+            assert all(received[i] == 1 for i in batch_ids)  # exactly once
+            assert result.leads == ()
+            assert result.status == 200
+            assert result.error is None
+        else:
+            assert ids(result.leads) == batch_ids
+            assert result.error is not None
+            not_accepted += batch_ids
+        if result.outcome is Outcome.FAILED:  # a definite error: not appended
+            assert not any(received[i] for i in batch_ids)
+    assert cursor == len(valid)
+
+    failed = ids(report.failed_leads())
+    assert failed == not_accepted  # in input order
+    assert {i for _, i in valid} - set(received) <= set(failed)
+    assert report.ok == (report.accepted == len(items))
+    if report.accepted < len(items):
+        with pytest.raises(RyngError) as caught:
+            report.raise_for_failures()
+        assert caught.value.report is report
+
+
+# -- concurrency, rate, Retry-After ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrency", [1, 3, 6])
+async def test_in_flight_requests_never_exceed_concurrency(concurrency: int) -> None:
+    async with serve(latency=0.02) as (server, client):
+        report = await client.bulk_append(
+            CAMPAIGN, leads(60), batch_size=2, concurrency=concurrency
+        )
+    assert report.ok
+    assert server.received_requests == 30
+    assert server.max_in_flight == concurrency
+
+
+@pytest.mark.anyio
+async def test_rate_limit_is_respected_at_the_server() -> None:
+    async with serve() as (server, client):
+        report = await client.bulk_append(
+            CAMPAIGN, leads(60), batch_size=2, concurrency=8, rate_limit=20
+        )
+    assert report.ok
+    assert server.received_requests == 30
+    # No burst at start either: no one-second window holds more than the rate (+1 edge).
+    assert server.max_requests_per_window(1.0) <= 21
+
+
+@pytest.mark.anyio
+async def test_retry_after_pauses_all_sending() -> None:
+    retry = RetryPolicy(initial_delay=0.0, max_delay=0.0, max_retry_after=5.0)
+    plan = FaultPlan(script=[Fault.RATE_LIMIT], retry_after="1")
+    # Latency makes the 429 (answered at once) come back while the others are in flight.
+    async with serve(retry=retry, faults=plan, latency=0.1) as (server, client):
+        report = await client.bulk_append(CAMPAIGN, leads(24), batch_size=2, concurrency=4)
+    assert report.ok
+    first = server.arrivals[0]
+    assert server.requests[0].status == 429
+    # The first wave was on its way before the 429 came back; without a pause its senders
+    # would send again 0.1 s later. With it, nothing arrives until the second is over.
+    first_wave = [t for t in server.arrivals if t - first < 0.5]
+    later = [t for t in server.arrivals if t - first >= 0.5]
+    assert len(first_wave) <= 4
+    assert later
+    assert min(later) - first >= 0.95  # 0.05 s of tolerance
+
+
+@pytest.mark.anyio
+async def test_retry_after_is_capped_by_the_policy() -> None:
+    retry = RetryPolicy(initial_delay=0.0, max_delay=0.0, max_retry_after=0.2)
+    plan = FaultPlan(script=[Fault.RATE_LIMIT], retry_after="30")
+    async with serve(retry=retry, faults=plan) as (server, client):
+        with anyio.fail_after(3):
+            report = await client.bulk_append(CAMPAIGN, leads(8), batch_size=2, concurrency=2)
+    assert report.ok
+    assert server.statuses[429] == 1
+
+
+# -- the paths that are not the happy one ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_403_aborts_the_load_with_the_partial_report() -> None:
+    async with serve(token="not-the-token-1234", latency=0.01) as (server, client):
+        with pytest.raises(AuthenticationError) as caught:
+            await client.bulk_append(CAMPAIGN, leads(1000), batch_size=5, concurrency=3)
+    report = caught.value.report
+    assert report is not None
+    check_invariant(report)
+    assert report.finished
+    assert report.stopped_early
+    assert "403" in (report.stop_reason or "")
+    # Only the requests already in flight when the first 403 came back were sent.
+    assert 1 <= server.received_requests <= 3
+    assert server.statuses[403] == server.received_requests
+    assert report.accepted == 0
+    assert report.failed == 5 * server.received_requests
+    assert report.skipped == report.total - report.failed
+    assert report.total < 1000  # the rest of the input was never read
+    assert all(r.outcome is Outcome.SKIPPED for r in report.batches if r.attempts == 0)
+    assert len(report.failed_leads()) == report.total
+    assert "not-the-token" not in str(caught.value)
+
+
+async def _slow_start_load(
+    server: FakeRyngServer, client: RyngClient, report: BulkReport, scope: anyio.CancelScope
+) -> None:
+    def cancel_after_first(progress: Progress) -> None:
+        if progress.batches == 1:
+            scope.cancel()
+
+    await client.bulk_append(
+        CAMPAIGN,
+        leads(400),
+        batch_size=2,
+        concurrency=4,
+        on_progress=cancel_after_first,
+        report=report,
+    )
+
+
+def check_cancelled_report(report: BulkReport, server: FakeRyngServer) -> None:
+    check_invariant(report)
+    assert report.finished
+    assert report.stopped_early
+    assert report.stop_reason == "cancelled"
+    assert report.total < 400
+    assert report.failed == 2  # the scripted 400
+    assert report.unknown >= 2  # cut off in flight: may have been appended
+    received = server.lead_counts("customField1")
+    for result in report.batches:
+        if result.outcome is Outcome.SKIPPED:  # never sent
+            assert result.attempts == 0
+            assert not any(received[i] for i in ids(result.leads))
+        if result.outcome is Outcome.UNKNOWN:
+            assert result.attempts == 1
+    assert len(report.failed_leads()) == report.total
+
+
+@pytest.mark.anyio
+async def test_cancel_from_a_progress_hook_leaves_an_exact_report() -> None:
+    # The first request is answered 400 at once; the others are in flight for 0.3 s.
+    plan = FaultPlan(script=[Fault.BAD_REQUEST])
+    report = BulkReport()
+    before = client_tasks()
+    async with serve(faults=plan, latency=0.3) as (server, client):
+        with anyio.CancelScope() as scope:
+            await _slow_start_load(server, client, report, scope)
+        assert scope.cancelled_caught
+        assert client_tasks() == before
+    # The server has closed: its record is final.
+    check_cancelled_report(report, server)
+
+
+@pytest.mark.anyio
+async def test_cancel_from_an_enclosing_task_group_leaves_an_exact_report() -> None:
+    plan = FaultPlan(script=[Fault.BAD_REQUEST])
+    report = BulkReport()
+    first_batch_done = anyio.Event()
+    before = client_tasks()
+
+    async def watcher(scope: anyio.CancelScope) -> None:
+        await first_batch_done.wait()
+        scope.cancel()
+
+    def on_progress(progress: Progress) -> None:
+        first_batch_done.set()
+
+    async with serve(faults=plan, latency=0.3) as (server, client):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watcher, tasks.cancel_scope)
+            await client.bulk_append(
+                CAMPAIGN,
+                leads(400),
+                batch_size=2,
+                concurrency=4,
+                on_progress=on_progress,
+                report=report,
+            )
+            pytest.fail("the cancel must not be swallowed")
+        assert client_tasks() == before
+    check_cancelled_report(report, server)
+
+
+@pytest.mark.anyio
+async def test_move_on_after_ends_the_load_promptly() -> None:
+    report = BulkReport()
+    async with serve(latency=0.05) as (_, client):
+        with anyio.move_on_after(0.3) as scope:
+            await client.bulk_append(
+                CAMPAIGN, leads(10_000), batch_size=10, concurrency=2, report=report
+            )
+        assert scope.cancelled_caught
+    check_invariant(report)
+    assert report.finished
+    assert report.stopped_early
+    assert 0 < report.total < 10_000
+    assert report.elapsed < 2.0  # prompt: not the 5 s the whole input would take
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_input_that_raises_stops_the_load_and_reaches_the_caller(kind: str) -> None:
+    boom = RuntimeError("the database went away")
+
+    def sync_source() -> Iterator[dict[str, Any]]:
+        yield from leads(7)
+        raise boom
+
+    async def async_source() -> AsyncIterator[dict[str, Any]]:
+        for row in leads(7):
+            yield row
+        raise boom
+
+    report = BulkReport()
+    source = sync_source() if kind == "sync" else async_source()
+    async with serve(latency=0.01) as (server, client):
+        with pytest.raises(RuntimeError) as caught:
+            await client.bulk_append(CAMPAIGN, source, batch_size=3, concurrency=2, report=report)
+    assert caught.value is boom
+    assert any("partial bulk report" in note for note in getattr(boom, "__notes__", []))
+    check_invariant(report)
+    assert report.finished
+    assert report.stopped_early
+    assert "RuntimeError" in (report.stop_reason or "")
+    assert report.total == 7
+    assert server.lead_count() == report.accepted  # no fault: accepted is what arrived
+    assert len(report.failed_leads()) == report.total - report.accepted
+
+
+@pytest.mark.anyio
+async def test_an_async_input_is_closed_when_the_load_stops_early() -> None:
+    closed = anyio.Event()
+
+    async def source() -> AsyncIterator[dict[str, Any]]:
+        try:
+            for row in leads(1000):
+                yield row
+        finally:
+            closed.set()
+
+    rows = source()
+    async with serve(token="wrong-token-0000") as (_, client):
+        with pytest.raises(AuthenticationError):
+            await client.bulk_append(CAMPAIGN, rows, batch_size=5, concurrency=2)
+    assert closed.is_set()
+
+
+@pytest.mark.anyio
+async def test_input_is_read_lazily_with_bounded_memory() -> None:
+    concurrency, batch_size = 3, 5
+    read = 0
+    gaps: list[int] = []
+
+    def source() -> Iterator[dict[str, Any]]:
+        nonlocal read
+        for row in leads(300):
+            read += 1
+            yield row
+
+    def on_progress(progress: Progress) -> None:
+        done = (
+            progress.accepted + progress.failed + progress.unknown + progress.skipped
+        ) + progress.invalid
+        assert progress.read <= read
+        gaps.append(read - done)
+
+    async with serve(latency=0.01) as (_, client):
+        report = await client.bulk_append(
+            CAMPAIGN,
+            source(),
+            batch_size=batch_size,
+            concurrency=concurrency,
+            on_progress=on_progress,
+        )
+    assert report.ok
+    assert len(gaps) == 60
+    assert max(gaps) <= (concurrency + 3) * batch_size
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+class AsyncRows:
+    """An async iterable that is not an async generator."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self._rows = rows
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        for row in self._rows:
+            await anyio.lowlevel.checkpoint()
+            yield row
+
+
+def make_input(kind: str, rows: list[dict[str, Any]]) -> Any:
+    if kind == "list":
+        return rows
+    if kind == "tuple":
+        return tuple(rows)
+    if kind == "iterator":
+        return iter(rows)
+    if kind == "generator":
+        return (row for row in rows)
+    if kind == "Lead objects":
+        return [Lead.from_wire(row) for row in rows]
+    if kind == "async generator":
+        return as_input(rows, "async generator")
+    return AsyncRows(rows)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "kind",
+    ["list", "tuple", "iterator", "generator", "Lead objects", "async generator", "async iterable"],
+)
+async def test_sync_and_async_inputs(kind: str) -> None:
+    rows = leads(23)
+    async with serve() as (server, client):
+        report = await client.bulk_append(
+            CAMPAIGN, make_input(kind, rows), batch_size=4, concurrency=3
+        )
+    assert report.ok, str(report)
+    assert (report.total, report.accepted, len(report.batches)) == (23, 23, 6)
+    assert sorted(server.leads, key=lambda r: int(r["customField1"])) == rows
+    assert sorted(r.start for r in report.batches) == [0, 4, 8, 12, 16, 20]
+
+
+@pytest.mark.anyio
+async def test_campaign_options_go_in_every_batch(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    report = await client.bulk_append(
+        "camp/aign 7",
+        leads(5),
+        batch_size=2,
+        name="Summer",
+        agent_mapping="global",
+        agents=["a@x.com"],
+        custom_field_names={"customField1Name": "Id"},
+    )
+    assert report.ok
+    assert report.campaign_id == "camp/aign 7"
+    assert len(server.requests) == 3
+    for request in server.requests:
+        assert request.path.endswith("/camp%2Faign%207")
+        assert request.request is not None
+        assert request.request.name == "Summer"
+        assert request.request.agents == ["a@x.com"]
+        assert request.request.custom_field_names == {"customField1Name": "Id"}
+
+
+@pytest.mark.anyio
+async def test_invalid_leads_are_reported_with_positions_and_the_load_goes_on(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    rows: list[Any] = leads(10)
+    rows[1] = {"number": "98765", "customField1": "1"}
+    rows[4] = {"number": "+15550000004", "customField1": 4}
+    rows[5] = {"number": "+15550000005", "nickname": "x"}
+    report = await client.bulk_append(CAMPAIGN, rows, batch_size=3)
+    check_invariant(report)
+    assert not report.ok
+    assert (report.total, report.accepted, report.invalid) == (10, 7, 3)
+    assert [(bad.position, bad.field) for bad in report.invalid_leads] == [
+        (1, "number"),
+        (4, "customField1"),
+        (5, "nickname"),
+    ]
+    assert all(bad.reason for bad in report.invalid_leads)
+    assert sorted(ids(server.leads), key=int) == ["0", "2", "3", "6", "7", "8", "9"]
+    assert sorted((r.start, r.count) for r in report.batches) == [(0, 3), (6, 3), (9, 1)]
+    assert report.failed_leads() == []
+    with pytest.raises(ValidationError) as caught:
+        report.raise_for_failures()
+    assert caught.value.position == 1
+    assert caught.value.report is report
+
+
+@pytest.mark.anyio
+async def test_a_lead_larger_than_max_batch_bytes_is_invalid(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    rows = leads(6)
+    rows[2]["customField2"] = "x" * 2000
+    report = await client.bulk_append(CAMPAIGN, rows, batch_size=10, max_batch_bytes=1000)
+    check_invariant(report)
+    assert report.accepted == 5
+    ((bad_position, reason),) = [(bad.position, bad.reason) for bad in report.invalid_leads]
+    assert bad_position == 2
+    assert "max_batch_bytes=1000" in reason
+    assert all(len(request.body) <= 1000 for request in server.requests)
+    assert "2" not in ids(server.leads)
+
+
+@pytest.mark.anyio
+async def test_batches_respect_max_batch_bytes(server: FakeRyngServer, client: RyngClient) -> None:
+    report = await client.bulk_append(CAMPAIGN, leads(100), batch_size=100, max_batch_bytes=600)
+    assert report.ok
+    assert len(server.requests) > 1
+    assert all(len(request.body) <= 600 for request in server.requests)
+    assert server.lead_count() == 100
+
+
+@pytest.mark.anyio
+async def test_dedupe_drops_repeated_numbers_as_invalid(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    rows: list[Any] = leads(6)
+    rows[3] = {**rows[1], "customField1": "dup"}
+    rows[5] = Lead.from_wire({**rows[0], "customField1": "dup2"})
+    report = await client.bulk_append(CAMPAIGN, rows, batch_size=2, dedupe=True)
+    check_invariant(report)
+    assert [(bad.position, bad.field) for bad in report.invalid_leads] == [
+        (3, "number"),
+        (5, "number"),
+    ]
+    assert all("duplicate" in bad.reason for bad in report.invalid_leads)
+    assert sorted(ids(server.leads)) == ["0", "1", "2", "4"]
+
+
+@pytest.mark.anyio
+async def test_duplicates_are_sent_without_dedupe(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    rows = [lead(0), lead(0)]
+    report = await client.bulk_append(CAMPAIGN, rows)
+    assert report.ok
+    assert server.lead_counts()["+15550000000"] == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("fault", "status"), [(Fault.BAD_REQUEST, 400), (Fault.ERROR_500, 500), (Fault.ERROR_TRUE, 200)]
+)
+async def test_a_definite_error_answer_fails_the_batch(fault: Fault, status: int) -> None:
+    plan = FaultPlan(script=[fault])
+    retry = RetryPolicy(max_attempts=1)
+    async with serve(faults=plan, retry=retry) as (server, client):
+        report = await client.bulk_append(CAMPAIGN, leads(4), batch_size=2, concurrency=1)
+    check_invariant(report)
+    (bad,) = [r for r in report.batches if r.outcome is not Outcome.ACCEPTED]
+    assert bad.status == status
+    assert bad.outcome is Outcome.FAILED, bad.message  # nothing was appended
+    assert isinstance(bad.error, APIError)
+    assert server.lead_count() == 2
+
+
+@pytest.mark.anyio
+async def test_a_dropped_connection_is_unknown_and_not_resent() -> None:
+    async with serve(faults=FaultPlan(script=[Fault.DROP])) as (server, client):
+        report = await client.bulk_append(CAMPAIGN, leads(4), batch_size=2, concurrency=1)
+    (bad,) = [r for r in report.batches if r.outcome is not Outcome.ACCEPTED]
+    assert bad.outcome is Outcome.UNKNOWN
+    assert bad.attempts == 1
+    assert server.received_requests == 2
+    assert server.lead_count() == 4  # the dropped batch was in fact appended
+    assert report.unknown == 2
+    assert ids(report.failed_leads()) == ids(server.requests[0].leads)
+
+
+@pytest.mark.anyio
+async def test_a_batch_that_may_have_been_appended_is_never_failed() -> None:
+    # With retry_ambiguous, a dropped attempt (appended, in fact) then a definite error:
+    # the batch may be at the server, so it is unknown, not failed (failed means resend).
+    retry = RetryPolicy(initial_delay=0.0, max_delay=0.0, max_attempts=2, retry_ambiguous=True)
+    plan = FaultPlan(script=[Fault.DROP, Fault.ERROR_500])
+    async with serve(faults=plan, retry=retry) as (server, client):
+        report = await client.bulk_append(CAMPAIGN, leads(2), batch_size=2)
+    (result,) = report.batches
+    assert server.lead_count() == 2
+    assert result.attempts == 2
+    assert result.outcome is Outcome.UNKNOWN, result.message
+
+
+@pytest.mark.anyio
+async def test_retryable_errors_are_retried_to_acceptance() -> None:
+    plan = FaultPlan(script=[Fault.ERROR_500, Fault.RATE_LIMIT, None])
+    async with serve(faults=plan) as (server, client):
+        report = await client.bulk_append(CAMPAIGN, leads(2), batch_size=2)
+    assert report.ok
+    ((result),) = report.batches
+    assert result.attempts == 3
+    assert server.received_requests == 3
+    assert server.lead_count() == 2
+
+
+# -- streaming and hooks --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_stream_append_yields_each_result_in_completion_order(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    server.latency = 0.005
+    stream = client.stream_append(CAMPAIGN, leads(20), batch_size=3, concurrency=3)
+    results = [result async for result in stream]
+    assert all(isinstance(result, BatchResult) for result in results)
+    assert sorted(r.index for r in results) == list(range(7))
+    assert isinstance(stream, BatchStream)
+    assert stream.report.finished
+    assert stream.report.batches == results
+    assert stream.report.ok
+
+
+@pytest.mark.anyio
+async def test_stream_append_as_a_context_manager_settles_on_break() -> None:
+    async with serve(latency=0.05) as (server, client):
+        async with client.stream_append(
+            CAMPAIGN, leads(1000), batch_size=5, concurrency=3
+        ) as results:
+            async for result in results:
+                first = result
+                break
+        report = results.report
+        assert report.finished
+        check_invariant(report)
+        assert report.stopped_early
+        assert report.total < 1000
+        assert first in report.batches
+        # In-flight requests were let finish: nothing unknown, the rest never sent.
+        assert report.unknown == 0
+        assert report.accepted == server.lead_count()
+        assert {r.outcome for r in report.batches} <= {Outcome.ACCEPTED, Outcome.SKIPPED}
+
+
+@pytest.mark.anyio
+async def test_on_progress_receives_a_progress_record_after_every_batch(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    seen: list[Progress] = []
+    report = await client.bulk_append(
+        CAMPAIGN, leads(10), batch_size=3, concurrency=2, on_progress=seen.append
+    )
+    assert [p.batches for p in seen] == [1, 2, 3, 4]
+    assert all(isinstance(p, Progress) for p in seen)
+    assert seen[-1].accepted == report.accepted == 10
+    assert seen[-1].read == 10
+    assert [p.elapsed for p in seen] == sorted(p.elapsed for p in seen)
+    with pytest.raises(AttributeError):
+        seen[0].batches = 99  # type: ignore[misc]
+
+
+@pytest.mark.anyio
+async def test_a_failing_progress_hook_stops_the_load(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    def hook(progress: Progress) -> None:
+        raise ValueError("dashboard down")
+
+    report = BulkReport()
+    with pytest.raises(ValueError, match="dashboard down"):
+        await client.bulk_append(
+            CAMPAIGN, leads(100), batch_size=5, concurrency=1, on_progress=hook, report=report
+        )
+    check_invariant(report)
+    assert report.stopped_early
+    assert report.finished
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_report_of_a_clean_load(server: FakeRyngServer, client: RyngClient) -> None:
+    report = await client.bulk_append(CAMPAIGN, leads(9), batch_size=4)
+    assert report.ok
+    report.raise_for_failures()  # does nothing
+    assert report.failed_leads() == []
+    assert report.elapsed > 0
+    assert report.leads_per_second > 0
+    assert str(report).startswith("ok: 9 leads read, 9 accepted")
+    data = msgspec.json.decode(report.to_json())
+    assert data["total"] == data["accepted"] == 9
+    assert data["ok"] is True
+    assert [b["outcome"] for b in data["batches"]] == ["accepted"] * 3
+
+
+@pytest.mark.anyio
+async def test_report_of_a_load_with_failures() -> None:
+    plan = FaultPlan(script=[None, Fault.BAD_REQUEST])
+    async with serve(faults=plan) as (_, client):
+        report = await client.bulk_append(
+            CAMPAIGN, [*leads(4), {"number": "bad"}], batch_size=2, concurrency=1
+        )
+    check_invariant(report)
+    assert not report.ok
+    assert (report.accepted, report.failed, report.invalid) == (2, 2, 1)
+    assert ids(report.failed_leads()) == ["2", "3"]
+    with pytest.raises(APIError) as caught:
+        report.raise_for_failures()
+    assert caught.value.status == 400
+    assert caught.value.report is report
+    assert str(report).startswith("NOT ok: 5 leads read, 2 accepted, 2 failed")
+    data = msgspec.json.decode(report.to_json())
+    assert data["ok"] is False
+    assert data["invalid_leads"][0]["position"] == 4
+    assert sorted(b["outcome"] for b in data["batches"]) == ["accepted", "failed"]
+    assert {b["error"] for b in data["batches"]} == {None, "APIError"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("right_token", [True, False])
+async def test_the_token_never_appears_in_a_report(right_token: bool) -> None:
+    token = TOKEN if right_token else "wrong-secret-token-XYZ"
+    plan = FaultPlan(script=[Fault.ERROR_500, Fault.ERROR_TRUE, Fault.DROP])
+    texts: list[str] = []
+    async with serve(token=token, faults=plan) as (_, client):
+        if right_token:
+            report = await client.bulk_append(CAMPAIGN, leads(8), batch_size=2, concurrency=1)
+        else:
+            with pytest.raises(AuthenticationError) as caught:
+                await client.bulk_append(CAMPAIGN, leads(8), batch_size=2, concurrency=1)
+            assert caught.value.report is not None
+            report = caught.value.report
+            texts += [str(caught.value), repr(caught.value)]
+    texts += [report.to_json().decode(), str(report), repr(report)]
+    texts += [repr(result) for result in report.batches]
+    assert not [text for text in texts if token in text]
+
+
+@pytest.mark.anyio
+async def test_a_report_can_only_be_used_once(server: FakeRyngServer, client: RyngClient) -> None:
+    report = BulkReport()
+    await client.bulk_append(CAMPAIGN, leads(2), report=report)
+    with pytest.raises(ConfigurationError):
+        await client.bulk_append(CAMPAIGN, leads(2), report=report)
+
+
+@pytest.mark.anyio
+async def test_an_empty_input_is_an_ok_empty_report(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    report = await client.bulk_append(CAMPAIGN, [])
+    assert report.ok
+    assert (report.total, report.batches, server.received_requests) == (0, [], 0)

@@ -1,0 +1,997 @@
+"""Tests for ryng_async._client: RyngClient against a real FakeRyngServer on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+from conftest import FAST_RETRY, TOKEN
+
+from ryng_async import (
+    AgentMapping,
+    AmbiguousError,
+    APIError,
+    AppendResponse,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    Lead,
+    RateLimitError,
+    RetryDetails,
+    RetryPolicy,
+    RyngClient,
+    RyngError,
+    ServerError,
+    ValidationError,
+)
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+
+pytestmark = pytest.mark.anyio
+
+NUMBER = "+919876543210"
+LEAD = {"number": NUMBER}
+API_PATH = "/rest-api/v1/campaign/"
+
+# The vendor's "Example Body", with "agentMapping": "global" picked from its three values.
+VENDOR_EXAMPLE: dict[str, Any] = {
+    "name": "Example Campaign",
+    "agentMapping": "global",
+    "agents": ["ashwin@example.com", "alice@example.com"],
+    "customFieldNames": {
+        "customField1Name": "Name",
+        "customField2Name": "Brand",
+        "customField3Name": "Product",
+    },
+    "customerData": {
+        "terminalCallbackUrl": "http://api.example.com/call-data",
+        "connectCallbackUrl": "http://api.example.com/connect-data",
+        "jsonData": [
+            {
+                "number": "+919876543210",
+                "agentsAssigned": ["john@example.com", "emma@example.com"],
+                "customField1": "Max",
+            },
+            {
+                "number": "+917994771185",
+                "agentsAssigned": ["agent3@example.com"],
+                "customField1": "Alex",
+            },
+            {
+                "number": "+919876543210",
+                "agentsAssigned": ["agent1@example.com"],
+                "customField1": "Sophia",
+            },
+            {
+                "number": "+919876543210",
+                "agentsAssigned": ["agent2@example.com"],
+                "customField1": "Oliver",
+            },
+        ],
+    },
+}
+
+
+def compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def policy(**overrides: Any) -> RetryPolicy:
+    """FAST_RETRY (no waits) with some fields changed."""
+    settings: dict[str, Any] = {"initial_delay": 0.0, "max_delay": 0.0, "max_retry_after": 0.0}
+    settings.update(overrides)
+    return RetryPolicy(**settings)
+
+
+@asynccontextmanager
+async def fake(
+    *script: Fault | None, retry_after: str | None = "0", token: str = TOKEN
+) -> AsyncIterator[FakeRyngServer]:
+    """A FakeRyngServer whose first requests get the scripted faults."""
+    plan = FaultPlan(script=script, retry_after=retry_after)
+    async with FakeRyngServer(access_token=token, faults=plan) as server:
+        yield server
+
+
+@asynccontextmanager
+async def client_for(base_url: str, **options: Any) -> AsyncIterator[RyngClient]:
+    options.setdefault("access_token", TOKEN)
+    options.setdefault("retry", FAST_RETRY)
+    options.setdefault("random_seed", 0)
+    async with RyngClient(base_url=base_url, **options) as ryng:
+        yield ryng
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def tiny_server(handler: Handler) -> AsyncIterator[str]:
+    """A one-route aiohttp.web app on 127.0.0.1; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def pipe_reader(data: bytes) -> BinaryIO:
+    """A binary file object that cannot seek (the read end of a pipe holding ``data``)."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    return open(read_end, "rb")  # the caller closes it
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RYNG_SUBDOMAIN", "RYNG_ACCESS_TOKEN", "RYNG_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- the request as the server saw it -------------------------------------------------
+
+
+async def test_append_sends_one_post_with_token_and_json(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    response = await client.append("42", [LEAD])
+
+    assert response == AppendResponse(error=False, message="Processing Campaign...", data={})
+    assert server.received_requests == 1
+    (seen,) = server.requests
+    assert seen.method == "POST"
+    assert seen.path == API_PATH + "42"
+    assert seen.campaign_id == "42"
+    assert seen.headers["x-access-token"] == TOKEN
+    assert seen.content_type == "application/json"
+    assert seen.body == b'{"customerData":{"jsonData":[{"number":"+919876543210"}]}}'
+    assert server.leads == [LEAD]
+
+
+@pytest.mark.parametrize(
+    ("campaign_id", "path"),
+    [
+        ("4 2/x", "4%202%2Fx"),
+        (42, "42"),
+        ("café", "caf%C3%A9"),
+        ("a?b#c", "a%3Fb%23c"),
+        ("100%", "100%25"),
+    ],
+)
+async def test_campaign_id_is_percent_encoded(
+    server: FakeRyngServer, client: RyngClient, campaign_id: str | int, path: str
+) -> None:
+    await client.append(campaign_id, [LEAD])
+
+    (seen,) = server.requests
+    assert seen.path == API_PATH + path
+    assert seen.campaign_id == str(campaign_id)
+    assert client.campaign_url(campaign_id) == server.base_url + API_PATH + path
+
+
+async def test_body_is_exactly_the_vendor_wire_format(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    data = VENDOR_EXAMPLE["customerData"]
+    await client.append(
+        "42",
+        data["jsonData"],
+        name=VENDOR_EXAMPLE["name"],
+        agent_mapping="global",
+        agents=VENDOR_EXAMPLE["agents"],
+        custom_field_names=VENDOR_EXAMPLE["customFieldNames"],
+        terminal_callback_url=data["terminalCallbackUrl"],
+        connect_callback_url=data["connectCallbackUrl"],
+    )
+
+    (seen,) = server.requests
+    assert json.loads(seen.body) == VENDOR_EXAMPLE
+    assert seen.body == compact(VENDOR_EXAMPLE)
+    assert server.leads == data["jsonData"]
+
+
+async def test_leads_and_wire_dicts_are_both_accepted(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    leads: list[Any] = [
+        Lead(number="+917994771185", agents_assigned=["a@x.com"], custom_fields={1: "Max"}),
+        {"number": NUMBER, "agentsAssigned": ["b@x.com"], "customField2": "Brand"},
+        Lead(number="+14155550123"),
+    ]
+
+    await client.append("42", leads, agent_mapping=AgentMapping.INLINE)
+
+    assert server.leads == [
+        {"number": "+917994771185", "agentsAssigned": ["a@x.com"], "customField1": "Max"},
+        {"number": NUMBER, "agentsAssigned": ["b@x.com"], "customField2": "Brand"},
+        {"number": "+14155550123"},
+    ]
+    (seen,) = server.requests
+    assert json.loads(seen.body)["agentMapping"] == "inline"
+
+
+async def test_append_takes_any_iterable_of_leads(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    await client.append("42", ({"number": f"+9198765432{i:02d}"} for i in range(3)))
+
+    assert [lead["number"] for lead in server.leads] == [
+        "+919876543200",
+        "+919876543201",
+        "+919876543202",
+    ]
+
+
+# -- upload_sheet ----------------------------------------------------------------------
+
+SHEET = b"number,customField1\n+919876543210,Max\n+917994771185,Alex\n"
+
+
+async def test_upload_sheet_from_bytes_with_agents(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    response = await client.upload_sheet("4 2", SHEET, agents=["a@x.com", "b@x.com"])
+
+    assert response.error is False
+    (seen,) = server.requests
+    assert seen.method == "POST"
+    assert seen.path == API_PATH + "4%202"
+    assert seen.headers["x-access-token"] == TOKEN
+    assert seen.content_type == "multipart/form-data"
+    assert seen.sheet == SHEET
+    assert seen.form == {"agents": "a@x.com,b@x.com"}
+
+
+async def test_upload_sheet_from_a_path_in_file(
+    server: FakeRyngServer, client: RyngClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_bytes(SHEET)
+
+    await client.upload_sheet("42", path, agents="in-file")
+    await client.upload_sheet("42", str(path))
+
+    first, second = server.requests
+    assert first.sheet == SHEET
+    assert first.form == {"agents": "in-file"}
+    assert second.sheet == SHEET
+    assert second.form == {}
+    assert b'filename="leads.csv"' in first.body
+
+
+async def test_upload_sheet_from_a_binary_file_object(
+    server: FakeRyngServer, client: RyngClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "sheet.csv"
+    path.write_bytes(SHEET)
+
+    with path.open("rb") as handle:
+        await client.upload_sheet("42", handle, agents=["a@x.com"])
+        assert not handle.closed, "the caller's file object is the caller's to close"
+
+    (seen,) = server.requests
+    assert seen.sheet == SHEET
+    assert seen.form == {"agents": "a@x.com"}
+
+
+async def test_upload_sheet_from_a_path_is_retried_with_the_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_bytes(SHEET)
+    async with fake(Fault.ERROR_500, None) as server, client_for(server.base_url) as client:
+        await client.upload_sheet("42", path, agents="in-file")
+
+    assert server.received_requests == 2
+    assert server.requests[1].sheet == SHEET
+
+
+async def test_upload_sheet_seekable_file_object_is_rewound_on_retry() -> None:
+    handle = io.BytesIO(b"header\n" + SHEET)
+    handle.readline()  # the caller already consumed a header line
+    async with fake(Fault.ERROR_500, None) as server, client_for(server.base_url) as client:
+        await client.upload_sheet("42", handle)
+
+    assert server.received_requests == 2
+    assert server.requests[1].sheet == SHEET
+
+
+async def test_upload_sheet_unseekable_file_object_is_not_retried() -> None:
+    with pipe_reader(SHEET) as handle:
+        assert not handle.seekable()
+        async with fake(Fault.ERROR_500, None) as server, client_for(server.base_url) as client:
+            with pytest.raises(ServerError):
+                await client.upload_sheet("42", handle)
+
+    assert server.received_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("sheet", "agents", "field"),
+    [
+        (SHEET, "a@x.com", "agents"),
+        (SHEET, [], "agents"),
+        (SHEET, ["a@x.com,b@x.com"], "agents"),
+        (SHEET, [""], "agents"),
+        (12345, None, "campaign-sheet"),
+        ("/no/such/file.csv", None, "campaign-sheet"),
+    ],
+)
+async def test_upload_sheet_refuses_bad_input_and_sends_nothing(
+    server: FakeRyngServer, client: RyngClient, sheet: Any, agents: Any, field: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await client.upload_sheet("42", sheet, agents=agents)
+
+    assert info.value.field == field
+    assert server.received_requests == 0
+
+
+# -- error mapping ---------------------------------------------------------------------
+
+
+async def test_wrong_token_is_authentication_error_never_retried(server: FakeRyngServer) -> None:
+    async with client_for(server.base_url, access_token="wrong-token-abc") as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.append("42", [LEAD])
+
+    error = info.value
+    assert error.status == 403
+    assert error.message == "Unauthorized Token"
+    assert "Unauthorized Token" in error.body
+    assert "wrong-token-abc" not in str(error)
+    assert "wrong-token-abc" not in repr(error)
+    assert server.received_requests == 1
+    assert server.lead_count() == 0
+
+
+async def test_429_is_rate_limit_error_with_retry_after_seconds() -> None:
+    async with (
+        fake(Fault.RATE_LIMIT, retry_after="7") as server,
+        client_for(server.base_url, retry=RetryPolicy.no_retries()) as client,
+    ):
+        with pytest.raises(RateLimitError) as info:
+            await client.append("42", [LEAD])
+
+    assert info.value.status == 429
+    assert info.value.retry_after == 7.0
+    assert server.received_requests == 1
+
+
+async def test_429_without_retry_after_has_none() -> None:
+    async with (
+        fake(Fault.RATE_LIMIT, retry_after=None) as server,
+        client_for(server.base_url, retry=RetryPolicy.no_retries()) as client,
+    ):
+        with pytest.raises(RateLimitError) as info:
+            await client.append("42", [LEAD])
+
+    assert info.value.retry_after is None
+
+
+async def test_429_with_retry_after_http_date() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        when = formatdate(time.time() + 30, usegmt=True)
+        return web.json_response(
+            {"error": True, "message": "Too Many Requests"},
+            status=429,
+            headers={"Retry-After": when},
+        )
+
+    async with (
+        tiny_server(handler) as base_url,
+        client_for(base_url, retry=RetryPolicy.no_retries()) as client,
+    ):
+        with pytest.raises(RateLimitError) as info:
+            await client.append("42", [LEAD])
+
+    assert info.value.retry_after is not None
+    assert 25.0 <= info.value.retry_after <= 31.0
+
+
+async def test_429_then_success_is_retried() -> None:
+    async with fake(Fault.RATE_LIMIT, None) as server, client_for(server.base_url) as client:
+        response = await client.append("42", [LEAD])
+
+    assert response.error is False
+    assert server.received_requests == 2
+    assert server.lead_count() == 1
+
+
+async def test_long_retry_after_is_capped_by_the_policy() -> None:
+    # The policy honours Retry-After only up to max_retry_after (0 here): the retry must not
+    # wait an hour, neither in the backoff nor in the client-wide pause after a 429.
+    async with (
+        fake(Fault.RATE_LIMIT, None, retry_after="3600") as server,
+        client_for(server.base_url) as client,
+    ):
+        with anyio.fail_after(2):
+            response = await client.append("42", [LEAD])
+
+    assert response.error is False
+    assert server.received_requests == 2
+
+
+@pytest.mark.parametrize("fault", [Fault.ERROR_500, Fault.ERROR_TRUE])
+async def test_server_failures_are_server_errors(fault: Fault) -> None:
+    async with (
+        fake(fault) as server,
+        client_for(server.base_url, retry=RetryPolicy.no_retries()) as client,
+    ):
+        with pytest.raises(ServerError) as info:
+            await client.append("42", [LEAD])
+
+    assert info.value.status == (500 if fault is Fault.ERROR_500 else 200)
+    assert info.value.message == "Failed to create Campaign"
+    assert server.lead_count() == 0
+
+
+async def test_400_is_api_error_not_retried() -> None:
+    async with fake(Fault.BAD_REQUEST, None) as server, client_for(server.base_url) as client:
+        with pytest.raises(APIError) as info:
+            await client.append("42", [LEAD])
+
+    assert type(info.value) is APIError
+    assert info.value.status == 400
+    assert info.value.message == "Bad Request"
+    assert server.received_requests == 1
+
+
+async def test_non_json_body_is_api_error_with_status_and_truncated_body() -> None:
+    page = "<html><body>" + "gateway says hi " * 100 + "</body></html>"
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=200, text=page, content_type="text/html")
+
+    async with tiny_server(handler) as base_url, client_for(base_url) as client:
+        with pytest.raises(APIError) as info:
+            await client.append("42", [LEAD])
+
+    error = info.value
+    assert type(error) is APIError
+    assert error.status == 200
+    assert error.body.startswith("<html><body>gateway says hi")
+    assert 0 < len(error.body) < len(page)
+    assert len(error.body) <= 200
+
+
+async def test_html_502_from_a_proxy_is_a_retried_server_error() -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+
+    async with tiny_server(handler) as base_url, client_for(base_url) as client:
+        with pytest.raises(ServerError) as info:
+            await client.append("42", [LEAD])
+
+    assert info.value.status == 502
+    assert "Bad Gateway" in info.value.body
+    assert calls == FAST_RETRY.max_attempts
+
+
+async def test_200_without_the_error_flag_is_api_error() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"message": "ok?"})
+
+    async with tiny_server(handler) as base_url, client_for(base_url) as client:
+        with pytest.raises(APIError) as info:
+            await client.append("42", [LEAD])
+
+    assert info.value.status == 200
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_oversized_response_body_is_api_error(chunked: bool) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(status=200, body=b"x" * 5000, content_type="application/json")
+        response = web.StreamResponse(status=200)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for _ in range(5):
+                await response.write(b"x" * 1000)
+            await response.write_eof()
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass  # the client hung up once it had read enough
+        return response
+
+    async with tiny_server(handler) as base_url, client_for(base_url, max_response_bytes=100) as c:
+        with pytest.raises(APIError) as info:
+            await c.append("42", [LEAD])
+
+    assert type(info.value) is APIError
+    assert info.value.status == 200
+    assert "max_response_bytes" in str(info.value)
+
+
+async def test_connection_refused_is_connect_error_and_retried() -> None:
+    details: list[RetryDetails] = []
+    async with client_for(f"http://127.0.0.1:{free_port()}", on_retry=details.append) as client:
+        with pytest.raises(ConnectError) as info:
+            await client.append("42", [LEAD])
+
+    assert isinstance(info.value.__cause__, aiohttp.ClientError | OSError)
+    assert len(details) == FAST_RETRY.max_attempts - 1
+    assert all(isinstance(d.error, ConnectError) for d in details)
+
+
+async def test_timeout_is_ambiguous_and_not_retried() -> None:
+    async with (
+        fake(Fault.HANG, None) as server,
+        client_for(server.base_url, timeout=0.2) as client,
+    ):
+        with anyio.fail_after(5), pytest.raises(AmbiguousError):
+            await client.append("42", [LEAD])
+        assert server.received_requests == 1
+
+
+async def test_timeout_is_retried_when_the_policy_allows_ambiguous_retries() -> None:
+    async with (
+        fake(Fault.HANG, None) as server,
+        client_for(server.base_url, timeout=0.2, retry=policy(retry_ambiguous=True)) as client,
+    ):
+        with anyio.fail_after(5):
+            response = await client.append("42", [LEAD])
+
+    assert response.error is False
+    assert server.received_requests == 2
+
+
+@pytest.mark.parametrize("fault", [Fault.DROP, Fault.RESET])
+async def test_dropped_connection_is_ambiguous_and_not_retried(fault: Fault) -> None:
+    async with fake(fault, None) as server, client_for(server.base_url) as client:
+        with pytest.raises(AmbiguousError) as info:
+            await client.append("42", [LEAD])
+
+    assert isinstance(info.value.__cause__, aiohttp.ClientError | OSError)
+    assert server.received_requests == 1
+    # DROP appended the leads before hanging up: that is why it must not be resent.
+    assert server.lead_count() == (1 if fault is Fault.DROP else 0)
+
+
+@pytest.mark.parametrize("fault", [Fault.DROP, Fault.RESET])
+async def test_dropped_connection_is_retried_with_retry_ambiguous(fault: Fault) -> None:
+    retry = policy(retry_ambiguous=True)
+    async with fake(fault, None) as server, client_for(server.base_url, retry=retry) as client:
+        response = await client.append("42", [LEAD])
+
+    assert response.error is False
+    assert server.received_requests == 2
+
+
+async def test_no_foreign_error_escapes_raw() -> None:
+    """Every failure mode surfaces as a RyngError, never aiohttp's or OSError."""
+    failures: list[BaseException] = []
+    async with client_for(f"http://127.0.0.1:{free_port()}") as client:
+        try:
+            await client.append("42", [LEAD])
+        except Exception as exc:  # the point: catch anything
+            failures.append(exc)
+    for fault in (Fault.DROP, Fault.RESET, Fault.HANG, Fault.ERROR_500, Fault.BAD_REQUEST):
+        async with (
+            fake(fault) as server,
+            client_for(server.base_url, timeout=0.2, retry=RetryPolicy.no_retries()) as client,
+        ):
+            try:
+                await client.append("42", [LEAD])
+            except Exception as exc:
+                failures.append(exc)
+
+    assert len(failures) == 6
+    for failure in failures:
+        assert isinstance(failure, RyngError), repr(failure)
+        assert not isinstance(failure, aiohttp.ClientError | OSError)
+
+
+# -- retries ---------------------------------------------------------------------------
+
+
+async def test_500_then_success_appends_once() -> None:
+    async with fake(Fault.ERROR_500, None) as server, client_for(server.base_url) as client:
+        response = await client.append("42", [LEAD])
+
+    assert response.error is False
+    assert server.received_requests == 2
+    assert server.statuses == {500: 1, 200: 1}
+    assert server.lead_count() == 1
+    assert server.leads == [LEAD]
+
+
+async def test_retries_stop_after_max_attempts() -> None:
+    async with (
+        fake(*[Fault.ERROR_500] * 10) as server,
+        client_for(server.base_url, retry=policy(max_attempts=3)) as client,
+    ):
+        with pytest.raises(ServerError):
+            await client.append("42", [LEAD])
+
+    assert server.received_requests == 3
+
+
+async def test_no_retries_policy_sends_once() -> None:
+    async with (
+        fake(Fault.ERROR_500, None) as server,
+        client_for(server.base_url, retry=RetryPolicy.no_retries()) as client,
+    ):
+        with pytest.raises(ServerError):
+            await client.append("42", [LEAD])
+
+    assert server.received_requests == 1
+
+
+async def test_retry_budget_limits_retries_across_requests() -> None:
+    # Capacity 10, each retry costs 5: two retries in all, then failures are final.
+    retry = policy(budget=10, retry_cost=5, success_refund=1)
+    async with (
+        fake(*[Fault.ERROR_500] * 10) as server,
+        client_for(server.base_url, retry=retry) as client,
+    ):
+        with pytest.raises(ServerError):
+            await client.append("42", [LEAD])
+        assert server.received_requests == 3  # first attempt + 2 budgeted retries
+        with pytest.raises(ServerError):
+            await client.append("42", [LEAD])
+        assert server.received_requests == 4  # budget empty: no retry at all
+
+
+async def test_retry_budget_refills_on_success() -> None:
+    retry = policy(budget=5, retry_cost=5, success_refund=5)
+    script = [Fault.ERROR_500, None, Fault.ERROR_500, None]
+    async with fake(*script) as server, client_for(server.base_url, retry=retry) as client:
+        await client.append("42", [LEAD])  # 500, retry (budget 5 -> 0), 200 (refund -> 5)
+        await client.append("42", [LEAD])  # 500, retry allowed again thanks to the refund
+
+    assert server.received_requests == 4
+    assert server.lead_count() == 2
+
+
+async def test_on_retry_hook_gets_retry_details() -> None:
+    details: list[RetryDetails] = []
+    async with (
+        fake(Fault.ERROR_500, Fault.RATE_LIMIT, None) as server,
+        client_for(server.base_url, on_retry=details.append) as client,
+    ):
+        await client.append("4 2", [LEAD])
+
+    assert [d.attempt for d in details] == [1, 2]
+    first, second = details
+    assert isinstance(first, RetryDetails)
+    assert first.campaign_id == "4 2"
+    assert first.batch_index is None
+    assert first.delay == 0.0
+    assert isinstance(first.error, ServerError)
+    assert first.error.status == 500
+    assert first.reason
+    assert isinstance(second.error, RateLimitError)
+    assert server.received_requests == 3
+
+
+async def test_403_is_never_retried_even_with_a_generous_policy(server: FakeRyngServer) -> None:
+    details: list[RetryDetails] = []
+    retry = policy(max_attempts=10, retry_ambiguous=True)
+    async with client_for(
+        server.base_url, access_token="nope", retry=retry, on_retry=details.append
+    ) as client:
+        with pytest.raises(AuthenticationError):
+            await client.append("42", [LEAD])
+
+    assert server.received_requests == 1
+    assert details == []
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_env")
+def test_subdomain_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RYNG_SUBDOMAIN", "acme")
+    monkeypatch.setenv("RYNG_ACCESS_TOKEN", TOKEN)
+
+    client = RyngClient()
+
+    assert client.base_url == "https://acme.ryng.in"
+    assert client.campaign_url("42") == "https://acme.ryng.in/rest-api/v1/campaign/42"
+
+
+@pytest.mark.usefixtures("no_env")
+def test_explicit_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RYNG_SUBDOMAIN", "acme")
+    monkeypatch.setenv("RYNG_ACCESS_TOKEN", "env-token")
+
+    client = RyngClient("other", TOKEN)
+
+    assert client.base_url == "https://other.ryng.in"
+
+
+@pytest.mark.usefixtures("no_env")
+async def test_base_url_and_token_from_the_environment(
+    server: FakeRyngServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RYNG_BASE_URL", server.base_url)
+    monkeypatch.setenv("RYNG_ACCESS_TOKEN", TOKEN)
+
+    async with RyngClient(retry=FAST_RETRY) as client:
+        await client.append("42", [LEAD])
+
+    assert server.requests[0].headers["x-access-token"] == TOKEN
+    assert server.lead_count() == 1
+
+
+@pytest.mark.usefixtures("no_env")
+def test_missing_token_is_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="RYNG_ACCESS_TOKEN"):
+        RyngClient(subdomain="acme")
+
+
+@pytest.mark.usefixtures("no_env")
+def test_missing_subdomain_is_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="RYNG_SUBDOMAIN"):
+        RyngClient(access_token=TOKEN)
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize(
+    "subdomain",
+    ["a.b", "-x", "x-", "x" * 64, "", "a b", "a/b", "a_b", "acme\n", "ácme", "acme.ryng.in"],
+)
+def test_bad_subdomain_is_refused(subdomain: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RyngClient(subdomain=subdomain, access_token=TOKEN)
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize("subdomain", ["a", "acme", "ACME-2", "x" * 63])
+def test_good_subdomain_is_accepted(subdomain: str) -> None:
+    client = RyngClient(subdomain=subdomain, access_token=TOKEN)
+
+    assert client.base_url == f"https://{subdomain.lower()}.ryng.in"
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize(
+    "token",
+    [
+        "abc\r\nX-Evil: 1",
+        "abc\n",
+        "abc\r",
+        "ab c",
+        " abc",
+        "abc\t",
+        "tökén",
+        "abc\x00",
+        "abc\x7f",
+        "",
+    ],
+)
+def test_bad_token_is_refused_without_echoing_it(token: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RyngClient(subdomain="acme", access_token=token)
+
+    if token:
+        assert token not in str(info.value)
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "ftp://example.com",
+        "example.com",
+        "/rest-api",
+        "http://",
+        "http://example.com/?q=1",
+        "http://example.com/#frag",
+        "http://[::1",
+        "http://example.com:99999",
+    ],
+)
+def test_bad_base_url_is_configuration_error(base_url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RyngClient(base_url=base_url, access_token=TOKEN)
+
+
+@pytest.mark.usefixtures("no_env")
+def test_base_url_replaces_the_subdomain_and_trailing_slash_is_dropped() -> None:
+    client = RyngClient("acme", TOKEN, base_url="http://127.0.0.1:8080/proxy/")
+
+    assert client.base_url == "http://127.0.0.1:8080/proxy"
+    assert client.campaign_url("7") == "http://127.0.0.1:8080/proxy/rest-api/v1/campaign/7"
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5", True, None])
+def test_bad_timeout_is_configuration_error(timeout: Any) -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        RyngClient("acme", TOKEN, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"connect_timeout": 0},
+        {"rate_limit": 0},
+        {"rate_limit": -1.0},
+        {"rate_limit": float("inf")},
+        {"max_connections": 0},
+        {"max_response_bytes": -5},
+        {"retry": {"max_attempts": 3}},
+    ],
+)
+def test_bad_options_are_configuration_errors(option: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RyngClient("acme", TOKEN, **option)
+
+
+@pytest.mark.parametrize("campaign_id", ["", ".", "..", None, True, 4.2])
+async def test_bad_campaign_id_is_validation_error_and_nothing_is_sent(
+    server: FakeRyngServer, client: RyngClient, campaign_id: Any
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await client.append(campaign_id, [LEAD])
+    with pytest.raises(ValidationError):
+        await client.upload_sheet(campaign_id, SHEET)
+    with pytest.raises(ValidationError):
+        client.campaign_url(campaign_id)
+
+    assert info.value.field == "campaign_id"
+    assert server.received_requests == 0
+
+
+@pytest.mark.parametrize(
+    ("leads", "options", "field"),
+    [
+        ([], {}, "leads"),
+        ([{"number": "9876543210"}], {}, "number"),
+        ([{"number": NUMBER, "customField0": "x"}], {}, "customField0"),
+        ([{"number": NUMBER, "customField1": 5}], {}, "customField1"),
+        ([{"number": NUMBER, "agentsAssigned": "a@x.com"}], {}, "agentsAssigned"),
+        ([{"number": NUMBER}], {"agent_mapping": "global"}, "agents"),
+        ([{"number": NUMBER}], {"agent_mapping": "global", "agents": []}, "agents"),
+        ([{"number": NUMBER}], {"agents": ["a@x.com"]}, "agents"),
+        ([{"number": NUMBER}], {"agent_mapping": "everyone"}, "agentMapping"),
+        ([{"number": NUMBER}], {"custom_field_names": {"customField1": "N"}}, "customFieldNames"),
+        ([{"number": NUMBER}], {"terminal_callback_url": "/cb"}, "terminalCallbackUrl"),
+        ([{"number": NUMBER}], {"connect_callback_url": "ftp://x.com/"}, "connectCallbackUrl"),
+        ([LEAD, LEAD, {"number": "+0123456789"}], {}, "number"),
+    ],
+)
+async def test_validation_failure_sends_nothing(
+    server: FakeRyngServer,
+    client: RyngClient,
+    leads: list[Any],
+    options: dict[str, Any],
+    field: str,
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await client.append("42", leads, **options)
+
+    assert info.value.field == field
+    assert server.received_requests == 0
+
+
+async def test_validation_error_gives_the_lead_position(
+    server: FakeRyngServer, client: RyngClient
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await client.append("42", [LEAD, LEAD, {"number": "+0123456789"}])
+
+    assert info.value.position == 2
+    assert "lead #2" in str(info.value)
+    assert server.received_requests == 0
+
+
+async def test_closed_client_refuses_reuse(server: FakeRyngServer) -> None:
+    client = RyngClient(base_url=server.base_url, access_token=TOKEN, retry=FAST_RETRY)
+    async with client:
+        await client.append("42", [LEAD])
+    assert client.closed
+    assert "closed" in repr(client)
+
+    with pytest.raises(ConfigurationError, match="closed"):
+        await client.append("42", [LEAD])
+    with pytest.raises(ConfigurationError, match="closed"):
+        await client.upload_sheet("42", SHEET)
+    with pytest.raises(ConfigurationError):
+        async with client:
+            pass
+    await client.aclose()  # closing twice is harmless
+
+    assert server.received_requests == 1
+
+
+async def test_client_without_context_manager_works_and_closes(server: FakeRyngServer) -> None:
+    client = RyngClient(base_url=server.base_url, access_token=TOKEN, retry=FAST_RETRY)
+    try:
+        await client.append("42", [LEAD])
+    finally:
+        await client.aclose()
+
+    assert server.lead_count() == 1
+    assert client.closed
+
+
+async def test_injected_session_is_used_and_not_closed(server: FakeRyngServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with RyngClient(
+            base_url=server.base_url, access_token=TOKEN, session=session
+        ) as client:
+            await client.append("42", [LEAD])
+        await client.aclose()
+
+        assert not session.closed
+        assert client.closed
+        # The caller's session still works after the client is gone.
+        async with session.post(server.url("42"), json={}) as response:
+            assert response.status == 403
+    assert server.received_requests == 2
+
+
+# -- the token stays secret ------------------------------------------------------------
+
+
+async def test_token_never_in_repr_urls_errors_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors: list[RyngError] = []
+    details: list[RetryDetails] = []
+    async with (
+        fake(Fault.ERROR_500, Fault.RATE_LIMIT, None, Fault.DROP) as server,
+        client_for(server.base_url, on_retry=details.append) as client,
+    ):
+        assert TOKEN not in repr(client)
+        assert TOKEN not in str(client)
+        assert TOKEN not in client.campaign_url("42")
+        await client.append("42", [LEAD])
+        with pytest.raises(AmbiguousError) as ambiguous:
+            await client.append("42", [LEAD])
+        errors.append(ambiguous.value)
+    async with client_for(f"http://127.0.0.1:{free_port()}") as client:
+        with pytest.raises(ConnectError) as connect:
+            await client.append("42", [LEAD])
+        errors.append(connect.value)
+    async with client_for(server.base_url) as client:
+        with pytest.raises(ValidationError) as invalid:
+            await client.append("", [LEAD])
+    errors.append(invalid.value)
+    errors.extend(d.error for d in details)
+
+    assert len(errors) >= 5
+    for error in errors:
+        assert TOKEN not in str(error)
+        assert TOKEN not in repr(error)
+        assert TOKEN not in str(error.__cause__)
+        if isinstance(error, APIError):
+            assert TOKEN not in error.body
+    assert "retrying" in caplog.text  # the retries were logged...
+    assert TOKEN not in caplog.text  # ...without the token
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage()
