@@ -101,7 +101,6 @@ class _Load:
         self.held: list[Any] = []
         self.unfinished: dict[int, Batch] = {}
         self.exchanges: dict[int, Exchange] = {}
-        self.started: dict[int, float] = {}
         self.stop_signal = StopSignal()
         self.fatal: BaseException | None = None
         self.emit: Callable[[BatchResult], Any] | None = None
@@ -224,7 +223,7 @@ class _Load:
     async def send_one(self, batch: Batch) -> BatchResult:
         exchange = Exchange(campaign_id=self.report.campaign_id, batch_index=batch.index)
         self.exchanges[batch.index] = exchange
-        started = self.started[batch.index] = time.perf_counter()
+        started = time.perf_counter()
         body = batch.body
         outcome = Outcome.ACCEPTED
         error: RyngError | None = None
@@ -289,7 +288,6 @@ class _Load:
     def record(self, batch: Batch, result: BatchResult) -> None:
         del self.unfinished[batch.index]
         self.exchanges.pop(batch.index, None)
-        self.started.pop(batch.index, None)
         self.report.record(result)
         if self.on_progress is not None:
             try:
@@ -421,7 +419,9 @@ class BatchStream:
 
     Also an async context manager: ``async with client.stream_append(...) as results``
     guarantees the load is stopped and settled when the block exits, even on ``break``.
-    The load's report is `report`, live.
+    Prefer it whenever the loop may end early: an abandoned iterator is only closed by
+    the garbage collector, in another task. The load's report is `report`, live; what
+    stopped the load (a 403, an input error) is raised from the iteration.
     """
 
     def __init__(self, load: _Load) -> None:
@@ -436,15 +436,21 @@ class BatchStream:
     async def _results(self) -> AsyncGenerator[BatchResult]:
         send, receive = anyio.create_memory_object_stream[BatchResult](self._load.concurrency)
         self._load.emit = send.send
+        failure: list[Exception] = []
 
         async def run() -> None:
             async with send:
-                await _run(self._load)
+                try:
+                    await _run(self._load)
+                except Exception as exc:  # raised below, bare, not in an ExceptionGroup
+                    failure.append(exc)
 
         async with receive, anyio.create_task_group() as tasks:
             tasks.start_soon(run)
             async for result in receive:
                 yield result
+        if failure:
+            raise failure[0]
 
     def __aiter__(self) -> Self:
         return self

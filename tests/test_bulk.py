@@ -833,3 +833,26 @@ async def test_an_empty_input_is_an_ok_empty_report(
     report = await client.bulk_append(CAMPAIGN, [])
     assert report.ok
     assert (report.total, report.batches, server.received_requests) == (0, [], 0)
+
+
+@pytest.mark.anyio
+async def test_stream_append_raises_a_403_bare_with_the_report() -> None:
+    seen: list[BatchResult] = []
+
+    async def consume(results: BatchStream) -> None:
+        async with results:
+            async for result in results:
+                seen.append(result)
+
+    async with serve(token="wrong-token-0000") as (server, client):
+        results = client.stream_append(CAMPAIGN, leads(40), batch_size=5, concurrency=2)
+        with pytest.raises(AuthenticationError) as raised:
+            await consume(results)
+    report = raised.value.report
+    assert report is results.report
+    assert report is not None
+    assert report.finished
+    assert report.stopped_early
+    assert report.total == report.failed + report.skipped + report.unknown
+    assert server.received_requests <= 2
+    assert {r.outcome for r in seen} <= {Outcome.FAILED, Outcome.SKIPPED}
