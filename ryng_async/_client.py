@@ -402,7 +402,9 @@ class RyngClient:
         attempts_allowed = min(policy.max_attempts, max_attempts or policy.max_attempts)
         deadline = None if policy.timeout is None else anyio.current_time() + policy.timeout
         while True:
-            if stop is None:
+            if stop is not None and stop.fired:
+                raise SendStoppedError
+            if stop is None or not pacer.must_wait():
                 await pacer.acquire()
             elif not await stop.run(pacer.acquire):
                 raise SendStoppedError

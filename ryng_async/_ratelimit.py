@@ -2,9 +2,11 @@
 
 aiolimiter's leaky bucket holds ``max_rate`` tokens and starts empty, so a limiter of
 ``AsyncLimiter(50, 1)`` lets 50 requests through at once and ~100 in the first second.
-We keep a bucket of one token drained at ``rate`` per second instead: requests are spaced
-``1 / rate`` apart from the very first, and no window of one second sees more than
-``rate`` (+1 at its closed edge).
+We keep a bucket of one token (plus a tenth of slack) drained at ``rate`` per second
+instead: requests are spaced ``1 / rate`` apart from the very first, and no window of one
+second sees more than ``rate + 1``. The slack lets a request whose wake-up came a little
+late (event-loop lag) be made up by the next one, so the long-run rate holds at ``rate``
+instead of losing every late millisecond for good (the tolerance of GCRA).
 
 On a 429 the rate halves (never below ``rate / 64``); each success adds back 1/20 of the
 configured rate, never above it (additive increase, multiplicative decrease, as TCP). A
@@ -22,6 +24,7 @@ from ._exceptions import ConfigurationError
 
 __all__ = ["RatePacer", "check_rate"]
 
+_SLACK = 0.1
 _DECREASE = 0.5
 _INCREASE_SHARE = 0.05
 _FLOOR_SHARE = 1 / 64
@@ -46,11 +49,11 @@ class _SpacedLimiter(AsyncLimiter):
     __slots__ = ()
 
     def __init__(self, rate: float) -> None:
-        super().__init__(1, 1 / rate)
+        super().__init__(1 + _SLACK, (1 + _SLACK) / rate)
 
     def set_rate(self, rate: float) -> None:
         self._leak()  # account for the time elapsed at the old rate first
-        self.time_period = 1 / rate
+        self.time_period = self.max_rate / rate
         self._rate_per_sec = rate
         self._wake_next()  # reschedule the next waiter at the new rate
 
@@ -72,6 +75,10 @@ class RatePacer:
     def rate(self) -> float | None:
         """The rate in force now (below the limit after a 429), or None if unlimited."""
         return self._rate
+
+    def must_wait(self) -> bool:
+        """Say whether `acquire` may block (a limit is set, or a pause is on)."""
+        return self._limiter is not None or self._paused_until > anyio.current_time()
 
     async def acquire(self) -> None:
         """Wait until one more request may be sent."""

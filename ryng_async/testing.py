@@ -40,7 +40,9 @@ import msgspec
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 
+from ._exceptions import ValidationError
 from ._models import AppendRequest
+from ._validate import leads_are_valid, validate_lead
 
 __all__ = ["FakeRyngServer", "Fault", "FaultPlan", "ReceivedRequest"]
 
@@ -149,6 +151,9 @@ class FakeRyngServer:
         host: the address to listen on (loopback only: 127.0.0.1 or ::1).
         port: the port, 0 for an ephemeral one.
         max_body: the largest request body accepted (larger: 413).
+        validate_leads: check every lead as the real API would (number in E.164 form,
+            known field names, string values), answering 400 naming the first bad one,
+            so tests catch bad leads sent around the SDK. False makes a faster sink.
     """
 
     def __init__(
@@ -162,6 +167,7 @@ class FakeRyngServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_body: int = 64 << 20,
+        validate_leads: bool = True,
     ) -> None:
         if host not in {"127.0.0.1", "::1", "localhost"}:
             raise ValueError(f"FakeRyngServer listens on loopback only, got host={host!r}")
@@ -177,6 +183,7 @@ class FakeRyngServer:
         self.host = host
         self.port = port
         self.max_body = max_body
+        self.validate_leads = validate_leads
         self.requests: list[ReceivedRequest] = []
         self.leads: list[dict[str, Any]] = []
         self.received_requests = 0
@@ -396,10 +403,20 @@ class FakeRyngServer:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             message = msgspec.json.encode({"error": True, "message": f"Invalid body: {exc}"})
             return self._answer(record, 400, message)
-        if not decoded.customer_data.json_data:
+        leads = decoded.customer_data.json_data
+        if not leads:
             return self._answer(record, 400, b'{"error":true,"message":"No customer data"}')
+        if self.validate_leads and not leads_are_valid(leads):
+            for index, lead in enumerate(leads):
+                try:
+                    validate_lead(lead, index)
+                except ValidationError as exc:
+                    message = msgspec.json.encode(
+                        {"error": True, "message": f"Invalid customer data: {exc}"}
+                    )
+                    return self._answer(record, 400, message)
         record.request = decoded if self.record else None
-        record.leads = decoded.customer_data.json_data
+        record.leads = leads
         return None
 
     def _read_multipart(

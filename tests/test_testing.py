@@ -756,3 +756,27 @@ async def test_the_documented_example_works() -> None:
         ) as ryng:
             await ryng.append("42", [{"number": "+919876543210"}])
         assert server.lead_count() == 1
+
+
+@pytest.mark.anyio
+async def test_bad_leads_sent_around_the_sdk_are_refused_naming_the_lead(
+    session: aiohttp.ClientSession,
+) -> None:
+    body = leads_body("+919876543210", "12345")
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        status, answer, _ = await post(session, server.url("7"), body)
+        assert status == 400
+        message = msgspec.json.decode(answer)["message"]
+        assert "lead #1" in message
+        assert "number" in message
+        assert server.lead_count() == 0
+        assert server.leads == []
+
+
+@pytest.mark.anyio
+async def test_lead_validation_can_be_turned_off(session: aiohttp.ClientSession) -> None:
+    body = leads_body("+919876543210", "12345")
+    async with FakeRyngServer(access_token=TOKEN, validate_leads=False) as server:
+        status, _, _ = await post(session, server.url("7"), body)
+        assert status == 200
+        assert server.lead_count() == 2
