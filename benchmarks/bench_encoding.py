@@ -1,0 +1,167 @@
+"""Encoding: rows to request bodies, in leads/s and MB/s, no network.
+
+The SDK's path is the bulk engine's (``_Load.take``): ``leads_are_valid`` on each chunk of
+wire-form dicts, then ``Packer.add``, which cuts batches and encodes each body once with
+``BodyTemplate.body``. From ``Lead`` s, the fast path cannot vouch for the chunk, so each
+lead goes through ``validate_lead`` (``Lead.to_wire`` and the reference rules). The
+baselines encode the same dicts, in the same 1,000-lead envelopes, validating nothing.
+MB/s counts each contender's own output (stdlib json's default separators add spaces).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import orjson
+
+from . import _data
+from ._harness import BenchResult, Context, Table, Target, alternate, median, ratio, spread
+
+NAME = "encoding"
+TITLE = "Encoding rows into request bodies"
+BATCH = 1000
+
+SDK_DICTS = "SDK validate + pack, wire dicts"
+SDK_LEADS = "SDK validate + pack, Lead objects"
+SDK_CHECK = "SDK leads_are_valid only (dicts)"
+SDK_BODY = "SDK BodyTemplate.body only (dicts)"
+MSGSPEC = "msgspec.json.encode"
+ORJSON = "orjson.dumps"
+STDLIB = "json.dumps (stdlib)"
+
+
+def _sdk_pack(chunks: list[list[Any]]) -> int:
+    """The bulk engine's path from input chunks to bodies; return the bytes made."""
+    from ryng_async._batching import BodyTemplate, Packer
+    from ryng_async._config import DEFAULT_MAX_BATCH_BYTES
+    from ryng_async._validate import build_request, leads_are_valid, validate_lead
+
+    packer = Packer(BodyTemplate(build_request()), BATCH, DEFAULT_MAX_BATCH_BYTES)
+    size = 0
+    start = 0
+    for chunk in chunks:
+        if leads_are_valid(chunk):
+            rows, positions = chunk, list(range(start, start + len(chunk)))
+        else:
+            rows = [validate_lead(lead, p) for p, lead in enumerate(chunk, start)]
+            positions = list(range(start, start + len(chunk)))
+        start += len(chunk)
+        size += sum(len(batch.body) for batch in packer.add(rows, positions))
+    size += sum(len(batch.body) for batch in packer.finish())
+    return size
+
+
+def _sdk_check(chunks: list[list[Any]]) -> int:
+    from ryng_async._validate import leads_are_valid
+
+    for chunk in chunks:
+        if not leads_are_valid(chunk):
+            raise AssertionError("the benchmark rows must take the fast path")
+    return 0
+
+
+def _sdk_body(chunks: list[list[Any]]) -> int:
+    from ryng_async._batching import BodyTemplate
+    from ryng_async._validate import build_request
+
+    template = BodyTemplate(build_request())
+    return sum(len(template.body(chunk)) for chunk in chunks)
+
+
+def _msgspec(chunks: list[list[Any]]) -> int:
+    encode = msgspec.json.Encoder().encode
+    return sum(len(encode(_data.envelope(chunk))) for chunk in chunks)
+
+
+def _orjson(chunks: list[list[Any]]) -> int:
+    return sum(len(orjson.dumps(_data.envelope(chunk))) for chunk in chunks)
+
+
+def _stdlib(chunks: list[list[Any]]) -> int:
+    return sum(len(json.dumps(_data.envelope(chunk)).encode()) for chunk in chunks)
+
+
+def _timed(work: Callable[[list[list[Any]]], int], chunks: list[list[Any]]) -> Any:
+    def go() -> tuple[float, int]:
+        start = time.perf_counter()
+        size = work(chunks)
+        return time.perf_counter() - start, size
+
+    return go
+
+
+def run(ctx: Context) -> BenchResult:
+    from ryng_async import Lead
+
+    n = ctx.size(200_000, 2_000)
+    rounds = ctx.rounds_or(7)
+    rows = _data.rows(n)
+    leads = [Lead.from_wire(row) for row in rows]
+    dict_chunks = _data.chunks(rows, BATCH)
+    lead_chunks = _data.chunks(leads, BATCH)
+    contenders = {
+        SDK_DICTS: _timed(_sdk_pack, dict_chunks),
+        SDK_LEADS: _timed(_sdk_pack, lead_chunks),
+        SDK_CHECK: _timed(_sdk_check, dict_chunks),
+        SDK_BODY: _timed(_sdk_body, dict_chunks),
+        MSGSPEC: _timed(_msgspec, dict_chunks),
+        ORJSON: _timed(_orjson, dict_chunks),
+        STDLIB: _timed(_stdlib, dict_chunks),
+    }
+    results = alternate(contenders, rounds)
+    rate = {name: median([n / s for s, _ in runs]) for name, runs in results.items()}
+    size = {name: runs[0][1] for name, runs in results.items()}
+    mbps = {name: median([b / s / 1e6 for s, b in runs]) for name, runs in results.items()}
+
+    table = Table(
+        f"{n:,} leads in bodies of {BATCH:,}, median of {rounds} rounds",
+        ["contender", "leads/s", "MB/s", "bytes/lead", "vs msgspec", "vs json", "spread"],
+    )
+    for name, runs in results.items():
+        per_lead = f"{size[name] / n:.1f}" if size[name] else "-"
+        table.add(
+            name,
+            f"{rate[name]:,.0f}",
+            f"{mbps[name]:,.1f}" if size[name] else "-",
+            per_lead,
+            f"{ratio(rate[name], rate[MSGSPEC]):.2f}x",
+            f"{ratio(rate[name], rate[STDLIB]):.2f}x",
+            f"{spread([n / s for s, _ in runs]):.0%}",
+        )
+    check_us = 1e6 * BATCH / rate[SDK_CHECK]
+    body_us = 1e6 * BATCH / rate[SDK_BODY]
+    targets = [
+        Target(
+            "SDK (validate + encode, dicts) / msgspec", ratio(rate[SDK_DICTS], rate[MSGSPEC]), 0.5
+        ),
+        Target(
+            "SDK (validate + encode, dicts) / stdlib json",
+            ratio(rate[SDK_DICTS], rate[STDLIB]),
+            3.0,
+        ),
+    ]
+    notes = [
+        f"per 1,000 leads: leads_are_valid {check_us:.0f} us, BodyTemplate.body {body_us:.0f} us; "
+        f"the Lead path (validate_lead per lead) runs at "
+        f"{ratio(rate[SDK_LEADS], rate[MSGSPEC]):.2f}x msgspec (no target)."
+    ]
+    return BenchResult(
+        name=NAME,
+        title=TITLE,
+        description=__doc__ or "",
+        tables=[table],
+        targets=targets,
+        notes=notes,
+        data={
+            "leads": n,
+            "batch_size": BATCH,
+            "rounds": rounds,
+            "leads_per_second": rate,
+            "mb_per_second": mbps,
+            "bytes": size,
+        },
+    )

@@ -1,0 +1,189 @@
+"""Memory: peak RSS of a fresh process bulk-loading 100k and 1M (and 10M) leads.
+
+Each load runs in a new interpreter (``python -m benchmarks.bench_memory --child``) so
+its peak RSS (``VmHWM``, imports included) is its own; the server runs in yet another
+process and keeps no leads (``record=False``). Leads come from a generator that makes each
+dict on demand (what streaming from a file or a cursor looks like), or from a list built
+before the load starts (what streaming saves). Batches of 1,000, concurrency 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+from functools import partial
+from typing import Any
+
+from . import _data
+from ._harness import (
+    HERE,
+    BenchResult,
+    Context,
+    Stopwatch,
+    Table,
+    Target,
+    alternate,
+    median,
+    ratio,
+)
+from ._server import TOKEN, ServerProcess
+
+NAME = "memory"
+TITLE = "Peak memory of a bulk load"
+BATCH = 1000
+CONCURRENCY = 8
+MB = 1e6
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes.
+
+    ``VmHWM`` is the high-water mark of this process's own memory map. ``ru_maxrss`` is
+    not: Linux carries the parent's RSS at fork over the exec, so a child of a big parent
+    would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _child(argv: list[str]) -> None:
+    """Run one load in this (fresh) process; print its numbers as one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--leads", type=int, required=True)
+    parser.add_argument("--source", choices=("generator", "list"), required=True)
+    parser.add_argument("--cap", type=float, default=120.0)
+    args = parser.parse_args(argv)
+
+    import anyio
+    import psutil
+
+    from ryng_async import BulkReport, RyngClient
+
+    process = psutil.Process()
+    rss_ready = process.memory_info().rss
+    report = BulkReport()
+
+    async def load() -> None:
+        leads = _data.stream(args.leads) if args.source == "generator" else _data.rows(args.leads)
+        async with RyngClient(base_url=args.base_url, access_token=TOKEN) as client:
+            with anyio.move_on_after(args.cap):
+                await client.bulk_append(
+                    "4242", leads, batch_size=BATCH, concurrency=CONCURRENCY, report=report
+                )
+
+    with Stopwatch() as watch:
+        asyncio.run(load())
+    peak = _peak_rss()
+    print(
+        json.dumps(
+            {
+                "peak_rss": peak,
+                "ready_rss": rss_ready,
+                "accepted": report.accepted,
+                "ok": report.ok,
+                "seconds": watch.seconds,
+            }
+        )
+    )
+
+
+def _spawn(server: ServerProcess, leads: int, source: str, cap: float) -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.bench_memory", "--child"]
+    command += ["--base-url", server.base_url, "--leads", str(leads), "--source", source]
+    command += ["--cap", str(cap)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=HERE.parent, timeout=cap + 60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child failed ({done.returncode}): {done.stderr[-2000:]}")
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def run(ctx: Context) -> BenchResult:
+    rounds = ctx.rounds_or(3)
+    small, large = ctx.size((100_000, 1_000_000), (1_000, 10_000))
+    huge = ctx.size(10_000_000, None)
+    cap = ctx.size(60.0, 20.0)
+    cases = [(n, source) for n in (small, large) for source in ("generator", "list")]
+    with ServerProcess() as server:
+        results = alternate(
+            {case: partial(_spawn, server, case[0], case[1], cap) for case in cases}, rounds
+        )
+        if huge:
+            results[(huge, "generator")] = [_spawn(server, huge, "generator", cap * 3)]
+
+    def med(case: tuple[int, str], key: str) -> float:
+        return median([r[key] for r in results[case]])
+
+    table = Table(
+        f"Peak RSS in MB (median of {rounds} fresh processes; 10M: one run), "
+        f"batch {BATCH}, concurrency {CONCURRENCY}",
+        ["leads", "source", "peak RSS", "RSS before the load", "growth", "leads/s", "all accepted"],
+    )
+    for case, runs in results.items():
+        n, source = case
+        peak = med(case, "peak_rss")
+        ready = med(case, "ready_rss")
+        rate = median([r["accepted"] / r["seconds"] for r in runs])
+        table.add(
+            f"{n:,}",
+            source,
+            f"{peak / MB:.1f}",
+            f"{ready / MB:.1f}",
+            f"{(peak - ready) / MB:.1f}",
+            f"{rate:,.0f}",
+            "yes" if all(r["ok"] for r in runs) else "NO",
+        )
+    gen_large = med((large, "generator"), "peak_rss")
+    gen_small = med((small, "generator"), "peak_rss")
+    list_large = med((large, "list"), "peak_rss")
+    targets = [
+        Target(f"peak RSS streaming {large:,} leads", gen_large / MB, 100.0, op="<=", unit="MB"),
+        Target(
+            f"RSS({large:,}) / RSS({small:,}), streaming",
+            ratio(gen_large, gen_small),
+            1.2,
+            op="<=",
+            note=f"from a list: {ratio(list_large, med((small, 'list'), 'peak_rss')):.2f}x",
+        ),
+    ]
+    notes = [
+        f"streaming {large:,} leads peaks at {gen_large / MB:.0f} MB against "
+        f"{list_large / MB:.0f} MB from a pre-built list ({(list_large - gen_large) / MB:.0f} MB "
+        "saved)."
+    ]
+    if huge:
+        notes.append(
+            f"streaming {huge:,} leads: {med((huge, 'generator'), 'peak_rss') / MB:.0f} MB peak."
+        )
+    return BenchResult(
+        name=NAME,
+        title=TITLE,
+        description=__doc__ or "",
+        tables=[table],
+        targets=targets,
+        notes=notes,
+        data={
+            "batch_size": BATCH,
+            "concurrency": CONCURRENCY,
+            "rounds": rounds,
+            "runs": {f"{n}/{source}": runs for (n, source), runs in results.items()},
+        },
+    )
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
