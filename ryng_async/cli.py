@@ -147,7 +147,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
         out.write(
             f"fake Ryng server on {srv.base_url}; loading {args.leads:,} leads "
             f"(batch {args.batch_size}, concurrency {args.concurrency}, "
-            f"~{args.fault_rate:.0%} faults)\n"
+            f"~{args.fault_rate:.0%} faults and an invalid lead every 25,000, on purpose)\n"
         )
         retries: list[int] = []
         policy = RetryPolicy(initial_delay=0.05, max_delay=1.0, max_retry_after=1.0)
@@ -183,7 +183,8 @@ def _print_report(
         for result in report.batches:
             outcomes[result.outcome] += 1
         out.write("batches: " + ", ".join(f"{n} {o.value}" for o, n in outcomes.items()) + "\n")
-        out.write(f"retries: {retries}; faults injected: {dict(server.faults_injected)}\n")
+        faults = ", ".join(f"{n} x {f.value}" for f, n in server.faults_injected.items())
+        out.write(f"retries: {retries}; faults injected: {faults or 'none'}\n")
         for invalid in report.invalid_leads[:5]:
             out.write(f"invalid lead #{invalid.position}: {invalid.field}: {invalid.reason}\n")
     # The report must agree with what the server received, lead for lead.
