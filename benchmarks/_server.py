@@ -4,6 +4,8 @@ Child: ``python -m benchmarks._server --port 0 --latency 0.05 --rate-limit 50`` 
 `FakeRyngServer` on 127.0.0.1 plus a small control app on a second port, prints one JSON
 line ``{"port": ..., "control_port": ..., "pid": ...}`` on stdout, and serves until its
 stdin closes (so it never outlives the parent). At shutdown it prints a final stats line.
+By default the server validates every lead as the real API does (and pays the CPU for
+it); ``--sink`` makes it a decode-only sink (``validate_leads=False``).
 
 Control app (GET): ``/stats`` returns the server's view of the load (every request's
 arrival time, the most requests seen in any 1 s window, statuses, leads accepted);
@@ -74,6 +76,7 @@ async def _serve(args: argparse.Namespace) -> None:
         rate_limit=args.rate_limit,
         record=args.record,
         port=args.port,
+        validate_leads=not args.sink,
     )
     await server.start()
 
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--rate-limit", type=float, default=None)
     parser.add_argument("--record", action="store_true", help="keep bodies and leads")
+    parser.add_argument(
+        "--sink", action="store_true", help="decode only, validate no lead (validate_leads=False)"
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
 
 
@@ -138,14 +144,22 @@ class ServerProcess:
         latency: seconds the server waits before each answer.
         rate_limit: requests per second the server accepts (429 beyond), or None.
         record: keep every body and lead (off for big loads).
+        validate_leads: check every lead as the real API would (the default); False runs
+            a decode-only sink (``--sink``), which spends less server CPU per lead.
     """
 
     def __init__(
-        self, *, latency: float = 0.0, rate_limit: float | None = None, record: bool = False
+        self,
+        *,
+        latency: float = 0.0,
+        rate_limit: float | None = None,
+        record: bool = False,
+        validate_leads: bool = True,
     ) -> None:
         self.latency = latency
         self.rate_limit = rate_limit
         self.record = record
+        self.validate_leads = validate_leads
         self.port = 0
         self.control_port = 0
         self.final: dict[str, Any] | None = None
@@ -166,6 +180,8 @@ class ServerProcess:
             command += ["--rate-limit", str(self.rate_limit)]
         if self.record:
             command.append("--record")
+        if not self.validate_leads:
+            command.append("--sink")
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]),

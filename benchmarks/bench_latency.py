@@ -3,13 +3,16 @@
 With ``c`` requests in flight, each of ``batch`` leads and each taking at least the
 latency, Little's law bounds the rate at ``c * batch / latency`` leads/s. A client that
 keeps its pipe full gets close to it; the aiohttp + msgspec loop runs beside the SDK to
-show what this machine allows (the server also spends CPU decoding every body, so at
-high concurrency the bound can exceed what one server process can take in).
+show what this machine allows. The server is the default one, validating every lead as
+the real API does. At high concurrency the bound nears what either process can do on its
+one core: the second table gives each side's CPU per lead and how busy it was (CPU
+seconds over wall seconds; 100% is one core saturated).
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from . import _clients, _data
@@ -37,6 +40,8 @@ async def _run(ctx: Context) -> BenchResult:
     cap = ctx.size(10.0, 3.0)
     base = _data.rows(min(100_000, BATCH * waves * max(concurrency)))
     runs: dict[str, dict[int, list[float]]] = {SDK: {}, BARE: {}}
+    # Per contender and concurrency: medians of client / server CPU us per lead and busy share.
+    cpu: dict[str, dict[int, dict[str, float]]] = {SDK: {}, BARE: {}}
     errors = dict.fromkeys(runs, 0)
     with ServerProcess(latency=LATENCY) as server:
         for c in concurrency:
@@ -54,10 +59,22 @@ async def _run(ctx: Context) -> BenchResult:
                     server.append_url, batches, concurrency=c, cap=cap
                 )
 
-            results = await alternate_async({SDK: sdk, BARE: bare}, rounds)
+            results = await alternate_async(
+                {
+                    SDK: partial(_clients.measured, server, sdk),
+                    BARE: partial(_clients.measured, server, bare),
+                },
+                rounds,
+            )
             for name, load_runs in results.items():
                 runs[name][c] = [r.rate for r in load_runs]
                 errors[name] += sum(r.errors for r in load_runs)
+                cpu[name][c] = {
+                    "client_us": median([r.client_us_per_lead for r in load_runs]),
+                    "server_us": median([r.server_us_per_lead for r in load_runs]),
+                    "client_busy": median([ratio(r.client_cpu, r.seconds) for r in load_runs]),
+                    "server_busy": median([ratio(r.server_cpu, r.seconds) for r in load_runs]),
+                }
 
     bound = {c: c * BATCH / LATENCY for c in concurrency}
     medians = {name: {c: median(v) for c, v in by_c.items()} for name, by_c in runs.items()}
@@ -74,12 +91,41 @@ async def _run(ctx: Context) -> BenchResult:
             f"{medians[BARE][c]:,.0f}",
             f"{ratio(medians[BARE][c], bound[c]):.2f}x",
         )
+    load = Table(
+        "CPU per lead (us, client / server) and how busy each process was (CPU s / wall s)",
+        [
+            "concurrency",
+            f"{SDK} us/lead",
+            f"{SDK} busy",
+            f"{BARE} us/lead",
+            f"{BARE} busy",
+            "client us/lead the bound allows",
+        ],
+    )
+    for c in concurrency:
+        cells = []
+        for name in (SDK, BARE):
+            m = cpu[name][c]
+            cells += [
+                f"{m['client_us']:.2f} / {m['server_us']:.2f}",
+                f"{m['client_busy']:.0%} / {m['server_busy']:.0%}",
+            ]
+        load.add(str(c), *cells, f"{1e6 / bound[c]:.2f}")
+
+    def cpu_note(c: int) -> str:
+        m = cpu[SDK][c]
+        return (
+            f"{BARE} reaches {ratio(medians[BARE][c], bound[c]):.2f}x; SDK client "
+            f"{m['client_us']:.2f} us/lead, {m['client_busy']:.0%} busy "
+            f"(the bound allows {1e6 / bound[c]:.2f} us/lead)"
+        )
+
     targets = [
         Target(
             f"SDK / Little's bound, concurrency {c}",
             ratio(medians[SDK][c], bound[c]),
             0.9,
-            note=f"{BARE} reaches {ratio(medians[BARE][c], bound[c]):.2f}x",
+            note=cpu_note(c),
         )
         for c in TARGETED
         if c in concurrency
@@ -93,7 +139,7 @@ async def _run(ctx: Context) -> BenchResult:
         name=NAME,
         title=TITLE,
         description=__doc__ or "",
-        tables=[table],
+        tables=[table, load],
         targets=targets,
         notes=notes,
         data={
@@ -104,5 +150,6 @@ async def _run(ctx: Context) -> BenchResult:
             "bound": [bound[c] for c in concurrency],
             "runs": {name: {str(c): v for c, v in by_c.items()} for name, by_c in runs.items()},
             "median": {name: [medians[name][c] for c in concurrency] for name in runs},
+            "cpu": {name: {str(c): v for c, v in by_c.items()} for name, by_c in cpu.items()},
         },
     )

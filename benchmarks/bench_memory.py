@@ -1,10 +1,11 @@
 """Memory: peak RSS of a fresh process bulk-loading 100k and 1M (and 10M) leads.
 
 Each load runs in a new interpreter (``python -m benchmarks.bench_memory --child``) so
-its peak RSS (``VmHWM``, imports included) is its own; the server runs in yet another
-process and keeps no leads (``record=False``). Leads come from a generator that makes each
-dict on demand (what streaming from a file or a cursor looks like), or from a list built
-before the load starts (what streaming saves). Batches of 1,000, concurrency 8.
+its peak RSS (``VmHWM``, imports included) is its own; the server (the default one,
+validating every lead) runs in yet another process and keeps no leads (``record=False``).
+Leads come from a generator that makes each dict on demand (what streaming from a file or
+a cursor looks like), or from a list built before the load starts (what streaming saves).
+Batches of 1,000, concurrency 8.
 """
 
 from __future__ import annotations

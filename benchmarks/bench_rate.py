@@ -2,11 +2,12 @@
 
 The SDK (``RyngClient(rate_limit=50)``, ``bulk_append`` at concurrency 8) runs beside bare
 aiolimiter used the way its README shows: one ``AsyncLimiter(50, 1)``, ``async with
-limiter:`` around each aiohttp post, every batch gathered at once. The server records each
-request's arrival time; from them: the most requests in any 1 s window (the first second
-included) over the limit, and the steady rate, ``(requests - 1) / (last - first arrival)``,
-over the limit. A second table repeats one round against a server enforcing the same
-50/s (429 beyond) to show what a start burst costs.
+limiter:`` around each aiohttp post, every batch gathered at once. The server (the
+default one, validating every lead as the real API does) records each request's arrival
+time; from them: the most requests in any 1 s window (the first second included) over the
+limit, and the steady rate, ``(requests - 1) / (last - first arrival)``, over the limit. A
+second table repeats one round against a server enforcing the same 50/s (429 beyond) to
+show what a start burst costs.
 """
 
 from __future__ import annotations

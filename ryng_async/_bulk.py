@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from yarl import URL
 
@@ -48,6 +49,17 @@ ProgressHook = Callable[[Progress], object]
 """Called with a `Progress` snapshot after every batch."""
 
 _JSON = {"Content-Type": "application/json"}
+
+
+async def _let_senders_run() -> None:
+    """Yield to the sender just handed a batch, before packing the next one.
+
+    Packing is synchronous; without this, a sender's request body would only start going
+    out once the next batch is packed, so no packing would overlap the server's work.
+    """
+    # Two checkpoints: one for the sender task to start, one for aiohttp's body writer.
+    await anyio.lowlevel.checkpoint()
+    await anyio.lowlevel.checkpoint()
 
 
 def _check_int(value: object, name: str, minimum: int = 1) -> int:
@@ -120,6 +132,7 @@ class _Load:
     async def _read_sync(self, source: Iterable[Any], send: ObjectSendStream[Batch]) -> None:
         iterator = iter(source)
         while not self.stopping:
+            await _let_senders_run()
             self.held.extend(islice(iterator, self.batch_size))
             if not self.held:
                 break
@@ -134,6 +147,7 @@ class _Load:
         exhausted = False
         try:
             while not self.stopping and not exhausted:
+                await _let_senders_run()
                 async for lead in iterator:
                     self.held.append(lead)
                     if len(self.held) >= self.batch_size:

@@ -4,9 +4,11 @@ aiolimiter's leaky bucket holds ``max_rate`` tokens and starts empty, so a limit
 ``AsyncLimiter(50, 1)`` lets 50 requests through at once and ~100 in the first second.
 We keep a bucket of one token (plus a tenth of slack) drained at ``rate`` per second
 instead: requests are spaced ``1 / rate`` apart from the very first, and no window of one
-second sees more than ``rate + 1``. The slack lets a request whose wake-up came a little
-late (event-loop lag) be made up by the next one, so the long-run rate holds at ``rate``
-instead of losing every late millisecond for good (the tolerance of GCRA).
+second sees more than ``rate``. The slack lets a request whose wake-up came a little late
+(event-loop lag) be made up by the next one, so the long-run rate holds at ``rate``
+instead of losing every late millisecond for good (the tolerance of GCRA); a sliding log
+of the last ``rate`` send times keeps that catching up from ever putting more than
+``rate`` requests in any one second, as a server counting a sliding window would see.
 
 On a 429 the rate halves (never below ``rate / 64``); each success adds back 1/20 of the
 configured rate, never above it (additive increase, multiplicative decrease, as TCP). A
@@ -16,6 +18,7 @@ configured rate, never above it (additive increase, multiplicative decrease, as 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import anyio
 from aiolimiter import AsyncLimiter
@@ -69,6 +72,7 @@ class RatePacer:
         self.limit = check_rate(rate)
         self._rate = self.limit
         self._limiter = None if rate is None else _SpacedLimiter(rate)
+        self._sent: deque[float] = deque(maxlen=max(1, math.floor(rate or 1)))
         self._paused_until = 0.0
 
     @property
@@ -89,9 +93,19 @@ class RatePacer:
                 await anyio.sleep(wait)
             if self._limiter is not None:
                 await self._limiter.acquire()
+                await self._wait_for_window()
             # A pause that began while we queued for the limiter holds us too.
             if self._paused_until <= anyio.current_time():
+                if self._limiter is not None:
+                    self._sent.append(anyio.current_time())
                 return
+
+    async def _wait_for_window(self) -> None:
+        """Wait until the last ``limit`` sends all lie more than a second back."""
+        sent = self._sent
+        # Bounded: each pass waits for the oldest send to leave the window.
+        while len(sent) == sent.maxlen and (wait := sent[0] + 1.0 - anyio.current_time()) > 0:  # noqa: ASYNC110
+            await anyio.sleep(wait)
 
     def throttled(self, retry_after: float | None) -> None:
         """Record a 429: lower the rate and pause everyone for ``retry_after`` seconds."""

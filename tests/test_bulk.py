@@ -83,13 +83,14 @@ async def serve(
 
 
 def client_tasks() -> set[asyncio.Task[Any]]:
-    """Running tasks other than this one and the fake server's connection handlers."""
+    """Running tasks other than this one and the fake server's (handlers, accepts)."""
+    server_side = ("RequestHandler.", "BaseSelectorEventLoop._accept_connection")
     return {
         task
         for task in asyncio.all_tasks()
         if task is not asyncio.current_task()
         and not task.done()
-        and not getattr(task.get_coro(), "__qualname__", "").startswith("RequestHandler.")
+        and not getattr(task.get_coro(), "__qualname__", "").startswith(server_side)
     }
 
 

@@ -272,3 +272,15 @@ async def test_retry_after_pauses_tasks_already_waiting_for_their_turn() -> None
         pacer.throttled(0.3)
     assert len(times) == 3
     assert min(times) - paused_at >= 0.3 - TOLERANCE
+
+
+@pytest.mark.anyio
+async def test_no_one_second_window_ever_holds_more_than_the_rate() -> None:
+    # The slack that keeps the long-run rate must never let a sliding second exceed it.
+    pacer = RatePacer(100)
+    sent: list[float] = []
+    for _ in range(130):
+        await pacer.acquire()
+        sent.append(anyio.current_time())
+    most = max(sum(1 for t in sent[i:] if t - start < 1.0) for i, start in enumerate(sent))
+    assert most <= 100
