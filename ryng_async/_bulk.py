@@ -24,8 +24,13 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from yarl import URL
 
 from ._batching import Batch, BodyTemplate, Packer
-from ._client import Exchange, SendStoppedError, StopSignal
-from ._config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH_BYTES
+from ._client import Exchange, SendStoppedError, StopSignal, check_hook
+from ._config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+)
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -83,6 +88,7 @@ class _Load:
         rate_limit: float | None,
         on_progress: ProgressHook | None,
         dedupe: bool,
+        max_consecutive_failures: int | None,
         report: BulkReport | None,
         request_options: dict[str, Any],
     ) -> None:
@@ -93,8 +99,20 @@ class _Load:
         template = BodyTemplate(build_request(**request_options))
         _check_int(max_batch_bytes, "max_batch_bytes", template.overhead + 2)
         self.packer = Packer(template, self.batch_size, max_batch_bytes)
-        self.pacer = client._pacer if rate_limit is None else RatePacer(check_rate(rate_limit))
+        # A load's own rate replaces the client's, but a server's Retry-After still pauses
+        # everything the client sends.
+        self.pacer = (
+            client._pacer
+            if rate_limit is None
+            else RatePacer(check_rate(rate_limit), pauses=client._pacer)
+        )
+        check_hook(on_progress, "on_progress")
         self.on_progress = on_progress
+        if max_consecutive_failures is not None:
+            _check_int(max_consecutive_failures, "max_consecutive_failures")
+        self.max_consecutive_failures = max_consecutive_failures
+        self.consecutive_failures = 0
+        self.input_done = False
         self.seen: set[str] | None = set() if dedupe else None
         if not isinstance(leads, AsyncIterable | Iterable) or isinstance(
             leads, str | bytes | Mapping
@@ -108,6 +126,7 @@ class _Load:
         if self.report.finished or self.report.total:
             raise ConfigurationError("report= must be a new, empty BulkReport")
         self.report.campaign_id = str(campaign_id)
+        self.report.restart_clock()
         self.headers = {**client._headers, **_JSON}
         self.position = 0
         self.held: list[Any] = []
@@ -135,6 +154,7 @@ class _Load:
             await _let_senders_run()
             self.held.extend(islice(iterator, self.batch_size))
             if not self.held:
+                self.input_done = True
                 break
             for batch in self.take():
                 await send.send(batch)
@@ -153,7 +173,7 @@ class _Load:
                     if len(self.held) >= self.batch_size:
                         break
                 else:
-                    exhausted = True
+                    exhausted = self.input_done = True
                 for batch in self.take():
                     await send.send(batch)
             if not self.stopping:
@@ -254,12 +274,21 @@ class _Load:
         except SendStoppedError:
             outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.SKIPPED
             message = f"not sent: {self.report.stop_reason}"
+        except ConfigurationError as exc:  # the client was closed under the load
+            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.SKIPPED
+            message = f"not sent: {exc}"
+            self.fail(exc, str(exc))
         except RyngError as exc:
             error = exc
             message = exc.message if isinstance(exc, APIError) else str(exc)
             outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.FAILED
             if isinstance(exc, AuthenticationError):
                 self.fail(exc, "403: the access token was refused")
+        except Exception as exc:  # an on_retry hook raised: stop, raise it once settled
+            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.FAILED
+            message = f"stopped: {type(exc).__name__}: {exc}"
+            self.fail(exc, f"a hook raised {type(exc).__name__}: {exc}")
+        self._count_failures(outcome)
         return self._result(
             batch=batch,
             outcome=outcome,
@@ -268,6 +297,22 @@ class _Load:
             error=error,
             started=started,
         )
+
+    def _count_failures(self, outcome: Outcome) -> None:
+        """Stop a load whose batches keep failing, rather than read the whole input.
+
+        A server that is down would otherwise fail batch after batch to the end of the
+        input, and the report would hold every lead of it for `failed_leads`.
+        """
+        if outcome is Outcome.ACCEPTED:
+            self.consecutive_failures = 0
+            return
+        if outcome is Outcome.SKIPPED:
+            return
+        self.consecutive_failures += 1
+        limit = self.max_consecutive_failures
+        if limit is not None and self.consecutive_failures >= limit and not self.stopping:
+            self.fail(_TooManyFailuresError(), f"{limit} batches in a row were not accepted")
 
     def _result(
         self,
@@ -311,8 +356,9 @@ class _Load:
 
     def fail(self, exc: BaseException, reason: str) -> None:
         """Stop sending new requests; ``exc`` is raised once the load has settled."""
-        if self.fatal is None:
-            self.fatal = exc
+        if self.fatal is not None:
+            return
+        self.fatal = exc
         self.stop_signal.fire()
         self.report.stop(reason)
         level = logging.DEBUG if isinstance(exc, _StreamClosedError) else logging.WARNING
@@ -325,7 +371,7 @@ class _Load:
 
         Runs in a ``finally``: plain synchronous code, safe while a cancel is pending.
         """
-        if self.held or self.packer.pending or self.unfinished:
+        if not self.input_done or self.held or self.packer.pending or self.unfinished:
             if not self.stopping:
                 self.report.stop("cancelled")
             if self.held:
@@ -365,6 +411,7 @@ def _new_load(
     checkpoint: str | None = None,
     on_progress: ProgressHook | None = None,
     dedupe: bool = False,
+    max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     report: BulkReport | None = None,
     name: str | None = None,
     agent_mapping: AgentMapping | str | None = None,
@@ -386,6 +433,7 @@ def _new_load(
         rate_limit=rate_limit,
         on_progress=on_progress,
         dedupe=dedupe,
+        max_consecutive_failures=max_consecutive_failures,
         report=report,
         request_options={
             "name": name,
@@ -409,7 +457,9 @@ async def _run(load: _Load) -> BulkReport:
                     tasks.start_soon(load.send_all, receive.clone())
     finally:
         load.settle()
-    if load.fatal is not None and not isinstance(load.fatal, _StreamClosedError):
+    if load.fatal is not None and not isinstance(
+        load.fatal, _StreamClosedError | _TooManyFailuresError
+    ):
         if isinstance(load.fatal, RyngError):
             load.fatal.report = load.report
         else:
@@ -495,6 +545,10 @@ class BatchStream:
 
 class _StreamClosedError(Exception):
     """The consumer closed a `BatchStream` early (not an error to raise)."""
+
+
+class _TooManyFailuresError(Exception):
+    """``max_consecutive_failures`` stopped the load (its report says so; not raised)."""
 
 
 def stream_append(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import io
 import logging
 import os
 import random
 import re
 from collections.abc import (
     AsyncIterable,
+    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -68,6 +71,7 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 _API_PATH = "/rest-api/v1/campaign/"
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _USER_AGENT = "ryng-async"
+_SHEET_CHUNK = 64 * 1024
 
 LeadInput = Lead | Mapping[str, Any]
 """A lead as the SDK takes it: a `Lead` or a wire-form mapping."""
@@ -132,6 +136,17 @@ class StopSignal:
             finally:
                 self._scopes.discard(scope)
         return not scope.cancel_called
+
+
+def check_hook(hook: object, name: str) -> None:
+    """Refuse a hook that is not a plain callable (an async one would never be awaited)."""
+    if hook is None:
+        return
+    if not callable(hook) or inspect.iscoroutinefunction(hook):
+        raise ConfigurationError(
+            f"{name} must be a plain (not async) callable, got {hook!r}; hooks run between "
+            "requests and must return quickly"
+        )
 
 
 def _env(value: str | None, name: str) -> str | None:
@@ -211,13 +226,15 @@ class RyngClient:
                 "access_token must be visible ASCII characters only "
                 "(no spaces, CR/LF or control characters)"
             )
-        self._base_url = self._resolve_base_url(
-            _env(subdomain, "RYNG_SUBDOMAIN"), _env(base_url, "RYNG_BASE_URL")
-        )
+        if base_url is None and subdomain is None:
+            base_url = os.environ.get("RYNG_BASE_URL") or None
+            subdomain = None if base_url else (os.environ.get("RYNG_SUBDOMAIN") or None)
+        self._base_url = self._resolve_base_url(subdomain, base_url)
         _check_positive(timeout, "timeout")
         _check_positive(connect_timeout, "connect_timeout", allow_none=True)
         _check_positive(max_connections, "max_connections")
         _check_positive(max_response_bytes, "max_response_bytes")
+        check_hook(on_retry, "on_retry")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
         self._headers = {"x-access-token": token, "User-Agent": _USER_AGENT}
@@ -296,6 +313,12 @@ class RyngClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ConfigurationError("this RyngClient is closed; create a new one")
+        if self._session is not None and self._session.closed:
+            raise ConfigurationError(
+                "the aiohttp session passed as session= is closed"
+                if not self._owns_session
+                else "the client's connection pool is closed"
+            )
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=self._max_connections
@@ -435,9 +458,9 @@ class RyngClient:
                         )
                     )
                 logger.info(
-                    "campaign %s batch %s attempt %d failed (%s); retrying in %.2fs",
+                    "campaign %s%s: attempt %d failed (%s); retrying in %.2fs",
                     exchange.campaign_id,
-                    exchange.batch_index,
+                    "" if exchange.batch_index is None else f" batch {exchange.batch_index}",
                     exchange.attempts,
                     error,
                     delay,
@@ -540,13 +563,13 @@ class RyngClient:
         url = URL(self.campaign_url(campaign_id), encoded=True)
         agents_field = _agents_field(agents)
         make_data, filename, retryable = _sheet_source(sheet)
-        opened: list[IO[bytes]] = []
+        opened: list[io.IOBase] = []
 
         def make_form() -> aiohttp.FormData:
             form = aiohttp.FormData()
             content = make_data()
-            if not isinstance(content, bytes):
-                opened.append(content)
+            if isinstance(content, io.IOBase):
+                opened.append(content)  # a file we opened from the path: ours to close
             form.add_field("campaign-sheet", content, filename=filename, content_type="text/csv")
             if agents_field is not None:
                 form.add_field("agents", agents_field)
@@ -559,8 +582,7 @@ class RyngClient:
             )
         finally:
             for handle in opened:
-                if isinstance(sheet, str | os.PathLike):
-                    handle.close()
+                handle.close()
 
     def stream_append(
         self,
@@ -661,28 +683,45 @@ def _agents_field(agents: Sequence[str] | str | None) -> str | None:
     return ",".join(agents)
 
 
-def _sheet_source(sheet: SheetInput) -> tuple[Callable[[], bytes | IO[bytes]], str, bool]:
-    """Return (a maker of the part's content per attempt, its filename, retryable)."""
+def _sheet_source(sheet: SheetInput) -> tuple[Callable[[], Any], str, bool]:
+    """Return (a maker of the part's content for each attempt, its filename, retryable)."""
     if isinstance(sheet, bytes | bytearray | memoryview):
         content = bytes(sheet)
         return (lambda: content), "campaign-sheet.csv", True
     if isinstance(sheet, str | os.PathLike):
         path = Path(sheet)
         if not path.is_file():
-            raise ValidationError(f"no such file: {str(path)!r}", field="campaign-sheet")
-        return (lambda: path.open("rb")), path.name, True
+            problem = "is not a file" if path.exists() else "no such file"
+            raise ValidationError(f"{problem}: {str(path)!r}", field="campaign-sheet")
+
+        def reopen() -> IO[bytes]:
+            try:
+                return path.open("rb")  # streamed by aiohttp, which closes it
+            except OSError as exc:
+                raise ValidationError(
+                    f"cannot read {str(path)!r}: {exc.strerror or exc}", field="campaign-sheet"
+                ) from exc
+
+        return reopen, path.name, True
     if hasattr(sheet, "read"):
         seekable = bool(getattr(sheet, "seekable", lambda: False)())
         start = sheet.tell() if seekable else 0
         filename = Path(str(getattr(sheet, "name", "campaign-sheet.csv"))).name
 
-        def rewind() -> IO[bytes]:
+        def chunks() -> AsyncIterator[bytes]:
+            # Our own reader, not the file object itself: aiohttp would close the
+            # caller's file after sending it, and a retry could not rewind it.
             if seekable:
                 sheet.seek(start)
-            return sheet
+            return _read_chunks(sheet)
 
-        return rewind, filename, seekable
+        return chunks, filename, seekable
     raise ValidationError(
         f"must be a path, bytes or a binary file object, got {type(sheet).__name__}",
         field="campaign-sheet",
     )
+
+
+async def _read_chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := handle.read(_SHEET_CHUNK):
+        yield chunk

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONSECUTIVE_FAILURES",
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
     "RetryPolicy",
@@ -33,6 +34,8 @@ DEFAULT_MAX_BATCH_BYTES = 4 << 20
 """Most bytes in one bulk request body."""
 DEFAULT_CONCURRENCY = 8
 """Most bulk requests in flight at once."""
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 20
+"""Batches in a row not accepted (after their retries) before a bulk load stops."""
 
 DEFAULT_MAX_ATTEMPTS = 5
 INITIAL_RETRY_DELAY = 0.5
@@ -70,7 +73,7 @@ class RetryPolicy:
             Off by default: the API has no idempotency key, so a resent batch may call
             customers twice.
         budget: capacity of the client-wide retry budget, a token bucket in the style of
-            botocore's retry quota: each retry costs ``retry_cost``, each first-attempt
+            botocore's retry quota: each retry costs ``retry_cost``, each
             success refunds ``success_refund``, and with the bucket empty no request is
             retried, so a failing server is not hammered by every batch at once.
             None turns the budget off.

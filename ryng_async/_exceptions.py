@@ -104,6 +104,9 @@ class APIError(RyngError):
 class AuthenticationError(APIError):
     """The access token was refused (HTTP 403, "Unauthorized Token")."""
 
+    def __str__(self) -> str:
+        return f"{super().__str__()} (check access_token / RYNG_ACCESS_TOKEN)"
+
 
 class RateLimitError(APIError):
     """Too many requests (HTTP 429).

@@ -55,8 +55,10 @@ class Lead(msgspec.Struct, frozen=True, kw_only=True):
     def to_wire(self) -> dict[str, Any]:
         """Return the lead in the vendor's wire form (not validated)."""
         wire: dict[str, Any] = {"number": self.number}
-        if self.agents_assigned is not None:
-            wire["agentsAssigned"] = list(self.agents_assigned)
+        agents = self.agents_assigned
+        if agents is not None:
+            # A bare string stays a string, for validation to refuse (not one agent a letter).
+            wire["agentsAssigned"] = agents if isinstance(agents, str | bytes) else list(agents)
         for index, value in self.custom_fields.items():
             wire[f"customField{index}"] = value
         return wire
@@ -97,6 +99,14 @@ class AppendRequest(msgspec.Struct, kw_only=True, omit_defaults=True, rename="ca
     customer_data: CustomerData = msgspec.field(default_factory=CustomerData)
 
 
+class _WireResponse(msgspec.Struct, frozen=True):
+    """The answer as sent: ``data`` taken as it comes (null, a list...)."""
+
+    error: bool
+    message: str = ""
+    data: Any = None
+
+
 class AppendResponse(msgspec.Struct, frozen=True, kw_only=True):
     """What the API answered to an append.
 
@@ -113,7 +123,7 @@ class AppendResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(AppendRequest)
-_response_decoder = msgspec.json.Decoder(AppendResponse)
+_response_decoder = msgspec.json.Decoder(_WireResponse)
 
 encode = _encoder.encode
 """Encode a struct, or plain JSON-able values, to compact JSON bytes."""
@@ -125,5 +135,13 @@ def decode_request(body: bytes) -> AppendRequest:
 
 
 def decode_response(body: bytes) -> AppendResponse:
-    """Decode a response body (raises `msgspec.DecodeError` / `msgspec.ValidationError`)."""
-    return _response_decoder.decode(body)
+    """Decode a response body (raises `msgspec.DecodeError` / `msgspec.ValidationError`).
+
+    Only ``error`` is required; a ``data`` that is not an object (null, a list) is kept
+    under ``{"value": ...}`` rather than turning a success into an unreadable answer.
+    """
+    wire = _response_decoder.decode(body)
+    data = wire.data
+    if not isinstance(data, dict):
+        data = {} if data is None else {"value": data}
+    return AppendResponse(error=wire.error, message=wire.message, data=data)

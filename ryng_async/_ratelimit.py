@@ -28,6 +28,8 @@ from ._exceptions import ConfigurationError
 __all__ = ["RatePacer", "check_rate"]
 
 _SLACK = 0.1
+# A touch over a second: a request leaves a little after its slot is granted.
+_WINDOW = 1.01
 _DECREASE = 0.5
 _INCREASE_SHARE = 0.05
 _FLOOR_SHARE = 1 / 64
@@ -66,14 +68,29 @@ class RatePacer:
 
     Args:
         rate: the most requests per second, or None for no limit (pauses still apply).
+        pauses: another pacer whose ``Retry-After`` pauses this one shares (a load with
+            its own rate still stops when the client is told to wait), or None.
     """
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, *, pauses: RatePacer | None = None) -> None:
         self.limit = check_rate(rate)
+        self._pauses = pauses
         self._rate = self.limit
         self._limiter = None if rate is None else _SpacedLimiter(rate)
         self._sent: deque[float] = deque(maxlen=max(1, math.floor(rate or 1)))
-        self._paused_until = 0.0
+        self._own_pause_until = 0.0
+
+    @property
+    def _paused_until(self) -> float:
+        if self._pauses is not None:
+            return self._pauses._paused_until
+        return self._own_pause_until
+
+    def _pause(self, seconds: float) -> None:
+        if self._pauses is not None:
+            self._pauses._pause(seconds)
+        else:
+            self._own_pause_until = max(self._own_pause_until, anyio.current_time() + seconds)
 
     @property
     def rate(self) -> float | None:
@@ -104,13 +121,13 @@ class RatePacer:
         """Wait until the last ``limit`` sends all lie more than a second back."""
         sent = self._sent
         # Bounded: each pass waits for the oldest send to leave the window.
-        while len(sent) == sent.maxlen and (wait := sent[0] + 1.0 - anyio.current_time()) > 0:  # noqa: ASYNC110
+        while len(sent) == sent.maxlen and (wait := sent[0] + _WINDOW - anyio.current_time()) > 0:  # noqa: ASYNC110
             await anyio.sleep(wait)
 
     def throttled(self, retry_after: float | None) -> None:
         """Record a 429: lower the rate and pause everyone for ``retry_after`` seconds."""
         if retry_after:
-            self._paused_until = max(self._paused_until, anyio.current_time() + retry_after)
+            self._pause(retry_after)
         if self._limiter is not None and self._rate is not None and self.limit is not None:
             self._rate = max(self._rate * _DECREASE, self.limit * _FLOOR_SHARE)
             self._limiter.set_rate(self._rate)

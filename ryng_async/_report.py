@@ -177,6 +177,10 @@ class BulkReport:
             self.stopped_early = True
             self.stop_reason = reason
 
+    def restart_clock(self) -> None:
+        """Start timing now (a load calls it when it starts, not when the report is made)."""
+        self._started = time.perf_counter()
+
     def finish(self) -> None:
         """Mark the load as ended and fix its elapsed time."""
         self.elapsed = time.perf_counter() - self._started

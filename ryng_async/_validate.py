@@ -41,7 +41,7 @@ _NOT_THERE = repeat(_MISSING)
 _EMPTY = repeat("")
 _get_number = itemgetter("number")
 _is_present = partial(is_not, _MISSING)
-_known_keys: set[str] = {"number", "agentsAssigned"}
+_FIXED_KEYS = frozenset({"number", "agentsAssigned"})
 
 
 class InvalidLead(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,13 +59,7 @@ class InvalidLead(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _is_lead_key(key: object) -> bool:
-    if key in _known_keys:
-        return True
-    if isinstance(key, str) and _CUSTOM_FIELD.fullmatch(key):
-        if len(_known_keys) < 10_000:
-            _known_keys.add(key)
-        return True
-    return False
+    return key in _FIXED_KEYS or (isinstance(key, str) and bool(_CUSTOM_FIELD.fullmatch(key)))
 
 
 def leads_are_valid(rows: list[Any]) -> bool:
@@ -138,7 +132,13 @@ def validate_lead(lead: object, position: int | None = None) -> dict[str, Any]:
         ValidationError: naming the field, the bad value and the rule.
     """
     if isinstance(lead, Lead):
-        row: Mapping[Any, Any] = lead.to_wire()
+        # Structs do not check types when built: a Lead may hold anything.
+        try:
+            row: Mapping[Any, Any] = lead.to_wire()
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"the Lead could not be read: {type(exc).__name__}: {exc}", position=position
+            ) from exc
     elif isinstance(lead, Mapping):
         row = lead
     else:
@@ -177,6 +177,10 @@ def validate_lead(lead: object, position: int | None = None) -> dict[str, Any]:
 
 def validate_leads(leads: Iterable[object]) -> list[dict[str, Any]]:
     """Validate the leads of a single append; the first bad one raises `ValidationError`."""
+    if not isinstance(leads, Iterable) or isinstance(leads, str | bytes | Mapping):
+        raise ValidationError(
+            f"must be an iterable of leads, got {type(leads).__name__}", field="leads"
+        )
     rows: list[Any] = leads if isinstance(leads, list) else list(leads)
     if not rows:
         raise ValidationError("an append needs at least one lead", field="leads")
