@@ -4,7 +4,8 @@ Typed msgspec models, one aiohttp connection pool, retries that never resend a r
 that may have been processed, and a bulk loader that accounts for every lead.
 """
 
-from ._batching import Batch
+import logging
+
 from ._bulk import BatchStream, ProgressHook
 from ._callback_events import (
     CallbackEvent,
@@ -42,6 +43,9 @@ from ._retry import RetryDetails
 from ._validate import InvalidLead
 from ._version import __version__
 
+# A library logs to its logger and lets the application decide where that goes.
+logging.getLogger("ryng_async").addHandler(logging.NullHandler())
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CONCURRENCY",
@@ -56,7 +60,6 @@ __all__ = [
     "AmbiguousError",
     "AppendResponse",
     "AuthenticationError",
-    "Batch",
     "BatchResult",
     "BatchStream",
     "BulkReport",

@@ -216,29 +216,36 @@ class BulkReport:
         """Raise if any lead was not accepted; do nothing for an ``ok`` report.
 
         Raises:
-            RyngError: the error of the first batch not accepted (in input order),
-                `AmbiguousError` for a batch skipped without one, or `ValidationError`
-                when only invalid leads stand in the way; ``.report`` is this report.
+            RyngError: with ``.report`` set to this report: the error of the first batch
+                that ended with one (in input order); else `AmbiguousError` if some
+                leads may or may not have been appended (cut off by a cancel); else a
+                plain `RyngError` if leads were never sent, or the input not read to its
+                end; else `ValidationError` naming the first invalid lead.
         """
         if self.ok:
             return
-        bad = sorted(
+        not_accepted = sorted(
             (r for r in self.batches if r.outcome is not Outcome.ACCEPTED), key=lambda r: r.start
         )
+        first_error = next((r.error for r in not_accepted if r.error is not None), None)
+        reason = self.stop_reason or "the load did not finish"
         error: RyngError
-        if bad and bad[0].error is not None:
-            error = bad[0].error
-        elif bad:
-            error = AmbiguousError(f"{self.skipped} leads were never sent: {self.stop_reason}")
-        elif self.invalid_leads:
+        if first_error is not None:
+            error = first_error
+        elif self.unknown:
+            error = AmbiguousError(
+                f"{self.unknown} leads may or may not have been appended ({reason}); "
+                "check them before sending them again"
+            )
+        elif self.skipped or self.stopped_early or not self.finished or not self.invalid_leads:
+            error = RyngError(f"{self.skipped} leads were never sent ({reason})")
+        else:
             first = self.invalid_leads[0]
             error = ValidationError(
-                f"{self.invalid} invalid leads, the first: {first.reason}",
+                f"{first.reason} ({self.invalid} invalid leads in all, none of them sent)",
                 field=first.field,
                 position=first.position,
             )
-        else:
-            error = AmbiguousError(f"the load did not finish: {self.stop_reason or 'unknown'}")
         error.report = self
         raise error
 
