@@ -6,7 +6,7 @@ that may have been processed, and a bulk loader that accounts for every lead.
 
 import logging
 
-from ._bulk import BatchStream, ProgressHook
+from ._bulk import BatchStream, BulkOptions, ProgressHook
 from ._callback_events import (
     CallbackEvent,
     ConnectCallback,
@@ -62,6 +62,7 @@ __all__ = [
     "AuthenticationError",
     "BatchResult",
     "BatchStream",
+    "BulkOptions",
     "BulkReport",
     "CallbackEvent",
     "ConfigurationError",

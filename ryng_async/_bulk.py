@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, M
 from contextlib import aclosing, suppress
 from itertools import islice
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypedDict
 
 import anyio
 import anyio.lowlevel
@@ -46,7 +46,7 @@ from ._validate import InvalidLead, build_request, leads_are_valid, validate_lea
 if TYPE_CHECKING:
     from ._client import LeadInput, RyngClient
 
-__all__ = ["BatchStream", "ProgressHook", "bulk_append", "stream_append"]
+__all__ = ["BatchStream", "BulkOptions", "ProgressHook", "bulk_append", "stream_append"]
 
 logger = logging.getLogger("ryng_async")
 
@@ -399,50 +399,81 @@ class _Load:
         self.report.finish()
 
 
+class BulkOptions(TypedDict, total=False):
+    """The keyword options of `RyngClient.bulk_append` and `RyngClient.stream_append`.
+
+    Keys:
+        batch_size: most leads per request (default 500).
+        max_batch_bytes: most bytes per request body (default 4 MiB); a lead that cannot
+            fit alone is invalid.
+        concurrency: most requests in flight (default 8).
+        rate_limit: requests per second for this load; None (default) uses the client's.
+        checkpoint: a path to an SQLite journal for resumable loads (not available yet).
+        on_progress: a plain callable given a `Progress` after every batch.
+        dedupe: refuse a lead whose number was already sent in this load, as invalid.
+        max_consecutive_failures: stop the load after this many batches in a row end
+            failed or unknown (default 20); None never stops.
+        report: a new `BulkReport` to fill live; keep a reference to read it after a
+            cancel or an error.
+        name, agent_mapping, agents, custom_field_names, terminal_callback_url,
+        connect_callback_url: the campaign options of `RyngClient.append`.
+    """
+
+    batch_size: int
+    max_batch_bytes: int
+    concurrency: int
+    rate_limit: float | None
+    checkpoint: str | None
+    on_progress: ProgressHook | None
+    dedupe: bool
+    max_consecutive_failures: int | None
+    report: BulkReport | None
+    name: str | None
+    agent_mapping: AgentMapping | str | None
+    agents: Sequence[str] | None
+    custom_field_names: Mapping[str, str] | None
+    terminal_callback_url: str | None
+    connect_callback_url: str | None
+
+
+_REQUEST_OPTIONS = (
+    "name",
+    "agent_mapping",
+    "agents",
+    "custom_field_names",
+    "terminal_callback_url",
+    "connect_callback_url",
+)
+
+
 def _new_load(
     client: RyngClient,
     campaign_id: str | int,
     leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    rate_limit: float | None = None,
-    checkpoint: str | None = None,
-    on_progress: ProgressHook | None = None,
-    dedupe: bool = False,
-    max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-    report: BulkReport | None = None,
-    name: str | None = None,
-    agent_mapping: AgentMapping | str | None = None,
-    agents: Sequence[str] | None = None,
-    custom_field_names: Mapping[str, str] | None = None,
-    terminal_callback_url: str | None = None,
-    connect_callback_url: str | None = None,
+    options: BulkOptions,
+    caller: str,
 ) -> _Load:
-    if checkpoint is not None:
+    unknown = sorted(options.keys() - BulkOptions.__annotations__.keys())
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments: {', '.join(unknown)}")
+    if options.get("checkpoint") is not None:
         raise ConfigurationError("checkpoint= (resumable loads) is not available yet")
     client._get_session()  # a closed client refuses before reading anything
     return _Load(
         client,
         campaign_id,
         leads,
-        batch_size=batch_size,
-        max_batch_bytes=max_batch_bytes,
-        concurrency=concurrency,
-        rate_limit=rate_limit,
-        on_progress=on_progress,
-        dedupe=dedupe,
-        max_consecutive_failures=max_consecutive_failures,
-        report=report,
-        request_options={
-            "name": name,
-            "agent_mapping": agent_mapping,
-            "agents": agents,
-            "custom_field_names": custom_field_names,
-            "terminal_callback_url": terminal_callback_url,
-            "connect_callback_url": connect_callback_url,
-        },
+        batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE),
+        max_batch_bytes=options.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES),
+        concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
+        rate_limit=options.get("rate_limit"),
+        on_progress=options.get("on_progress"),
+        dedupe=options.get("dedupe", False),
+        max_consecutive_failures=options.get(
+            "max_consecutive_failures", DEFAULT_MAX_CONSECUTIVE_FAILURES
+        ),
+        report=options.get("report"),
+        request_options={key: options.get(key) for key in _REQUEST_OPTIONS},
     )
 
 
@@ -472,10 +503,10 @@ async def bulk_append(
     client: RyngClient,
     campaign_id: str | int,
     leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
-    **options: Any,
+    options: BulkOptions,
 ) -> BulkReport:
     """Run a bulk load and return its `BulkReport` (see `RyngClient.bulk_append`)."""
-    return await _run(_new_load(client, campaign_id, leads, **options))
+    return await _run(_new_load(client, campaign_id, leads, options, "bulk_append"))
 
 
 class BatchStream:
@@ -555,7 +586,7 @@ def stream_append(
     client: RyngClient,
     campaign_id: str | int,
     leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
-    **options: Any,
+    options: BulkOptions,
 ) -> BatchStream:
     """Start a bulk load whose results are iterated as they come (see `BatchStream`)."""
-    return BatchStream(_new_load(client, campaign_id, leads, **options))
+    return BatchStream(_new_load(client, campaign_id, leads, options, "stream_append"))

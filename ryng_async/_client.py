@@ -31,10 +31,7 @@ from yarl import URL
 
 from ._batching import BodyTemplate
 from ._config import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
@@ -42,7 +39,9 @@ from ._config import (
 )
 
 if TYPE_CHECKING:
-    from ._bulk import BatchStream
+    from typing_extensions import Unpack
+
+    from ._bulk import BatchStream, BulkOptions
     from ._report import BulkReport
 
 from ._exceptions import (
@@ -588,43 +587,35 @@ class RyngClient:
         self,
         campaign_id: str | int,
         leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
-        **options: Any,
+        **options: Unpack[BulkOptions],
     ) -> BatchStream:
         """Bulk-load leads, yielding each `BatchResult` as its batch ends.
 
-        Takes the arguments of `bulk_append`. Iterate it with ``async for``; use it as
-        ``async with client.stream_append(...) as results`` to stop the load cleanly when
-        leaving the block early. ``results.report`` is the live `BulkReport`.
+        Takes the arguments of `bulk_append`. Use it as
+        ``async with client.stream_append(...) as results: async for result in results``
+        so that leaving the block early stops the load and waits for it to settle; a
+        bare ``async for`` that breaks early leaves the load to the garbage collector.
+        ``results.report`` is the live `BulkReport`.
         """
         from ._bulk import stream_append
 
-        return stream_append(self, campaign_id, leads, **options)
+        return stream_append(self, campaign_id, leads, options)
 
     async def bulk_append(
         self,
         campaign_id: str | int,
         leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        **options: Any,
+        **options: Unpack[BulkOptions],
     ) -> BulkReport:
         """Bulk-load leads in concurrent, rate-limited batches; return the `BulkReport`.
 
         Args:
             campaign_id: the campaign's id.
             leads: an iterable or async iterable of `Lead` s or wire-form mappings, read
-                lazily, a batch at a time (do not reuse a row object for the next row).
-            batch_size: most leads per request.
-            max_batch_bytes: most bytes per request body; a lead that cannot fit alone is
-                invalid.
-            concurrency: most requests in flight.
-            **options: ``rate_limit`` (requests/s for this load; None: the client's),
-                ``on_progress`` (called with a `Progress` after every batch), ``report``
-                (a new `BulkReport` to fill live; keep a reference to read it after a
-                cancel or an input error), ``dedupe`` (refuse repeated numbers as invalid),
-                and the campaign options of `append`.
+                lazily, a batch at a time (yield a new mapping per row).
+            **options: see `BulkOptions`: ``batch_size``, ``max_batch_bytes``,
+                ``concurrency``, ``rate_limit``, ``on_progress``, ``report``, ``dedupe``,
+                ``max_consecutive_failures`` and the campaign options of `append`.
 
         Returns:
             The final `BulkReport`: every lead read is accepted, failed, unknown, skipped
@@ -634,20 +625,12 @@ class RyngClient:
             ValidationError: a bad campaign option (before anything is read).
             ConfigurationError: a bad bulk setting, or a closed client.
             AuthenticationError: a 403 stopped the load; ``.report`` is the partial report.
-            Exception: whatever the input iterator or ``on_progress`` raised, re-raised
-                after the load settled (``report=`` holds the partial report).
+            Exception: whatever the input iterator or a hook raised, re-raised as is
+                once the load has settled (pass ``report=`` to keep the partial report).
         """
         from ._bulk import bulk_append
 
-        return await bulk_append(
-            self,
-            campaign_id,
-            leads,
-            batch_size=batch_size,
-            max_batch_bytes=max_batch_bytes,
-            concurrency=concurrency,
-            **options,
-        )
+        return await bulk_append(self, campaign_id, leads, options)
 
 
 def _may_have_been_processed(error: RyngError) -> bool:
