@@ -238,7 +238,10 @@ class BulkReport:
                 "check them before sending them again"
             )
         elif self.skipped or self.stopped_early or not self.finished or not self.invalid_leads:
-            error = RyngError(f"{self.skipped} leads were never sent ({reason})")
+            parts = [f"{self.skipped} leads were never sent"] if self.skipped else []
+            if self.stopped_early:
+                parts.append("the input was not read to its end")
+            error = RyngError(f"{'; '.join(parts) or 'the load did not finish'} ({reason})")
         else:
             first = self.invalid_leads[0]
             error = ValidationError(

@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
-        "demo", help="bulk-load synthetic leads into an in-process fake Ryng server"
+        "demo",
+        help="bulk-load synthetic leads into an in-process fake Ryng server",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument("--leads", type=_positive_int, default=100_000, help="leads to load")
     demo.add_argument("--batch-size", type=_positive_int, default=500)
@@ -57,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    fake = commands.add_parser("fake-server", help="run a fake Ryng server on 127.0.0.1")
+    fake = commands.add_parser(
+        "fake-server",
+        help="run a fake Ryng server on 127.0.0.1",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     fake.add_argument("--port", type=int, default=8080)
     fake.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "::1"])
     fake.add_argument("--token", default="test-token", help="the access token accepted")
@@ -144,7 +150,9 @@ class _Bar:
 async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     plan = _fault_plan(args.fault_rate, args.seed)
     async with FakeRyngServer(access_token=_DEMO_TOKEN, latency=args.latency, faults=plan) as srv:
-        out.write(
+        # With --json, stdout carries the report alone.
+        info = sys.stderr if args.json else out
+        info.write(
             f"fake Ryng server on {srv.base_url}; loading {args.leads:,} leads "
             f"(batch {args.batch_size}, concurrency {args.concurrency}, "
             f"~{args.fault_rate:.0%} faults and an invalid lead every 25,000, on purpose)\n"
@@ -187,6 +195,7 @@ def _print_report(
         out.write(f"retries: {retries}; faults injected: {faults or 'none'}\n")
         for invalid in report.invalid_leads[:5]:
             out.write(f"invalid lead #{invalid.position}: {invalid.field}: {invalid.reason}\n")
+    verdict = sys.stderr if as_json else out
     # The report must agree with what the server received, lead for lead.
     ids = server.lead_counts("customField1")
     twice = sum(1 for count in ids.values() if count > 1)
@@ -203,9 +212,9 @@ def _print_report(
     if received > unknown_leads:
         problems.append("leads reported not sent were received")
     if problems:
-        out.write("ACCOUNTING ERROR: " + "; ".join(problems) + "\n")
+        verdict.write("ACCOUNTING ERROR: " + "; ".join(problems) + "\n")
         return 1
-    out.write(
+    verdict.write(
         f"accounted: {report.total:,} read = {report.accepted:,} accepted + "
         f"{report.failed:,} failed + {report.unknown:,} unknown + {report.skipped:,} skipped "
         f"+ {report.invalid:,} invalid; the server's record agrees\n"
@@ -224,7 +233,13 @@ async def _fake_server(args: argparse.Namespace, out: TextIO) -> int:
         port=args.port,
     )
     async with server:
-        out.write(f"fake Ryng server listening on {server.base_url} (Ctrl-C to stop)\n")
+        out.write(
+            f"fake Ryng server listening on {server.base_url} (Ctrl-C to stop)\n"
+            f"token: {server.access_token}\n"
+            f"try:   curl -X POST {server.url('42')} -H 'x-access-token: {server.access_token}' "
+            "-H 'Content-Type: application/json' "
+            """-d '{"customerData":{"jsonData":[{"number":"+919876543210"}]}}'\n"""
+        )
         out.flush()
         await asyncio.Event().wait()
     return 0

@@ -857,3 +857,161 @@ async def test_stream_append_raises_a_403_bare_with_the_report() -> None:
     assert report.total == report.failed + report.skipped + report.unknown
     assert server.received_requests <= 2
     assert {r.outcome for r in seen} <= {Outcome.FAILED, Outcome.SKIPPED}
+
+
+# -- found in review ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_malformed_lead_is_invalid_and_the_load_goes_on() -> None:
+    rows: list[Any] = [lead(i) for i in range(10)]
+    rows[3] = Lead(number="+15550000003", custom_fields=None)  # type: ignore[arg-type]
+    rows[6] = Lead(number="+15550000006", agents_assigned="bob@example.com")
+    async with serve() as (server, client):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=4)
+    check_invariant(report)
+    assert report.accepted == 8
+    assert [(bad.position, bad.field) for bad in report.invalid_leads] == [
+        (3, None),
+        (6, "agentsAssigned"),
+    ]
+    assert all(
+        isinstance(row.get("agentsAssigned", []), list) for row in server.leads
+    )  # never one agent a letter
+
+
+@pytest.mark.anyio
+async def test_a_cancel_while_waiting_on_the_input_says_the_load_stopped_early() -> None:
+    report = BulkReport()
+    first_batch_done = anyio.Event()
+
+    async def source() -> AsyncIterator[dict[str, Any]]:
+        for i in range(10):
+            yield lead(i)
+        await anyio.Event().wait()  # the input stalls: the load waits on it
+        yield lead(10)  # pragma: no cover
+
+    def on_progress(progress: Progress) -> None:
+        if progress.batches == 2:  # all that the input gave so far is done
+            first_batch_done.set()
+
+    async with serve() as (_, client), anyio.create_task_group() as tasks:
+
+        async def cancel_after_first_batch() -> None:
+            await first_batch_done.wait()
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(cancel_after_first_batch)
+        await client.bulk_append(
+            CAMPAIGN, source(), batch_size=5, on_progress=on_progress, report=report
+        )
+    check_invariant(report)
+    assert report.finished
+    assert report.stopped_early
+    assert not report.ok
+    assert report.accepted == 10
+    with pytest.raises(RyngError, match="not read to its end"):
+        report.raise_for_failures()
+
+
+@pytest.mark.anyio
+async def test_a_load_stops_after_too_many_failed_batches_in_a_row() -> None:
+    read = 0
+
+    def source() -> Iterator[dict[str, Any]]:
+        nonlocal read
+        for i in range(10_000):
+            read += 1
+            yield lead(i)
+
+    plan = FaultPlan(seed=1, rates={Fault.ERROR_500: 1.0})
+    async with serve(faults=plan) as (_, client):
+        report = await client.bulk_append(
+            CAMPAIGN, source(), batch_size=10, concurrency=2, max_consecutive_failures=5
+        )
+    check_invariant(report)
+    assert report.stopped_early
+    assert report.stop_reason is not None
+    assert "5 batches in a row" in report.stop_reason
+    assert read < 200  # the rest of the input was never read
+    assert report.accepted == 0
+
+
+@pytest.mark.anyio
+async def test_closing_the_client_mid_load_skips_the_rest() -> None:
+    async with serve(latency=0.02) as (server, client):
+
+        def on_progress(progress: Progress) -> None:
+            if progress.batches == 2:
+                client._closed = True  # what aclose() does first, without awaiting
+
+        report = BulkReport()
+        with pytest.raises(ConfigurationError, match="closed"):
+            await client.bulk_append(
+                CAMPAIGN,
+                leads(2000),
+                batch_size=10,
+                concurrency=2,
+                on_progress=on_progress,
+                report=report,
+            )
+    check_invariant(report)
+    assert report.stopped_early
+    assert report.failed == 0
+    assert report.total < 2000
+    assert server.received_requests < 20
+
+
+@pytest.mark.anyio
+async def test_an_on_retry_hook_that_raises_stops_the_load_and_is_raised_bare() -> None:
+    class HookError(Exception):
+        pass
+
+    def on_retry(details: Any) -> None:
+        raise HookError("metrics backend down")
+
+    plan = FaultPlan(script=[Fault.ERROR_500])
+    report = BulkReport()
+    async with (
+        FakeRyngServer(access_token=TOKEN, faults=plan) as server,
+        RyngClient(
+            base_url=server.base_url, access_token=TOKEN, retry=FAST_RETRY, on_retry=on_retry
+        ) as client,
+    ):
+        with pytest.raises(HookError):
+            await client.bulk_append(
+                CAMPAIGN, leads(50), batch_size=10, concurrency=1, report=report
+            )
+    check_invariant(report)
+    assert report.stopped_early
+    assert report.failed == 10  # the batch whose retry was refused: never appended
+
+
+@pytest.mark.anyio
+async def test_a_misspelt_option_is_named() -> None:
+    async with serve() as (server, client):
+        with pytest.raises(TypeError, match=r"bulk_append.*bacth_size"):
+            await client.bulk_append(CAMPAIGN, leads(5), bacth_size=2)  # type: ignore[call-arg]
+        assert server.received_requests == 0
+
+
+@pytest.mark.anyio
+async def test_the_report_clock_starts_with_the_load() -> None:
+    report = BulkReport()
+    report._started -= 3600  # made an hour before the load
+    async with serve() as (_, client):
+        await client.bulk_append(CAMPAIGN, leads(5), report=report)
+    assert report.elapsed < 600
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_on_a_load_with_its_own_rate_pauses_the_client_too() -> None:
+    plan = FaultPlan(script=[Fault.RATE_LIMIT], retry_after="0.5")
+    retry = RetryPolicy(initial_delay=0.0, max_delay=0.0, max_retry_after=0.5)
+    async with serve(faults=plan, retry=retry) as (server, client):
+        await client.bulk_append(CAMPAIGN, leads(1), rate_limit=1000)
+        paused_from = server.arrivals[0]
+        await client.append(CAMPAIGN, [lead(1)])
+    # the load's second attempt and the client's own append both waited out the pause
+    assert all(t - paused_from >= 0.45 for t in server.arrivals[1:])
+    assert len(server.arrivals) == 3
