@@ -24,7 +24,6 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from yarl import URL
 
 from ._batching import Batch, BodyTemplate, Packer
-from ._client import Exchange, SendStoppedError, StopSignal, check_hook
 from ._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
@@ -38,6 +37,7 @@ from ._exceptions import (
     RyngError,
     ValidationError,
 )
+from ._exchange import Exchange, SendStoppedError, StopSignal, check_hook
 from ._models import AgentMapping
 from ._ratelimit import RatePacer, check_rate
 from ._report import BatchResult, BulkReport, Outcome, Progress
@@ -52,8 +52,6 @@ logger = logging.getLogger("ryng_async")
 
 ProgressHook = Callable[[Progress], object]
 """Called with a `Progress` snapshot after every batch."""
-
-_JSON = {"Content-Type": "application/json"}
 
 
 async def _let_senders_run() -> None:
@@ -127,7 +125,7 @@ class _Load:
             raise ConfigurationError("report= must be a new, empty BulkReport")
         self.report.campaign_id = str(campaign_id)
         self.report.restart_clock()
-        self.headers = {**client._headers, **_JSON}
+        self.headers = client._json_headers
         self.position = 0
         self.held: list[Any] = []
         self.unfinished: dict[int, Batch] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import os
@@ -11,13 +10,11 @@ import re
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
     Iterable,
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +53,7 @@ from ._exceptions import (
     ValidationError,
     preview,
 )
+from ._exchange import Exchange, SendStoppedError, StopSignal, check_hook
 from ._models import AgentMapping, AppendResponse, Lead, decode_response
 from ._ratelimit import RatePacer, check_rate
 from ._retry import RetryBudget, RetryDetails, is_retryable, parse_retry_after, retry_delay
@@ -68,7 +66,6 @@ logger = logging.getLogger("ryng_async")
 _SUBDOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 _API_PATH = "/rest-api/v1/campaign/"
-_JSON_HEADERS = {"Content-Type": "application/json"}
 _USER_AGENT = "ryng-async"
 _SHEET_CHUNK = 64 * 1024
 
@@ -78,74 +75,6 @@ RetryHook = Callable[[RetryDetails], object]
 """Called with a `RetryDetails` before each retry (for logs and metrics)."""
 SheetInput = str | os.PathLike[str] | bytes | IO[bytes]
 """A CSV sheet: a file path, its bytes, or a binary file object."""
-
-
-@dataclass(slots=True)
-class Exchange:
-    """What happened to one request so far; read by the bulk engine, even after a cancel.
-
-    Attributes:
-        campaign_id: the campaign sent to.
-        batch_index: the bulk batch, or None.
-        attempts: attempts started.
-        maybe_processed: some attempt may have been processed: one is in flight, or one
-            ended without a definite answer (timeout, drop, an unreadable 2xx). Sticky:
-            a later definite error does not clear it.
-        status: the HTTP status of the last answer, or None.
-    """
-
-    campaign_id: str
-    batch_index: int | None = None
-    attempts: int = 0
-    maybe_processed: bool = False
-    status: int | None = None
-
-
-class SendStoppedError(Exception):
-    """Raised by `RyngClient._send` when its `StopSignal` fires before a new attempt."""
-
-
-class StopSignal:
-    """Stops the waits of a load's requests (rate pacing, backoff) at once when fired.
-
-    Requests in flight are left to finish: cancelling them would turn answers that are
-    on their way into unknown outcomes.
-    """
-
-    __slots__ = ("_scopes", "fired")
-
-    def __init__(self) -> None:
-        self.fired = False
-        self._scopes: set[anyio.CancelScope] = set()
-
-    def fire(self) -> None:
-        """Stop every wait now and every later one."""
-        self.fired = True
-        for scope in self._scopes:
-            scope.cancel()
-
-    async def run(self, wait: Callable[[], Awaitable[object]]) -> bool:
-        """Await ``wait()`` unless fired first or meanwhile; False if it was stopped."""
-        if self.fired:
-            return False
-        with anyio.CancelScope() as scope:
-            self._scopes.add(scope)
-            try:
-                await wait()
-            finally:
-                self._scopes.discard(scope)
-        return not scope.cancel_called
-
-
-def check_hook(hook: object, name: str) -> None:
-    """Refuse a hook that is not a plain callable (an async one would never be awaited)."""
-    if hook is None:
-        return
-    if not callable(hook) or inspect.iscoroutinefunction(hook):
-        raise ConfigurationError(
-            f"{name} must be a plain (not async) callable, got {hook!r}; hooks run between "
-            "requests and must return quickly"
-        )
 
 
 def _env(value: str | None, name: str) -> str | None:
@@ -237,6 +166,7 @@ class RyngClient:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
         self._headers = {"x-access-token": token, "User-Agent": _USER_AGENT}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._pacer = RatePacer(check_rate(rate_limit))
         self.retry = retry or RetryPolicy()
@@ -537,9 +467,8 @@ class RyngClient:
             connect_callback_url=connect_callback_url,
         )
         body = BodyTemplate(request).body(validate_leads(leads))
-        headers = {**self._headers, **_JSON_HEADERS}
         exchange = Exchange(campaign_id=str(campaign_id))
-        return await self._send(exchange, url, lambda: body, headers)
+        return await self._send(exchange, url, lambda: body, self._json_headers)
 
     async def upload_sheet(
         self,
