@@ -19,15 +19,12 @@ import aiohttp
 import anyio
 import msgspec
 import pytest
+from conftest import FAST_RETRY, TOKEN
 
-from ryng_async import RetryPolicy, RyngClient
+from ryng_async import RyngClient
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
 pytestmark = pytest.mark.anyio
-
-TOKEN = "fake-server-token-42"
-# Waits off: these tests check what the server answers, not how long the client sleeps.
-FAST_RETRY = RetryPolicy(initial_delay=0.0, max_delay=0.0, max_retry_after=0.0)
 
 OK_BODY = {"error": False, "message": "Processing Campaign...", "data": {}}
 UNAUTHORIZED_BODY = {"error": True, "message": "Unauthorized Token"}
@@ -44,20 +41,6 @@ def leads_body(*numbers: str, **extra: Any) -> bytes:
 
 def numbers(count: int, start: int = 0) -> list[str]:
     return [f"+9198765{n:05d}" for n in range(start, start + count)]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeRyngServer]:
-    async with FakeRyngServer(access_token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def client(server: FakeRyngServer) -> AsyncIterator[RyngClient]:
-    async with RyngClient(
-        base_url=server.base_url, access_token=TOKEN, retry=FAST_RETRY, random_seed=0
-    ) as ryng:
-        yield ryng
 
 
 @pytest.fixture
