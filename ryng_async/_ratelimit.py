@@ -12,7 +12,9 @@ of the last ``rate`` send times keeps that catching up from ever putting more th
 
 On a 429 the rate halves (never below ``rate / 64``); each success adds back 1/20 of the
 configured rate, never above it (additive increase, multiplicative decrease, as TCP). A
-``Retry-After`` pauses every request of the client, not just the one that got it.
+client with no rate limit learns one from its first 429 (half the rate it was sending
+at, recovering to that rate, let go after a run of successes). A ``Retry-After`` pauses
+every request of the client, not just the one that got it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ _WINDOW = 1.01
 _DECREASE = 0.5
 _INCREASE_SHARE = 0.05
 _FLOOR_SHARE = 1 / 64
+_RECENT = 4096
+_RELEASE_AFTER = 100
+_MIN_SPAN = 0.1
 
 
 def check_rate(rate: float | None, name: str = "rate_limit") -> float | None:
@@ -66,6 +71,10 @@ class _SpacedLimiter(AsyncLimiter):
 class RatePacer:
     """Paces every request of one client (or of one bulk load that set its own rate).
 
+    With no limit set, the first 429 makes the pacer learn one: it starts at half the
+    rate it was sending at, recovers toward that rate, and after `_RELEASE_AFTER` straight
+    successes there lets go of the limit again.
+
     Args:
         rate: the most requests per second, or None for no limit (pauses still apply).
         pauses: another pacer whose ``Retry-After`` pauses this one shares (a load with
@@ -75,10 +84,23 @@ class RatePacer:
     def __init__(self, rate: float | None, *, pauses: RatePacer | None = None) -> None:
         self.limit = check_rate(rate)
         self._pauses = pauses
-        self._rate = self.limit
-        self._limiter = None if rate is None else _SpacedLimiter(rate)
-        self._sent: deque[float] = deque(maxlen=max(1, math.floor(rate or 1)))
         self._own_pause_until = 0.0
+        # Send times while no limit is set, to learn one from at a 429.
+        self._recent: deque[float] = deque(maxlen=_RECENT)
+        self._limiter: _SpacedLimiter | None = None
+        self._ceiling: float | None = None
+        self._rate: float | None = None
+        self._at_ceiling = 0
+        self._sent: deque[float] = deque(maxlen=1)
+        if self.limit is not None:
+            self._start_limiter(self.limit, self.limit)
+
+    def _start_limiter(self, rate: float, ceiling: float) -> None:
+        self._ceiling = ceiling
+        self._rate = rate
+        self._limiter = _SpacedLimiter(rate)
+        self._sent = deque(maxlen=max(1, math.floor(ceiling)))
+        self._at_ceiling = 0
 
     @property
     def _paused_until(self) -> float:
@@ -108,17 +130,21 @@ class RatePacer:
         while True:
             while (wait := self._paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110
                 await anyio.sleep(wait)
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            limiter = self._limiter
+            if limiter is not None:
+                await limiter.acquire()
                 await self._wait_for_window()
             # A pause that began while we queued for the limiter holds us too.
-            if self._paused_until <= anyio.current_time():
-                if self._limiter is not None:
-                    self._sent.append(anyio.current_time())
+            now = anyio.current_time()
+            if self._paused_until <= now:
+                if limiter is not None:
+                    self._sent.append(now)
+                if self.limit is None:
+                    self._recent.append(now)
                 return
 
     async def _wait_for_window(self) -> None:
-        """Wait until the last ``limit`` sends all lie more than a second back."""
+        """Wait until the last ``ceiling`` sends all lie more than a second back."""
         sent = self._sent
         # Bounded: each pass waits for the oldest send to leave the window.
         while len(sent) == sent.maxlen and (wait := sent[0] + _WINDOW - anyio.current_time()) > 0:  # noqa: ASYNC110
@@ -128,14 +154,33 @@ class RatePacer:
         """Record a 429: lower the rate and pause everyone for ``retry_after`` seconds."""
         if retry_after:
             self._pause(retry_after)
-        if self._limiter is not None and self._rate is not None and self.limit is not None:
-            self._rate = max(self._rate * _DECREASE, self.limit * _FLOOR_SHARE)
-            self._limiter.set_rate(self._rate)
+        if self._limiter is None or self._rate is None or self._ceiling is None:
+            ceiling = self._sending_rate()
+            self._start_limiter(ceiling * _DECREASE, ceiling)
+            return
+        self._rate = max(self._rate * _DECREASE, self._ceiling * _FLOOR_SHARE)
+        self._at_ceiling = 0
+        self._limiter.set_rate(self._rate)
+
+    def _sending_rate(self) -> float:
+        """Estimate the requests per second sent lately (at least one)."""
+        now = anyio.current_time()
+        window = [sent for sent in self._recent if now - sent < 1.0]
+        if not window:
+            return 1.0
+        # Over the last second, or over the time since the first send if more recent:
+        # 20 requests in the first 20 ms of a load are not 20 requests per second.
+        return max(len(window) / max(now - window[0], _MIN_SPAN), 1.0)
 
     def succeeded(self) -> None:
         """Record a success: raise the rate back toward the limit."""
-        if self._limiter is None or self._rate is None or self.limit is None:
+        if self._limiter is None or self._rate is None or self._ceiling is None:
             return
-        if self._rate < self.limit:
-            self._rate = min(self.limit, self._rate + self.limit * _INCREASE_SHARE)
+        if self._rate < self._ceiling:
+            self._rate = min(self._ceiling, self._rate + self._ceiling * _INCREASE_SHARE)
             self._limiter.set_rate(self._rate)
+        elif self.limit is None:
+            self._at_ceiling += 1
+            if self._at_ceiling >= _RELEASE_AFTER:  # a learned limit is let go again
+                self._limiter = None
+                self._rate = self._ceiling = None

@@ -77,11 +77,24 @@ async def test_unlimited_pacer_returns_at_once() -> None:
             await pacer.acquire()
 
 
-async def test_unlimited_pacer_ignores_throttled_and_succeeded_rate_changes() -> None:
+async def test_unlimited_pacer_learns_a_limit_at_a_429_and_lets_it_go() -> None:
     pacer = RatePacer(None)
+    for _ in range(50):  # 50 sends in well under 0.1 s: at least 500 per second
+        await pacer.acquire()
     pacer.throttled(None)
-    pacer.succeeded()
-    assert pacer.rate is None
+    learned = pacer.rate
+    assert learned is not None
+    assert learned >= 250  # half the rate it was sending at
+    assert pacer.limit is None
+    for _ in range(20):
+        pacer.succeeded()
+    recovered = pacer.rate
+    assert recovered is not None
+    assert recovered > learned
+    for _ in range(200):
+        pacer.succeeded()
+    assert pacer.rate is None  # let go after a run of successes
+    assert not pacer.must_wait()
 
 
 async def test_unlimited_pacer_still_honours_retry_after_pauses() -> None:
@@ -90,7 +103,6 @@ async def test_unlimited_pacer_still_honours_retry_after_pauses() -> None:
     pacer.throttled(0.1)
     await pacer.acquire()
     assert anyio.current_time() - start >= 0.1 - TOLERANCE
-    assert pacer.rate is None
 
 
 # -- spacing ---------------------------------------------------------------------------
