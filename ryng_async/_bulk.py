@@ -283,6 +283,9 @@ class _Load:
             if isinstance(exc, AuthenticationError):
                 self.fail(exc, "403: the access token was refused")
         except Exception as exc:  # an on_retry hook raised: stop, raise it once settled
+            # It raised while handling the attempt's own error: that error is the batch's.
+            context = exc.__context__
+            error = context if isinstance(context, RyngError) else None
             outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.FAILED
             message = f"stopped: {type(exc).__name__}: {exc}"
             self.fail(exc, f"a hook raised {type(exc).__name__}: {exc}")

@@ -616,6 +616,10 @@ def _sheet_source(sheet: SheetInput) -> tuple[Callable[[], Any], str, bool]:
 
         return reopen, path.name, True
     if hasattr(sheet, "read"):
+        if not isinstance(sheet.read(0), bytes):  # read(0) consumes nothing
+            raise ValidationError(
+                "the file object must be opened in binary mode ('rb')", field="campaign-sheet"
+            )
         seekable = bool(getattr(sheet, "seekable", lambda: False)())
         start = sheet.tell() if seekable else 0
         filename = Path(str(getattr(sheet, "name", "campaign-sheet.csv"))).name

@@ -12,8 +12,8 @@ of the last ``rate`` send times keeps that catching up from ever putting more th
 
 On a 429 the rate halves (never below ``rate / 64``); each success adds back 1/20 of the
 configured rate, never above it (additive increase, multiplicative decrease, as TCP). A
-client with no rate limit learns one from its first 429 (half the rate it was sending
-at, recovering to that rate, let go after a run of successes). A ``Retry-After`` pauses
+client with no rate limit learns one from a 429 (the rate the server accepted in the
+second before, restarting at half of it; let go after 30 s without a 429). A ``Retry-After`` pauses
 every request of the client, not just the one that got it.
 """
 
@@ -36,8 +36,8 @@ _DECREASE = 0.5
 _INCREASE_SHARE = 0.05
 _FLOOR_SHARE = 1 / 64
 _RECENT = 4096
-_RELEASE_AFTER = 100
-_MIN_SPAN = 0.1
+_RELEASE_AFTER = 30.0
+_MIN_LEARNED = 2
 
 
 def check_rate(rate: float | None, name: str = "rate_limit") -> float | None:
@@ -71,9 +71,10 @@ class _SpacedLimiter(AsyncLimiter):
 class RatePacer:
     """Paces every request of one client (or of one bulk load that set its own rate).
 
-    With no limit set, the first 429 makes the pacer learn one: it starts at half the
-    rate it was sending at, recovers toward that rate, and after `_RELEASE_AFTER` straight
-    successes there lets go of the limit again.
+    With no limit set, a 429 makes the pacer learn one: the requests the server accepted
+    in the second before it (about the server's own limit) become the ceiling; sending
+    restarts at half that, recovers toward it, and the learned limit is let go after
+    `_RELEASE_AFTER` seconds without a 429.
 
     Args:
         rate: the most requests per second, or None for no limit (pauses still apply).
@@ -85,12 +86,12 @@ class RatePacer:
         self.limit = check_rate(rate)
         self._pauses = pauses
         self._own_pause_until = 0.0
-        # Send times while no limit is set, to learn one from at a 429.
-        self._recent: deque[float] = deque(maxlen=_RECENT)
+        # Success times while no limit is set, to learn one from at a 429.
+        self._accepted: deque[float] = deque(maxlen=_RECENT)
+        self._last_throttle = 0.0
         self._limiter: _SpacedLimiter | None = None
         self._ceiling: float | None = None
         self._rate: float | None = None
-        self._at_ceiling = 0
         self._sent: deque[float] = deque(maxlen=1)
         if self.limit is not None:
             self._start_limiter(self.limit, self.limit)
@@ -100,7 +101,6 @@ class RatePacer:
         self._rate = rate
         self._limiter = _SpacedLimiter(rate)
         self._sent = deque(maxlen=max(1, math.floor(ceiling)))
-        self._at_ceiling = 0
 
     @property
     def _paused_until(self) -> float:
@@ -139,8 +139,6 @@ class RatePacer:
             if self._paused_until <= now:
                 if limiter is not None:
                     self._sent.append(now)
-                if self.limit is None:
-                    self._recent.append(now)
                 return
 
     async def _wait_for_window(self) -> None:
@@ -154,33 +152,28 @@ class RatePacer:
         """Record a 429: lower the rate and pause everyone for ``retry_after`` seconds."""
         if retry_after:
             self._pause(retry_after)
+        now = anyio.current_time()
+        self._last_throttle = now
         if self._limiter is None or self._rate is None or self._ceiling is None:
-            ceiling = self._sending_rate()
-            self._start_limiter(ceiling * _DECREASE, ceiling)
+            accepted = sum(1 for done in self._accepted if now - done < 1.0)
+            # Too little to learn from (a slow server, a first request): pause and
+            # backoff only, rather than pin the client to a rate guessed from nothing.
+            if accepted >= _MIN_LEARNED:
+                self._start_limiter(accepted * _DECREASE, float(accepted))
             return
         self._rate = max(self._rate * _DECREASE, self._ceiling * _FLOOR_SHARE)
-        self._at_ceiling = 0
         self._limiter.set_rate(self._rate)
-
-    def _sending_rate(self) -> float:
-        """Estimate the requests per second sent lately (at least one)."""
-        now = anyio.current_time()
-        window = [sent for sent in self._recent if now - sent < 1.0]
-        if not window:
-            return 1.0
-        # Over the last second, or over the time since the first send if more recent:
-        # 20 requests in the first 20 ms of a load are not 20 requests per second.
-        return max(len(window) / max(now - window[0], _MIN_SPAN), 1.0)
 
     def succeeded(self) -> None:
         """Record a success: raise the rate back toward the limit."""
+        now = anyio.current_time()
+        if self.limit is None:
+            self._accepted.append(now)
         if self._limiter is None or self._rate is None or self._ceiling is None:
             return
         if self._rate < self._ceiling:
             self._rate = min(self._ceiling, self._rate + self._ceiling * _INCREASE_SHARE)
             self._limiter.set_rate(self._rate)
-        elif self.limit is None:
-            self._at_ceiling += 1
-            if self._at_ceiling >= _RELEASE_AFTER:  # a learned limit is let go again
-                self._limiter = None
-                self._rate = self._ceiling = None
+        elif self.limit is None and now - self._last_throttle >= _RELEASE_AFTER:
+            self._limiter = None  # a learned limit is let go once 429s have stopped
+            self._rate = self._ceiling = None

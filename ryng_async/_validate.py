@@ -104,7 +104,7 @@ def leads_are_valid(rows: list[Any]) -> bool:
 
 
 def _check_agents(value: object, field: str, position: int | None) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
         raise ValidationError(
             f"must be a list of agent usernames, got {preview(value)}",
             field=field,
@@ -133,6 +133,12 @@ def validate_lead(lead: object, position: int | None = None) -> dict[str, Any]:
     """
     if isinstance(lead, Lead):
         # Structs do not check types when built: a Lead may hold anything.
+        if not isinstance(lead.custom_fields, Mapping):
+            raise ValidationError(
+                f"must map field numbers to strings, got {preview(lead.custom_fields)}",
+                field="custom_fields",
+                position=position,
+            )
         try:
             row: Mapping[Any, Any] = lead.to_wire()
         except (AttributeError, TypeError, ValueError) as exc:

@@ -872,7 +872,7 @@ async def test_a_malformed_lead_is_invalid_and_the_load_goes_on() -> None:
     check_invariant(report)
     assert report.accepted == 8
     assert [(bad.position, bad.field) for bad in report.invalid_leads] == [
-        (3, None),
+        (3, "custom_fields"),
         (6, "agentsAssigned"),
     ]
     assert all(
@@ -985,6 +985,9 @@ async def test_an_on_retry_hook_that_raises_stops_the_load_and_is_raised_bare() 
     check_invariant(report)
     assert report.stopped_early
     assert report.failed == 10  # the batch whose retry was refused: never appended
+    (failed,) = [r for r in report.batches if r.outcome is Outcome.FAILED]
+    assert isinstance(failed.error, APIError)  # the batch keeps its own error, the 500
+    assert failed.error.status == 500
 
 
 @pytest.mark.anyio

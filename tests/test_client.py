@@ -1081,3 +1081,11 @@ def test_a_403_message_says_what_to_check() -> None:
     error = AuthenticationError("Unauthorized Token", status=403)
     assert error.message == "Unauthorized Token"
     assert "RYNG_ACCESS_TOKEN" in str(error)
+
+
+@pytest.mark.anyio
+async def test_a_text_mode_file_is_refused_before_sending() -> None:
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server.base_url) as client:
+        with pytest.raises(ValidationError, match="binary mode"):
+            await client.upload_sheet("42", io.StringIO("number\n+919876543210\n"))  # type: ignore[arg-type]
+        assert server.received_requests == 0

@@ -79,22 +79,31 @@ async def test_unlimited_pacer_returns_at_once() -> None:
 
 async def test_unlimited_pacer_learns_a_limit_at_a_429_and_lets_it_go() -> None:
     pacer = RatePacer(None)
-    for _ in range(50):  # 50 sends in well under 0.1 s: at least 500 per second
+    for _ in range(50):  # the server accepted 50 requests in the last second
         await pacer.acquire()
+        pacer.succeeded()
     pacer.throttled(None)
-    learned = pacer.rate
-    assert learned is not None
-    assert learned >= 250  # half the rate it was sending at
     assert pacer.limit is None
-    for _ in range(20):
+    assert pacer.rate == 25  # half what the server accepted
+    for _ in range(5):
         pacer.succeeded()
     recovered = pacer.rate
     assert recovered is not None
-    assert recovered > learned
-    for _ in range(200):
+    assert 25 < recovered <= 50
+    for _ in range(50):
         pacer.succeeded()
-    assert pacer.rate is None  # let go after a run of successes
+    assert pacer.rate == 50  # never above what the server accepted
+    pacer._last_throttle -= 31  # half a minute without a 429
+    pacer.succeeded()
+    assert pacer.rate is None  # the learned limit is let go
     assert not pacer.must_wait()
+
+
+async def test_unlimited_pacer_learns_nothing_from_too_little() -> None:
+    pacer = RatePacer(None)
+    pacer.succeeded()
+    pacer.throttled(None)  # one success in the last second: not a rate to pin a client to
+    assert pacer.rate is None
 
 
 async def test_unlimited_pacer_still_honours_retry_after_pauses() -> None:
