@@ -11,6 +11,45 @@ from ryng_async.testing import FakeRyngServer
 
 TOKEN = "test-token-0123456789"
 
+# The vendor's example body (its "agentMapping" placeholder resolved to "global").
+VENDOR_EXAMPLE_BODY = b"""{
+  "name": "Example Campaign",
+  "agentMapping": "global",
+  "agents": ["ashwin@example.com", "alice@example.com"],
+  "customFieldNames": {
+    "customField1Name": "Name",
+    "customField2Name": "Brand",
+    "customField3Name": "Product"
+  },
+  "customerData": {
+    "terminalCallbackUrl": "http://api.example.com/call-data",
+    "connectCallbackUrl": "http://api.example.com/connect-data",
+    "jsonData": [
+      {
+        "number": "+919876543210",
+        "agentsAssigned": ["john@example.com", "emma@example.com"],
+        "customField1": "Max"
+      },
+      {
+        "number": "+917994771185",
+        "agentsAssigned": ["agent3@example.com"],
+        "customField1": "Alex"
+      },
+      {
+        "number": "+919876543210",
+        "agentsAssigned": ["agent1@example.com"],
+        "customField1": "Sophia"
+      },
+      {
+        "number": "+919876543210",
+        "agentsAssigned": ["agent2@example.com"],
+        "customField1": "Oliver"
+      }
+    ]
+  }
+}
+"""
+
 # Waits off: retries are tested for what they decide, not for how long they sleep.
 FAST_RETRY = RetryPolicy(initial_delay=0.0, max_delay=0.0, max_retry_after=0.0)
 

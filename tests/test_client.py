@@ -18,7 +18,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from conftest import FAST_RETRY, TOKEN
+from conftest import FAST_RETRY, TOKEN, VENDOR_EXAMPLE_BODY
 
 from ryng_async import (
     AgentMapping,
@@ -46,42 +46,7 @@ LEAD = {"number": NUMBER}
 API_PATH = "/rest-api/v1/campaign/"
 
 # The vendor's "Example Body", with "agentMapping": "global" picked from its three values.
-VENDOR_EXAMPLE: dict[str, Any] = {
-    "name": "Example Campaign",
-    "agentMapping": "global",
-    "agents": ["ashwin@example.com", "alice@example.com"],
-    "customFieldNames": {
-        "customField1Name": "Name",
-        "customField2Name": "Brand",
-        "customField3Name": "Product",
-    },
-    "customerData": {
-        "terminalCallbackUrl": "http://api.example.com/call-data",
-        "connectCallbackUrl": "http://api.example.com/connect-data",
-        "jsonData": [
-            {
-                "number": "+919876543210",
-                "agentsAssigned": ["john@example.com", "emma@example.com"],
-                "customField1": "Max",
-            },
-            {
-                "number": "+917994771185",
-                "agentsAssigned": ["agent3@example.com"],
-                "customField1": "Alex",
-            },
-            {
-                "number": "+919876543210",
-                "agentsAssigned": ["agent1@example.com"],
-                "customField1": "Sophia",
-            },
-            {
-                "number": "+919876543210",
-                "agentsAssigned": ["agent2@example.com"],
-                "customField1": "Oliver",
-            },
-        ],
-    },
-}
+VENDOR_EXAMPLE: dict[str, Any] = json.loads(VENDOR_EXAMPLE_BODY)
 
 
 def compact(value: Any) -> bytes:

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import VENDOR_EXAMPLE_BODY
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -27,43 +28,6 @@ DEVANAGARI, ARABIC_INDIC, FULLWIDTH = 0x0966, 0x0660, 0xFF10
 
 # The vendor's "Example Body", verbatim except for "agentMapping", where the vendor lists
 # the three choices ("global"/"inline"/"all-agents"): one is picked.
-VENDOR_EXAMPLE_BODY = b"""{
-  "name": "Example Campaign",
-  "agentMapping": "global",
-  "agents": ["ashwin@example.com", "alice@example.com"],
-  "customFieldNames": {
-    "customField1Name": "Name",
-    "customField2Name": "Brand",
-    "customField3Name": "Product"
-  },
-  "customerData": {
-    "terminalCallbackUrl": "http://api.example.com/call-data",
-    "connectCallbackUrl": "http://api.example.com/connect-data",
-    "jsonData": [
-      {
-        "number": "+919876543210",
-        "agentsAssigned": ["john@example.com", "emma@example.com"],
-        "customField1": "Max"
-      },
-      {
-        "number": "+917994771185",
-        "agentsAssigned": ["agent3@example.com"],
-        "customField1": "Alex"
-      },
-      {
-        "number": "+919876543210",
-        "agentsAssigned": ["agent1@example.com"],
-        "customField1": "Sophia"
-      },
-      {
-        "number": "+919876543210",
-        "agentsAssigned": ["agent2@example.com"],
-        "customField1": "Oliver"
-      }
-    ]
-  }
-}
-"""
 
 
 def compact(value: Any) -> bytes:
