@@ -54,6 +54,11 @@ ProgressHook = Callable[[Progress], object]
 """Called with a `Progress` snapshot after every batch."""
 
 
+def _outcome(exchange: Exchange | None, otherwise: Outcome) -> Outcome:
+    """A batch that may have been processed is unknown, whatever else ended it."""
+    return Outcome.UNKNOWN if exchange is not None and exchange.maybe_processed else otherwise
+
+
 async def _let_senders_run() -> None:
     """Yield to the sender just handed a batch, before packing the next one.
 
@@ -270,23 +275,23 @@ class _Load:
             )
             message = response.message
         except SendStoppedError:
-            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.SKIPPED
+            outcome = _outcome(exchange, Outcome.SKIPPED)
             message = f"not sent: {self.report.stop_reason}"
         except ConfigurationError as exc:  # the client was closed under the load
-            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.SKIPPED
+            outcome = _outcome(exchange, Outcome.SKIPPED)
             message = f"not sent: {exc}"
             self.fail(exc, str(exc))
         except RyngError as exc:
             error = exc
             message = exc.message if isinstance(exc, APIError) else str(exc)
-            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.FAILED
+            outcome = _outcome(exchange, Outcome.FAILED)
             if isinstance(exc, AuthenticationError):
                 self.fail(exc, "403: the access token was refused")
         except Exception as exc:  # an on_retry hook raised: stop, raise it once settled
             # It raised while handling the attempt's own error: that error is the batch's.
             context = exc.__context__
             error = context if isinstance(context, RyngError) else None
-            outcome = Outcome.UNKNOWN if exchange.maybe_processed else Outcome.FAILED
+            outcome = _outcome(exchange, Outcome.FAILED)
             message = f"stopped: {type(exc).__name__}: {exc}"
             self.fail(exc, f"a hook raised {type(exc).__name__}: {exc}")
         self._count_failures(outcome)
@@ -381,11 +386,10 @@ class _Load:
         for index in sorted(self.unfinished):
             batch = self.unfinished[index]
             exchange = self.exchanges.get(index)
-            maybe_processed = exchange is not None and exchange.maybe_processed
-            outcome = Outcome.UNKNOWN if maybe_processed else Outcome.SKIPPED
+            outcome = _outcome(exchange, Outcome.SKIPPED)
             message = (
                 "cancelled after sending: may have been appended"
-                if maybe_processed
+                if outcome is Outcome.UNKNOWN
                 else f"not sent: {self.report.stop_reason}"
             )
             result = self._result(
