@@ -6,14 +6,15 @@ that may have been processed, and a bulk loader that accounts for every lead.
 
 import logging
 
-from ._bulk import BatchStream, BulkOptions, ProgressHook
+from ._bulk import BatchStream, BulkOptions
 from ._callback_events import (
     CallbackEvent,
     ConnectCallback,
     TerminalCallback,
     parse_callback,
 )
-from ._client import LeadInput, RetryHook, RyngClient, SheetInput
+from ._client import RyngClient
+from ._clock import Clock, EventLoopClock
 from ._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
@@ -24,6 +25,18 @@ from ._config import (
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
     RetryPolicy,
+)
+from ._events import (
+    AttemptEnded,
+    AttemptStarting,
+    BatchPacked,
+    BatchSettled,
+    LoadEnded,
+    LoadEvent,
+    LoadObserver,
+    LoggingObserver,
+    ProgressHook,
+    RetryHook,
 )
 from ._exceptions import (
     AmbiguousError,
@@ -37,10 +50,11 @@ from ._exceptions import (
     TransportError,
     ValidationError,
 )
-from ._models import AgentMapping, AppendResponse, Lead
-from ._report import BatchResult, BulkReport, Outcome, Progress
+from ._models import AgentMapping, AppendResponse, CampaignOptions, Lead, LeadInput
+from ._ratelimit import AdaptiveLimiter, Limiter
+from ._report import BatchResult, BulkReport, InvalidLead, Outcome, Progress
 from ._retry import RetryDetails
-from ._validate import InvalidLead
+from ._sheet import SheetInput
 from ._version import __version__
 
 # A library logs to its logger and lets the application decide where that goes.
@@ -56,21 +70,34 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
     "APIError",
+    "AdaptiveLimiter",
     "AgentMapping",
     "AmbiguousError",
     "AppendResponse",
+    "AttemptEnded",
+    "AttemptStarting",
     "AuthenticationError",
+    "BatchPacked",
     "BatchResult",
+    "BatchSettled",
     "BatchStream",
     "BulkOptions",
     "BulkReport",
     "CallbackEvent",
+    "CampaignOptions",
+    "Clock",
     "ConfigurationError",
     "ConnectCallback",
     "ConnectError",
+    "EventLoopClock",
     "InvalidLead",
     "Lead",
     "LeadInput",
+    "Limiter",
+    "LoadEnded",
+    "LoadEvent",
+    "LoadObserver",
+    "LoggingObserver",
     "Outcome",
     "Progress",
     "ProgressHook",

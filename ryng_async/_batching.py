@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from ._models import AppendRequest
-from ._validate import InvalidLead
+from ._report import InvalidLead
 
 __all__ = ["Batch", "BodyTemplate", "Packer"]
 

@@ -10,17 +10,21 @@ left there when the load ends (cancel, 403, input error) is accounted for in one
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing, suppress
+import os
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from contextlib import suppress
+from functools import partial
 from itertools import islice
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypedDict
+from typing import Any, Self, cast
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from yarl import URL
 
 from ._batching import Batch, BodyTemplate, Packer
@@ -30,6 +34,19 @@ from ._config import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
 )
+from ._events import (
+    AttemptStarting,
+    BatchPacked,
+    BatchSettled,
+    ExtensionError,
+    LoadEnded,
+    LoadEvent,
+    LoadObserver,
+    Observers,
+    ProgressHook,
+    check_observers,
+    on_progress_observer,
+)
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -37,26 +54,39 @@ from ._exceptions import (
     RyngError,
     ValidationError,
 )
-from ._exchange import Exchange, SendStoppedError, StopSignal, check_hook
-from ._models import AgentMapping
-from ._ratelimit import RatePacer, check_rate
-from ._report import BatchResult, BulkReport, Outcome, Progress
-from ._validate import InvalidLead, build_request, leads_are_valid, validate_lead
+from ._exchange import Exchange, SendStoppedError, StopSignal
+from ._models import CampaignOptions, LeadInput
+from ._ratelimit import AdaptiveLimiter, Limiter
+from ._report import BatchResult, BulkReport, InvalidLead, Outcome
+from ._sender import Sender
+from ._validate import (
+    CAMPAIGN_OPTION_NAMES,
+    build_request,
+    check_int,
+    check_keywords,
+    check_lead_source,
+    check_limiter,
+    check_rate,
+    leads_are_valid,
+    validate_lead,
+)
+from .checkpoint import BatchState, JournalledBatch, LoadIdentity, SQLiteJournal
 
-if TYPE_CHECKING:
-    from ._client import LeadInput, RyngClient
-
-__all__ = ["BatchStream", "BulkOptions", "ProgressHook", "bulk_append", "stream_append"]
+__all__ = ["BatchStream", "BulkOptions", "run_bulk", "start_stream"]
 
 logger = logging.getLogger("ryng_async")
 
-ProgressHook = Callable[[Progress], object]
-"""Called with a `Progress` snapshot after every batch."""
+# Seconds the end of a load may spend telling observers, even under cancellation.
+_SETTLE_TIMEOUT = 30.0
 
 
 def _outcome(exchange: Exchange | None, otherwise: Outcome) -> Outcome:
-    """A batch that may have been processed is unknown, whatever else ended it."""
-    return Outcome.UNKNOWN if exchange is not None and exchange.maybe_processed else otherwise
+    """Accepted if answered so, unknown if it may have been processed, else ``otherwise``."""
+    if exchange is None:
+        return otherwise
+    if exchange.response is not None:
+        return Outcome.ACCEPTED
+    return Outcome.UNKNOWN if exchange.maybe_processed else otherwise
 
 
 async def _let_senders_run() -> None:
@@ -70,67 +100,71 @@ async def _let_senders_run() -> None:
     await anyio.lowlevel.checkpoint()
 
 
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 class _Load:
     """The state of one bulk load."""
 
     def __init__(
         self,
-        client: RyngClient,
+        sender: Sender,
+        url: str,
         campaign_id: str | int,
         leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
-        *,
-        batch_size: int,
-        max_batch_bytes: int,
-        concurrency: int,
-        rate_limit: float | None,
-        on_progress: ProgressHook | None,
-        dedupe: bool,
-        max_consecutive_failures: int | None,
-        report: BulkReport | None,
-        request_options: dict[str, Any],
+        options: BulkOptions,
     ) -> None:
-        self.client = client
-        self.url = URL(client.campaign_url(campaign_id), encoded=True)
-        self.batch_size = _check_int(batch_size, "batch_size")
-        self.concurrency = _check_int(concurrency, "concurrency")
-        template = BodyTemplate(build_request(**request_options))
-        _check_int(max_batch_bytes, "max_batch_bytes", template.overhead + 2)
-        self.packer = Packer(template, self.batch_size, max_batch_bytes)
-        # A load's own rate replaces the client's, but a server's Retry-After still pauses
-        # everything the client sends.
-        self.pacer = (
-            client._pacer
-            if rate_limit is None
-            else RatePacer(check_rate(rate_limit), pauses=client._pacer)
+        self.sender = sender
+        self.clock = sender.clock
+        self.url = URL(url, encoded=True)
+        self.batch_size = check_int(options.get("batch_size", DEFAULT_BATCH_SIZE), "batch_size")
+        self.concurrency = check_int(options.get("concurrency", DEFAULT_CONCURRENCY), "concurrency")
+        campaign = cast(
+            "CampaignOptions",
+            {key: value for key, value in options.items() if key in CAMPAIGN_OPTION_NAMES},
         )
-        check_hook(on_progress, "on_progress")
-        self.on_progress = on_progress
-        if max_consecutive_failures is not None:
-            _check_int(max_consecutive_failures, "max_consecutive_failures")
-        self.max_consecutive_failures = max_consecutive_failures
+        template = BodyTemplate(build_request(**campaign))
+        max_batch_bytes = options.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)
+        check_int(max_batch_bytes, "max_batch_bytes", template.overhead + 2)
+        self.packer = Packer(template, self.batch_size, max_batch_bytes)
+        # A load's own limiter replaces the client's; the client's Retry-After pauses
+        # (held by the sender) still hold every request.
+        rate_limit = options.get("rate_limit")
+        limiter = check_limiter(options.get("limiter"), rate_limit)
+        if limiter is None and rate_limit is not None:
+            limiter = AdaptiveLimiter(check_rate(rate_limit), clock=self.clock)
+        self.limiter: Limiter = limiter or sender.limiter
+        observers = sender.observers + check_observers(options.get("observers", ()))
+        on_progress = options.get("on_progress")
+        if on_progress is not None:
+            observers += Observers([on_progress_observer(on_progress)])
+        self.journal = _as_journal(options.get("checkpoint"))
+        self.resend_unknown = bool(options.get("resend_unknown", False))
+        self.identity = LoadIdentity(
+            campaign_id=str(campaign_id),
+            batch_size=self.batch_size,
+            max_batch_bytes=max_batch_bytes,
+            options=bytes(template.prefix),
+        )
+        self.digests: dict[int, bytes] = {}
+        self.resent_after_doubt: set[int] = set()
+        if self.journal is not None:
+            # Last: a request is journalled in flight only once every other observer let it go.
+            observers += Observers([_JournalObserver(self)])
+        self.observers = observers
+        limit = options.get("max_consecutive_failures", DEFAULT_MAX_CONSECUTIVE_FAILURES)
+        if limit is not None:
+            check_int(limit, "max_consecutive_failures")
+        self.max_consecutive_failures = limit
         self.consecutive_failures = 0
         self.input_done = False
-        self.seen: set[str] | None = set() if dedupe else None
-        if not isinstance(leads, AsyncIterable | Iterable) or isinstance(
-            leads, str | bytes | Mapping
-        ):
-            raise ValidationError(
-                f"must be an iterable or async iterable of leads, got {type(leads).__name__}",
-                field="leads",
-            )
+        self.seen: set[str] | None = set() if options.get("dedupe", False) else None
+        check_lead_source(leads)
         self.leads = leads
+        report = options.get("report")
         self.report = report if report is not None else BulkReport()
         if self.report.finished or self.report.total:
             raise ConfigurationError("report= must be a new, empty BulkReport")
         self.report.campaign_id = str(campaign_id)
-        self.report.restart_clock()
-        self.headers = client._json_headers
+        self.report.leads_kept = self.journal is None
+        self.report.start(self.clock.now())
         self.position = 0
         self.held: list[Any] = []
         self.unfinished: dict[int, Batch] = {}
@@ -159,11 +193,9 @@ class _Load:
             if not self.held:
                 self.input_done = True
                 break
-            for batch in self.take():
-                await send.send(batch)
+            await self.queue(self.take(), send)
         if not self.stopping:
-            for batch in self.flush():
-                await send.send(batch)
+            await self.queue(self.flush(), send)
 
     async def _read_async(self, source: AsyncIterable[Any], send: ObjectSendStream[Batch]) -> None:
         iterator = aiter(source)
@@ -177,11 +209,9 @@ class _Load:
                         break
                 else:
                     exhausted = self.input_done = True
-                for batch in self.take():
-                    await send.send(batch)
+                await self.queue(self.take(), send)
             if not self.stopping:
-                for batch in self.flush():
-                    await send.send(batch)
+                await self.queue(self.flush(), send)
         finally:
             # Close an async generator we stopped reading here, in this task, rather than
             # leave it to a garbage-collection hook in another task.
@@ -189,6 +219,72 @@ class _Load:
             if not exhausted and aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+    async def queue(self, batches: list[Batch], send: ObjectSendStream[Batch]) -> None:
+        """Tell the observers of each batch packed, then hand it to a sender.
+
+        With a checkpoint, a batch the journal holds as accepted (or in flight, which may
+        be in Ryng) is settled from the journal instead of being sent again.
+        """
+        for batch in batches:
+            if self.stopping:
+                return  # left unfinished: settle() accounts for it
+            if self.journal is not None and await self.resume_from_journal(batch):
+                continue
+            if self.observers:
+                try:
+                    await self.observers.emit(
+                        BatchPacked(
+                            campaign_id=self.report.campaign_id,
+                            index=batch.index,
+                            start=batch.start,
+                            count=batch.count,
+                            size=len(batch.body),
+                        )
+                    )
+                except ExtensionError as failure:
+                    self.fail_extension(failure)
+                    return
+            await send.send(batch)
+
+    async def resume_from_journal(self, batch: Batch) -> bool:
+        """Settle ``batch`` from an earlier run's record if it must not be sent; say so."""
+        assert self.journal is not None  # noqa: S101 - only called with a journal
+        digest = hashlib.blake2b(batch.body, digest_size=16).digest()
+        try:
+            prior = self.journal.prior(
+                batch.index, start=batch.start, count=batch.count, digest=digest
+            )
+        except RyngError as exc:  # the input changed under the journal
+            self.fail(exc, str(exc))
+            return True
+        outcome = _resumed_outcome(prior, resend_unknown=self.resend_unknown)
+        if prior is None or outcome is None:
+            self.digests[batch.index] = digest
+            if prior is not None and prior.state in _MAYBE_IN_RYNG:
+                self.resent_after_doubt.add(batch.index)  # resend_unknown: maybe twice now
+            return False
+        if outcome is Outcome.ACCEPTED:
+            message = f"accepted in an earlier run: {prior.message}"
+        else:
+            message = (
+                "in flight when an earlier run stopped: it may have been appended; check "
+                "these leads in Ryng before resending them (resend_unknown=True sends them)"
+            )
+        result = BatchResult(
+            index=batch.index,
+            start=batch.start,
+            count=batch.count,
+            outcome=outcome,
+            status=prior.status,
+            message=message,
+            attempts=0,
+            elapsed=0.0,
+            resumed=True,
+            maybe_duplicated=prior.maybe_duplicated,
+        )
+        await self.finish_batch(batch, result)
+        return True
 
     def take(self) -> list[Batch]:
         """Validate and pack the leads read so far; return (and hold) the batches made."""
@@ -260,49 +356,54 @@ class _Load:
     async def send_one(self, batch: Batch) -> BatchResult:
         exchange = Exchange(campaign_id=self.report.campaign_id, batch_index=batch.index)
         self.exchanges[batch.index] = exchange
-        started = time.perf_counter()
+        started = self.clock.now()
         body = batch.body
-        outcome = Outcome.ACCEPTED
         error: RyngError | None = None
         try:
-            response = await self.client._send(
+            response = await self.sender.send(
                 exchange,
                 self.url,
                 lambda: body,
-                self.headers,
-                pacer=self.pacer,
+                limiter=self.limiter,
+                observers=self.observers,
                 stop=self.stop_signal,
             )
             message = response.message
         except SendStoppedError:
-            outcome = _outcome(exchange, Outcome.SKIPPED)
             message = f"not sent: {self.report.stop_reason}"
         except ConfigurationError as exc:  # the client was closed under the load
-            outcome = _outcome(exchange, Outcome.SKIPPED)
             message = f"not sent: {exc}"
             self.fail(exc, str(exc))
+        except ExtensionError as failure:  # an observer or the limiter raised
+            error = failure.request_error
+            message = (
+                failure.response.message
+                if failure.response is not None
+                else f"stopped: {type(failure.cause).__name__}: {failure.cause}"
+            )
+            self.fail_extension(failure)
         except RyngError as exc:
             error = exc
             message = exc.message if isinstance(exc, APIError) else str(exc)
-            outcome = _outcome(exchange, Outcome.FAILED)
             if isinstance(exc, AuthenticationError):
                 self.fail(exc, "403: the access token was refused")
-        except Exception as exc:  # an on_retry hook raised: stop, raise it once settled
-            # It raised while handling the attempt's own error: that error is the batch's.
-            context = exc.__context__
-            error = context if isinstance(context, RyngError) else None
-            outcome = _outcome(exchange, Outcome.FAILED)
-            message = f"stopped: {type(exc).__name__}: {exc}"
-            self.fail(exc, f"a hook raised {type(exc).__name__}: {exc}")
+        # Not answered accepted: unknown if it may have been processed; failed if it got
+        # a definite error; else (stopped before any attempt went) skipped.
+        outcome = _outcome(exchange, Outcome.SKIPPED if error is None else Outcome.FAILED)
         self._count_failures(outcome)
         return self._result(
             batch=batch,
             outcome=outcome,
             exchange=exchange,
             message=message,
-            error=error,
+            error=None if outcome is Outcome.ACCEPTED else error,
             started=started,
         )
+
+    def fail_extension(self, failure: ExtensionError) -> None:
+        """Stop the load for what an observer or the limiter raised (raised once settled)."""
+        cause = failure.cause
+        self.fail(cause, f"{type(cause).__name__} raised by an observer or the limiter: {cause}")
 
     def _count_failures(self, outcome: Outcome) -> None:
         """Stop a load whose batches keep failing, rather than read the whole input.
@@ -338,13 +439,16 @@ class _Load:
             status=None if exchange is None else exchange.status,
             message=message,
             attempts=0 if exchange is None else exchange.attempts,
-            elapsed=0.0 if started is None else time.perf_counter() - started,
+            elapsed=0.0 if started is None else self.clock.now() - started,
             error=error,
-            leads=() if outcome is Outcome.ACCEPTED else tuple(batch.rows),
+            leads=() if outcome is Outcome.ACCEPTED or self.journal else tuple(batch.rows),
+            maybe_duplicated=(exchange is not None and exchange.maybe_duplicated)
+            or batch.index in self.resent_after_doubt,
         )
 
     async def finish_batch(self, batch: Batch, result: BatchResult) -> None:
         self.record(batch, result)
+        await self.tell_settled(result)
         if self.emit is not None:
             # A consumer that left does not need it; the report has it.
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -352,13 +456,20 @@ class _Load:
 
     def record(self, batch: Batch, result: BatchResult) -> None:
         del self.unfinished[batch.index]
+        self.digests.pop(batch.index, None)
         self.exchanges.pop(batch.index, None)
         self.report.record(result)
-        if self.on_progress is not None:
-            try:
-                self.on_progress(self.report.progress(self.pacer.rate))
-            except Exception as exc:
-                self.fail(exc, f"on_progress raised {type(exc).__name__}: {exc}")
+
+    async def tell_settled(self, result: BatchResult) -> None:
+        if not self.observers:
+            return
+        progress = self.report.progress(self.limiter.rate, self.clock.now())
+        try:
+            await self.observers.emit(
+                BatchSettled(campaign_id=self.report.campaign_id, result=result, progress=progress)
+            )
+        except ExtensionError as failure:
+            self.fail_extension(failure)
 
     def fail(self, exc: BaseException, reason: str) -> None:
         """Stop sending new requests; ``exc`` is raised once the load has settled."""
@@ -372,10 +483,11 @@ class _Load:
 
     # -- ending ----------------------------------------------------------------------
 
-    def settle(self) -> None:
+    def settle(self) -> list[BatchResult]:
         """Account for every lead read but not yet in an outcome; end the report.
 
         Runs in a ``finally``: plain synchronous code, safe while a cancel is pending.
+        Returns the results it recorded, for the observers.
         """
         if not self.input_done or self.held or self.packer.pending or self.unfinished:
             if not self.stopping:
@@ -383,6 +495,7 @@ class _Load:
             if self.held:
                 self.take()
             self.flush()
+        settled = []
         for index in sorted(self.unfinished):
             batch = self.unfinished[index]
             exchange = self.exchanges.get(index)
@@ -401,10 +514,22 @@ class _Load:
                 started=None,
             )
             self.record(batch, result)
-        self.report.finish()
+            settled.append(result)
+        self.report.finish(self.clock.now())
+        return settled
+
+    async def tell_ended(self, settled: list[BatchResult]) -> None:
+        """Tell the observers of the batches settled at the end, then of the load's end."""
+        for result in settled:
+            await self.tell_settled(result)
+        if self.observers:
+            try:
+                await self.observers.emit(LoadEnded(report=self.report))
+            except ExtensionError as failure:
+                self.fail_extension(failure)
 
 
-class BulkOptions(TypedDict, total=False):
+class BulkOptions(CampaignOptions, total=False):
     """The keyword options of `RyngClient.bulk_append` and `RyngClient.stream_append`.
 
     Keys:
@@ -412,8 +537,19 @@ class BulkOptions(TypedDict, total=False):
         max_batch_bytes: most bytes per request body (default 4 MiB); a lead that cannot
             fit alone is invalid.
         concurrency: most requests in flight (default 8).
-        rate_limit: requests per second for this load; None (default) uses the client's.
-        checkpoint: a path to an SQLite journal for resumable loads (not available yet).
+        rate_limit: requests per second for this load; None (default) uses the client's
+            limiter.
+        limiter: any `Limiter` for this load instead of the client's (not with
+            ``rate_limit``).
+        observers: callables given every load event (`BatchPacked`, `AttemptStarting`,
+            `AttemptEnded`, `RetryDetails`, `BatchSettled`, `LoadEnded`), after the
+            client's own; an awaitable one returns is awaited before the load goes on.
+        checkpoint: a path to an SQLite journal (made if missing) or an `SQLiteJournal`:
+            the load becomes resumable. Run the same load again with the same checkpoint
+            and batches accepted before are not sent again (reported accepted and
+            resumed); see the README's "Resuming a load".
+        resend_unknown: with a checkpoint, send again the batches that were in flight
+            when an earlier run stopped (they may already be in Ryng: off by default).
         on_progress: a plain callable given a `Progress` after every batch.
         dedupe: refuse a lead whose number was already sent in this load, as invalid.
         max_consecutive_failures: stop the load after this many batches in a row end
@@ -421,69 +557,47 @@ class BulkOptions(TypedDict, total=False):
         report: a new `BulkReport` to fill live; keep a reference to read it after a
             cancel or an error.
         name, agent_mapping, agents, custom_field_names, terminal_callback_url,
-        connect_callback_url: the campaign options of `RyngClient.append`.
+        connect_callback_url: the campaign options of `RyngClient.append`
+            (`CampaignOptions`).
     """
 
     batch_size: int
     max_batch_bytes: int
     concurrency: int
     rate_limit: float | None
-    checkpoint: str | None
+    limiter: Limiter | None
+    observers: Sequence[LoadObserver]
+    checkpoint: str | os.PathLike[str] | SQLiteJournal | None
+    resend_unknown: bool
     on_progress: ProgressHook | None
     dedupe: bool
     max_consecutive_failures: int | None
     report: BulkReport | None
-    name: str | None
-    agent_mapping: AgentMapping | str | None
-    agents: Sequence[str] | None
-    custom_field_names: Mapping[str, str] | None
-    terminal_callback_url: str | None
-    connect_callback_url: str | None
-
-
-_REQUEST_OPTIONS = (
-    "name",
-    "agent_mapping",
-    "agents",
-    "custom_field_names",
-    "terminal_callback_url",
-    "connect_callback_url",
-)
 
 
 def _new_load(
-    client: RyngClient,
+    sender: Sender,
+    url: str,
     campaign_id: str | int,
     leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
     options: BulkOptions,
+    *,
     caller: str,
 ) -> _Load:
-    unknown = sorted(options.keys() - BulkOptions.__annotations__.keys())
-    if unknown:
-        raise TypeError(f"{caller}() got unexpected keyword arguments: {', '.join(unknown)}")
-    if options.get("checkpoint") is not None:
-        raise ConfigurationError("checkpoint= (resumable loads) is not available yet")
-    client._get_session()  # a closed client refuses before reading anything
-    return _Load(
-        client,
-        campaign_id,
-        leads,
-        batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE),
-        max_batch_bytes=options.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES),
-        concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
-        rate_limit=options.get("rate_limit"),
-        on_progress=options.get("on_progress"),
-        dedupe=options.get("dedupe", False),
-        max_consecutive_failures=options.get(
-            "max_consecutive_failures", DEFAULT_MAX_CONSECUTIVE_FAILURES
-        ),
-        report=options.get("report"),
-        request_options={key: options.get(key) for key in _REQUEST_OPTIONS},
-    )
+    check_keywords(options, BulkOptions.__annotations__, caller)
+    sender.session()  # a closed client refuses before reading anything
+    return _Load(sender, url, campaign_id, leads, options)
 
 
 async def _run(load: _Load) -> BulkReport:
     """Run a load to its end and return its report; raise what stopped it, if anything."""
+    if load.journal is not None:
+        try:
+            await load.journal.open(load.identity)
+        except BaseException as exc:  # refused before anything is read or sent
+            load.report.stop(f"the checkpoint cannot be used: {exc}")
+            load.report.finish(load.clock.now())
+            raise
     try:
         send, receive = anyio.create_memory_object_stream[Batch](0)
         async with anyio.create_task_group() as tasks:
@@ -492,7 +606,12 @@ async def _run(load: _Load) -> BulkReport:
                 for _ in range(load.concurrency):
                     tasks.start_soon(load.send_all, receive.clone())
     finally:
-        load.settle()
+        settled = load.settle()
+        # Shielded and bounded: observers hear how the load ended even under a cancel.
+        with anyio.move_on_after(_SETTLE_TIMEOUT, shield=True):
+            await load.tell_ended(settled)
+            if load.journal is not None:
+                await load.journal.aclose()
     if load.fatal is not None and not isinstance(
         load.fatal, _StreamClosedError | _TooManyFailuresError
     ):
@@ -504,68 +623,92 @@ async def _run(load: _Load) -> BulkReport:
     return load.report
 
 
-async def bulk_append(
-    client: RyngClient,
+async def run_bulk(
+    sender: Sender,
+    url: str,
     campaign_id: str | int,
     leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
     options: BulkOptions,
 ) -> BulkReport:
     """Run a bulk load and return its `BulkReport` (see `RyngClient.bulk_append`)."""
-    return await _run(_new_load(client, campaign_id, leads, options, "bulk_append"))
+    return await _run(_new_load(sender, url, campaign_id, leads, options, caller="bulk_append"))
 
 
 class BatchStream:
     """The `BatchResult` s of a load, in completion order, as an async iterator.
 
-    Also an async context manager: ``async with client.stream_append(...) as results``
-    guarantees the load is stopped and settled when the block exits, even on ``break``.
-    Prefer it whenever the loop may end early: an abandoned iterator is only closed by
-    the garbage collector, in another task. The load's report is `report`, live; what
-    stopped the load (a 403, an input error) is raised from the iteration.
+    The load runs in a task of its own from the first iteration, never in a task group
+    held across a ``yield``: leaving the loop early is safe however it is done. With
+    ``async with client.stream_append(...) as results`` (or `aclose`), leaving stops the
+    load and waits until it has settled. A bare ``async for`` that breaks stops it too,
+    once the stream is garbage-collected (at once in CPython) or the client is closed:
+    nothing new is sent, the requests in flight end, and `report` becomes final and
+    exact. What stopped the load (a 403, an input error) is raised from the iteration.
     """
 
-    def __init__(self, load: _Load) -> None:
+    def __init__(self, load: _Load, sender: Sender) -> None:
         self._load = load
-        self._iterator = self._results()
+        self._sender = sender
+        self._send, self._receive = anyio.create_memory_object_stream[BatchResult](load.concurrency)
+        load.emit = self._send.send
+        self._failure: list[Exception] = []
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def report(self) -> BulkReport:
         """The live report of this load."""
         return self._load.report
 
-    async def _results(self) -> AsyncGenerator[BatchResult]:
-        send, receive = anyio.create_memory_object_stream[BatchResult](self._load.concurrency)
-        self._load.emit = send.send
-        failure: list[Exception] = []
-
-        async def run() -> None:
-            async with send:
-                try:
-                    await _run(self._load)
-                except Exception as exc:  # raised below, bare, not in an ExceptionGroup
-                    failure.append(exc)
-
-        async with receive, anyio.create_task_group() as tasks:
-            tasks.start_soon(run)
-            async for result in receive:
-                yield result
-        if failure:
-            raise failure[0]
+    def _start(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(
+                _drive(self._load, self._send, self._failure),
+                name=f"ryng_async bulk load of campaign {self._load.report.campaign_id}",
+            )
+            self._sender.adopt(self._task, partial(_stop, self._load, "the client was closed"))
+        return self._task
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> BatchResult:
-        return await anext(self._iterator)
+        task = self._start()
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._receive.close()
+            await task
+            if self._failure:
+                failure, self._failure[:] = self._failure[0], []
+                raise failure from None
+            raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         """Stop the load (nothing new is sent) and wait for it to settle."""
-        if not self._load.report.finished:
-            self._load.fail(_StreamClosedError(), "the result stream was closed")
-        async with aclosing(self._iterator):
-            # Nothing new is sent now; let the requests in flight end with real outcomes.
-            async for _ in self._iterator:
-                pass
+        _stop(self._load, "the result stream was closed")
+        self._receive.close()  # a sender blocked on a full stream is let go
+        if self._task is None:
+            self._send.close()
+            return
+        # Nothing new is sent now; the requests in flight end with real outcomes.
+        await self._task
+
+    def __del__(self) -> None:
+        # An abandoned stream (a bare ``async for`` that broke): stop its load from the
+        # event loop, which settles it and ends its task; nothing is left running.
+        loop, task = self._loop, self._task
+        if task is None or task.done():
+            self._send.close()  # closed by the load already, if it ran
+            self._receive.close()
+        elif loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._abandon, self._load, self._receive)
+
+    @staticmethod
+    def _abandon(load: _Load, receive: MemoryObjectReceiveStream[BatchResult]) -> None:
+        _stop(load, "the result stream was abandoned")
+        receive.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -579,6 +722,22 @@ class BatchStream:
         await self.aclose()
 
 
+async def _drive(
+    load: _Load, send: ObjectSendStream[BatchResult], failure: list[Exception]
+) -> None:
+    """Run a streamed load to its end; keep what stopped it for the consumer."""
+    async with send:
+        try:
+            await _run(load)
+        except Exception as exc:  # raised to the consumer, bare, not in an ExceptionGroup
+            failure.append(exc)
+
+
+def _stop(load: _Load, reason: str) -> None:
+    if not load.report.finished:
+        load.fail(_StreamClosedError(), reason)
+
+
 class _StreamClosedError(Exception):
     """The consumer closed a `BatchStream` early (not an error to raise)."""
 
@@ -587,11 +746,72 @@ class _TooManyFailuresError(Exception):
     """``max_consecutive_failures`` stopped the load (its report says so; not raised)."""
 
 
-def stream_append(
-    client: RyngClient,
+def start_stream(
+    sender: Sender,
+    url: str,
     campaign_id: str | int,
     leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
     options: BulkOptions,
 ) -> BatchStream:
     """Start a bulk load whose results are iterated as they come (see `BatchStream`)."""
-    return BatchStream(_new_load(client, campaign_id, leads, options, "stream_append"))
+    return BatchStream(
+        _new_load(sender, url, campaign_id, leads, options, caller="stream_append"), sender
+    )
+
+
+def _as_journal(checkpoint: object) -> SQLiteJournal | None:
+    if checkpoint is None or isinstance(checkpoint, SQLiteJournal):
+        return checkpoint
+    if isinstance(checkpoint, str | os.PathLike):
+        return SQLiteJournal(checkpoint)
+    raise ConfigurationError(
+        f"checkpoint must be a file path or an SQLiteJournal, got {type(checkpoint).__name__}"
+    )
+
+
+_MAYBE_IN_RYNG = frozenset({BatchState.IN_FLIGHT, BatchState.UNKNOWN})
+
+
+def _resumed_outcome(prior: JournalledBatch | None, *, resend_unknown: bool) -> Outcome | None:
+    """The outcome an earlier run settled a batch with, or None if it is to be sent."""
+    if prior is None:
+        return None
+    if prior.state is BatchState.ACCEPTED:
+        return Outcome.ACCEPTED
+    if prior.state in _MAYBE_IN_RYNG and not resend_unknown:
+        return Outcome.UNKNOWN
+    return None  # failed, skipped, or unknown to resend: send it (again)
+
+
+class _JournalObserver:
+    """Journals each attempt before it is written and each outcome once known."""
+
+    __slots__ = ("_load",)
+
+    def __init__(self, load: _Load) -> None:
+        self._load = load
+
+    async def __call__(self, event: LoadEvent) -> None:
+        load = self._load
+        journal = load.journal
+        if journal is None:  # pragma: no cover - attached only with a journal
+            return
+        if isinstance(event, AttemptStarting) and event.batch_index is not None:
+            batch = load.unfinished[event.batch_index]
+            await journal.in_flight(
+                batch.index,
+                start=batch.start,
+                count=batch.count,
+                digest=load.digests[batch.index],
+                attempt=event.attempt,
+            )
+        elif isinstance(event, BatchSettled) and not event.result.resumed:
+            result = event.result
+            await journal.settled(
+                result.index,
+                state=BatchState(result.outcome.value),
+                attempts=result.attempts,
+                status=result.status,
+                message=result.message,
+                maybe_duplicated=result.maybe_duplicated,
+            )

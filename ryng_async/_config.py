@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from ._exceptions import ConfigurationError
+from ._validate import check_retry_policy
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -48,11 +47,6 @@ SUCCESS_REFUND = 1
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigurationError(f"RetryPolicy: {message}")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """When and how often a request is tried again.
@@ -93,19 +87,7 @@ class RetryPolicy:
     success_refund: int = SUCCESS_REFUND
 
     def __post_init__(self) -> None:
-        _check(self.max_attempts >= 1, f"max_attempts must be >= 1, got {self.max_attempts}")
-        for name in ("initial_delay", "max_delay", "max_retry_after"):
-            value = getattr(self, name)
-            _check(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
-        _check(
-            self.timeout is None or (math.isfinite(self.timeout) and self.timeout > 0),
-            f"timeout must be > 0 or None, got {self.timeout}",
-        )
-        bad = sorted(s for s in self.retry_statuses if s == 403 or not 400 <= s <= 599)
-        _check(not bad, f"retry_statuses may only hold 4xx/5xx other than 403, got {bad}")
-        _check(self.budget is None or self.budget >= 0, f"budget must be >= 0, got {self.budget}")
-        _check(self.retry_cost >= 0, f"retry_cost must be >= 0, got {self.retry_cost}")
-        _check(self.success_refund >= 0, f"success_refund must be >= 0, got {self.success_refund}")
+        check_retry_policy(self)
 
     @classmethod
     def no_retries(cls) -> RetryPolicy:

@@ -19,10 +19,7 @@ with ``raise ... from exc``. No error message ever contains the access token.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._report import BulkReport
+from typing import Any
 
 __all__ = [
     "APIError",
@@ -53,9 +50,11 @@ class RyngError(Exception):
 
     Attributes:
         report: the partial `BulkReport` when the error ended a bulk load, else None.
+            (Typed ``Any`` so that this module, at the bottom of the package, imports
+            nothing above it.)
     """
 
-    report: BulkReport | None = None
+    report: Any = None
 
 
 class ConfigurationError(RyngError):

@@ -6,15 +6,14 @@ Shared by the client (which fills an `Exchange` as it retries) and the bulk engi
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
 
-from ._exceptions import ConfigurationError
+from ._models import AppendResponse
 
-__all__ = ["Exchange", "SendStoppedError", "StopSignal", "check_hook"]
+__all__ = ["Exchange", "SendStoppedError", "StopSignal"]
 
 
 @dataclass(slots=True)
@@ -29,6 +28,10 @@ class Exchange:
             ended without a definite answer (timeout, drop, an unreadable 2xx). Sticky:
             a later definite error does not clear it.
         status: the HTTP status of the last answer, or None.
+        maybe_duplicated: an attempt was made after one that may have been processed
+            (``retry_ambiguous``): if both reached Ryng, its leads were appended twice.
+        response: the accepted answer, once there is one (set before anything else is
+            awaited, so a cancel right after it still counts the request accepted).
     """
 
     campaign_id: str
@@ -36,10 +39,12 @@ class Exchange:
     attempts: int = 0
     maybe_processed: bool = False
     status: int | None = None
+    maybe_duplicated: bool = False
+    response: AppendResponse | None = None
 
 
 class SendStoppedError(Exception):
-    """Raised by `RyngClient._send` when its `StopSignal` fires before a new attempt."""
+    """Raised by `Sender.send` when its `StopSignal` fires before a new attempt."""
 
 
 class StopSignal:
@@ -72,14 +77,3 @@ class StopSignal:
             finally:
                 self._scopes.discard(scope)
         return not scope.cancel_called
-
-
-def check_hook(hook: object, name: str) -> None:
-    """Refuse a hook that is not a plain callable (an async one would never be awaited)."""
-    if hook is None:
-        return
-    if not callable(hook) or inspect.iscoroutinefunction(hook):
-        raise ConfigurationError(
-            f"{name} must be a plain (not async) callable, got {hook!r}; hooks run between "
-            "requests and must return quickly"
-        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
@@ -12,8 +12,10 @@ __all__ = [
     "AgentMapping",
     "AppendRequest",
     "AppendResponse",
+    "CampaignOptions",
     "CustomerData",
     "Lead",
+    "LeadInput",
     "decode_request",
     "decode_response",
     "encode",
@@ -77,6 +79,33 @@ class Lead(msgspec.Struct, frozen=True, kw_only=True):
             agents_assigned=None if agents is None else tuple(agents),
             custom_fields=custom,
         )
+
+
+LeadInput = Lead | Mapping[str, Any]
+"""A lead as the SDK takes it: a `Lead` or a wire-form mapping."""
+
+
+class CampaignOptions(TypedDict, total=False):
+    """The campaign options of an append, as keyword arguments (every one optional).
+
+    The one place they are named: `RyngClient.append`, the bulk calls (`BulkOptions`)
+    and the request builder all take these keys.
+
+    Keys:
+        name: the campaign name Ryng shows for this append.
+        agent_mapping: ``"global"``, ``"inline"`` or ``"all-agents"``.
+        agents: agent usernames; required (non-empty) with ``"global"``.
+        custom_field_names: ``{"customField1Name": "Name", ...}``.
+        terminal_callback_url: where Ryng posts each call's terminal callback.
+        connect_callback_url: where Ryng posts the connect callbacks.
+    """
+
+    name: str | None
+    agent_mapping: AgentMapping | str | None
+    agents: Sequence[str] | None
+    custom_field_names: Mapping[str, str] | None
+    terminal_callback_url: str | None
+    connect_callback_url: str | None
 
 
 class CustomerData(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):

@@ -1,33 +1,39 @@
-"""The client-wide request pacer: aiolimiter with no start burst, AIMD, and global pauses.
+"""Rate limiting: the `Limiter` protocol, the default in-process limiter, client pauses.
 
-aiolimiter's leaky bucket holds ``max_rate`` tokens and starts empty, so a limiter of
-``AsyncLimiter(50, 1)`` lets 50 requests through at once and ~100 in the first second.
-We keep a bucket of one token (plus a tenth of slack) drained at ``rate`` per second
-instead: requests are spaced ``1 / rate`` apart from the very first, and no window of one
-second sees more than ``rate``. The slack lets a request whose wake-up came a little late
-(event-loop lag) be made up by the next one, so the long-run rate holds at ``rate``
-instead of losing every late millisecond for good (the tolerance of GCRA); a sliding log
-of the last ``rate`` send times keeps that catching up from ever putting more than
-``rate`` requests in any one second, as a server counting a sliding window would see.
+A request awaits ``limiter.acquire()`` before it goes and reports back with
+``throttled(retry_after)`` (a 429) or ``succeeded()``. Every method is async and may raise,
+so a limiter that asks a remote store (the Redis-backed one of ``ryng_async[redis]``) fits
+as naturally as the in-process default. A ``Retry-After`` pause is not the limiter's job:
+`PauseGate` holds it for the whole client, whatever limiter a load uses.
 
-On a 429 the rate halves (never below ``rate / 64``); each success adds back 1/20 of the
-configured rate, never above it (additive increase, multiplicative decrease, as TCP). A
-client with no rate limit learns one from a 429 (the rate the server accepted in the
-second before, restarting at half of it; let go after 30 s without a 429). A ``Retry-After`` pauses
-every request of the client, not just the one that got it.
+`AdaptiveLimiter`, the default, is built from three parts, each on its own:
+
+- `_Spacing`: aiolimiter's `AsyncLimiter` as a bucket of one request plus a tenth of slack,
+  drained at ``rate``: requests are spaced ``1 / rate`` apart from the very first (no start
+  burst, unlike a bucket of ``rate`` tokens), and a wake-up that came a little late is made
+  up by the next request, so the long-run rate holds (the tolerance of GCRA). A new rate
+  gets a new bucket, charged with the request just sent, and waiters move over to it.
+- `_SlidingWindow`: a log of the last ``ceiling`` send times, so that catching up never puts
+  more than ``ceiling`` requests in any one second, as a server counting a sliding window
+  would see.
+- AIMD in `AdaptiveLimiter` itself: a 429 halves the rate (never below ``ceiling / 64``);
+  each success adds back 1/20 of the ceiling (additive increase, multiplicative decrease,
+  as TCP). A limiter with no limit learns one from a 429 (what the server accepted in the
+  second before, restarting at half of it) and lets it go after 30 s without a 429.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Protocol, runtime_checkable
 
-import anyio
 from aiolimiter import AsyncLimiter
 
-from ._exceptions import ConfigurationError
+from ._clock import Clock, EventLoopClock
+from ._validate import check_rate
 
-__all__ = ["RatePacer", "check_rate"]
+__all__ = ["AdaptiveLimiter", "Limiter", "PauseGate"]
 
 _SLACK = 0.1
 # A touch over a second: a request leaves a little after its slot is granted.
@@ -40,140 +46,196 @@ _RELEASE_AFTER = 30.0
 _MIN_LEARNED = 2
 
 
-def check_rate(rate: float | None, name: str = "rate_limit") -> float | None:
-    """Return ``rate`` as a float if it is a number > 0, None if None; else refuse it."""
-    if rate is None:
-        return None
-    if isinstance(rate, bool) or not isinstance(rate, int | float):
-        raise ConfigurationError(
-            f"{name} must be a number of requests per second or None, got {rate!r}"
-        )
-    if not math.isfinite(rate) or rate <= 0:
-        raise ConfigurationError(f"{name} must be > 0 requests per second or None, got {rate!r}")
-    return float(rate)
+@runtime_checkable
+class Limiter(Protocol):
+    """What every request awaits before it is sent, and the feedback it gives back.
 
-
-class _SpacedLimiter(AsyncLimiter):
-    """An `AsyncLimiter` of one token whose drain rate can change while tasks wait."""
-
-    __slots__ = ()
-
-    def __init__(self, rate: float) -> None:
-        super().__init__(1 + _SLACK, (1 + _SLACK) / rate)
-
-    def set_rate(self, rate: float) -> None:
-        self._leak()  # account for the time elapsed at the old rate first
-        self.time_period = self.max_rate / rate
-        self._rate_per_sec = rate
-        self._wake_next()  # reschedule the next waiter at the new rate
-
-
-class RatePacer:
-    """Paces every request of one client (or of one bulk load that set its own rate).
-
-    With no limit set, a 429 makes the pacer learn one: the requests the server accepted
-    in the second before it (about the server's own limit) become the ceiling; sending
-    restarts at half that, recovers toward it, and the learned limit is let go after
-    `_RELEASE_AFTER` seconds without a 429.
-
-    Args:
-        rate: the most requests per second, or None for no limit (pauses still apply).
-        pauses: another pacer whose ``Retry-After`` pauses this one shares (a load with
-            its own rate still stops when the client is told to wait), or None.
+    Pass any object with these four members as ``RyngClient(limiter=...)`` or
+    ``bulk_append(limiter=...)``. Each method may raise: the error ends the request (and
+    in a bulk load, stops the load) like any other.
     """
 
-    def __init__(self, rate: float | None, *, pauses: RatePacer | None = None) -> None:
+    @property
+    def rate(self) -> float | None:
+        """The rate in force now, in requests per second (for progress), or None."""
+        ...
+
+    async def acquire(self) -> None:
+        """Wait until one more request may be sent."""
+        ...
+
+    async def throttled(self, retry_after: float | None) -> None:
+        """Record a 429; ``retry_after`` is the server's ``Retry-After`` in seconds, if any."""
+        ...
+
+    async def succeeded(self) -> None:
+        """Record a request the server accepted."""
+        ...
+
+
+class PauseGate:
+    """Holds every request of a client while a server's ``Retry-After`` runs."""
+
+    __slots__ = ("_clock", "until")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Hold requests for ``seconds`` from now (a longer pause already on is kept)."""
+        self.until = max(self.until, self._clock.now() + seconds)
+
+    def is_open(self) -> bool:
+        """Say whether a request may go now."""
+        return self.until <= self._clock.now()
+
+    async def wait(self) -> None:
+        """Wait until no pause is on."""
+        # Bounded: each pass sleeps until the latest pause ends; a pause is only extended
+        # by a server's Retry-After, itself capped by the retry policy.
+        while (wait := self.until - self._clock.now()) > 0:
+            await self._clock.sleep(wait)
+
+    async def admit(self, limiter: Limiter) -> None:
+        """Wait out any pause, then for ``limiter``; again if a pause began meanwhile."""
+        # Bounded: a pass repeats only if a pause began while we queued for the limiter.
+        while True:
+            await self.wait()
+            await limiter.acquire()
+            if self.is_open():
+                return
+
+
+class _Spacing:
+    """Spaces requests ``1 / rate`` apart with aiolimiter (its public API only)."""
+
+    __slots__ = ("_bucket", "_charge_next")
+
+    def __init__(self, rate: float) -> None:
+        self._bucket = AsyncLimiter(1 + _SLACK, (1 + _SLACK) / rate)
+        self._charge_next = False
+
+    def set_rate(self, rate: float) -> None:
+        self._bucket = AsyncLimiter(1 + _SLACK, (1 + _SLACK) / rate)
+        self._charge_next = True
+
+    async def acquire(self) -> None:
+        # Bounded: a pass repeats only if the rate changed while this task waited.
+        while True:
+            bucket = self._bucket
+            if self._charge_next:
+                # A new bucket starts empty: charge it with the request just sent under the
+                # old rate, so the switch is not a burst. The bucket has room: no wait.
+                self._charge_next = False
+                await bucket.acquire()
+            await bucket.acquire()
+            if bucket is self._bucket:
+                return
+
+
+class _SlidingWindow:
+    """Keeps any one-second window to at most ``size`` requests."""
+
+    __slots__ = ("_clock", "_sent")
+
+    def __init__(self, size: float, clock: Clock) -> None:
+        self._sent: deque[float] = deque(maxlen=max(1, math.floor(size)))
+        self._clock = clock
+
+    async def wait(self) -> None:
+        """Wait until the last ``size`` sends all lie more than a second back."""
+        sent = self._sent
+        # Bounded: each pass waits for the oldest send to leave the window.
+        while len(sent) == sent.maxlen and (wait := sent[0] + _WINDOW - self._clock.now()) > 0:
+            await self._clock.sleep(wait)
+
+    def record(self) -> None:
+        self._sent.append(self._clock.now())
+
+
+class AdaptiveLimiter:
+    """The default `Limiter`: spaced, windowed, and adapting to 429s (AIMD).
+
+    With no limit set, a 429 makes it learn one: the requests the server accepted in the
+    second before it (about the server's own limit) become the ceiling; sending restarts
+    at half that, recovers toward it, and the learned limit is let go after 30 seconds
+    without a 429.
+
+    Args:
+        rate: the most requests per second, or None for no limit until a 429 sets one.
+        clock: the clock of the window and the learned limit (the event loop's by default).
+    """
+
+    def __init__(self, rate: float | None = None, *, clock: Clock | None = None) -> None:
         self.limit = check_rate(rate)
-        self._pauses = pauses
-        self._own_pause_until = 0.0
+        self._clock: Clock = clock or EventLoopClock()
         # Success times while no limit is set, to learn one from at a 429.
         self._accepted: deque[float] = deque(maxlen=_RECENT)
         self._last_throttle = 0.0
-        self._limiter: _SpacedLimiter | None = None
+        self._spacing: _Spacing | None = None
+        self._window: _SlidingWindow | None = None
         self._ceiling: float | None = None
         self._rate: float | None = None
-        self._sent: deque[float] = deque(maxlen=1)
         if self.limit is not None:
-            self._start_limiter(self.limit, self.limit)
+            self._start(self.limit, self.limit)
 
-    def _start_limiter(self, rate: float, ceiling: float) -> None:
+    def __repr__(self) -> str:
+        return f"<AdaptiveLimiter limit={self.limit!r} rate={self._rate!r}>"
+
+    def _start(self, rate: float, ceiling: float) -> None:
         self._ceiling = ceiling
         self._rate = rate
-        self._limiter = _SpacedLimiter(rate)
-        self._sent = deque(maxlen=max(1, math.floor(ceiling)))
+        self._spacing = _Spacing(rate)
+        self._window = _SlidingWindow(ceiling, self._clock)
 
-    @property
-    def _paused_until(self) -> float:
-        if self._pauses is not None:
-            return self._pauses._paused_until
-        return self._own_pause_until
-
-    def _pause(self, seconds: float) -> None:
-        if self._pauses is not None:
-            self._pauses._pause(seconds)
-        else:
-            self._own_pause_until = max(self._own_pause_until, anyio.current_time() + seconds)
+    def _set_rate(self, rate: float) -> None:
+        self._rate = rate
+        if self._spacing is not None:
+            self._spacing.set_rate(rate)
 
     @property
     def rate(self) -> float | None:
         """The rate in force now (below the limit after a 429), or None if unlimited."""
         return self._rate
 
-    def must_wait(self) -> bool:
-        """Say whether `acquire` may block (a limit is set, or a pause is on)."""
-        return self._limiter is not None or self._paused_until > anyio.current_time()
+    @property
+    def ceiling(self) -> float | None:
+        """The limit the rate recovers to: the configured one, or one learned from a 429."""
+        return self._ceiling
 
     async def acquire(self) -> None:
         """Wait until one more request may be sent."""
-        # Bounded: each pass sleeps until the latest pause ends; a pause is only extended
-        # by a server's Retry-After, itself capped by the retry policy.
-        while True:
-            while (wait := self._paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110
-                await anyio.sleep(wait)
-            limiter = self._limiter
-            if limiter is not None:
-                await limiter.acquire()
-                await self._wait_for_window()
-            # A pause that began while we queued for the limiter holds us too.
-            now = anyio.current_time()
-            if self._paused_until <= now:
-                if limiter is not None:
-                    self._sent.append(now)
-                return
+        spacing, window = self._spacing, self._window
+        if spacing is None or window is None:
+            return
+        await spacing.acquire()
+        await window.wait()
+        window.record()
 
-    async def _wait_for_window(self) -> None:
-        """Wait until the last ``ceiling`` sends all lie more than a second back."""
-        sent = self._sent
-        # Bounded: each pass waits for the oldest send to leave the window.
-        while len(sent) == sent.maxlen and (wait := sent[0] + _WINDOW - anyio.current_time()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(wait)
-
-    def throttled(self, retry_after: float | None) -> None:
-        """Record a 429: lower the rate and pause everyone for ``retry_after`` seconds."""
-        if retry_after:
-            self._pause(retry_after)
-        now = anyio.current_time()
+    async def throttled(self, retry_after: float | None) -> None:
+        """Record a 429: halve the rate, or learn a limit if none is set."""
+        now = self._clock.now()
         self._last_throttle = now
-        if self._limiter is None or self._rate is None or self._ceiling is None:
+        if self._rate is None or self._ceiling is None:
             accepted = sum(1 for done in self._accepted if now - done < 1.0)
             # Too little to learn from (a slow server, a first request): pause and
             # backoff only, rather than pin the client to a rate guessed from nothing.
             if accepted >= _MIN_LEARNED:
-                self._start_limiter(accepted * _DECREASE, float(accepted))
+                self._start(accepted * _DECREASE, float(accepted))
             return
-        self._rate = max(self._rate * _DECREASE, self._ceiling * _FLOOR_SHARE)
-        self._limiter.set_rate(self._rate)
+        self._set_rate(max(self._rate * _DECREASE, self._ceiling * _FLOOR_SHARE))
 
-    def succeeded(self) -> None:
-        """Record a success: raise the rate back toward the limit."""
-        now = anyio.current_time()
+    async def succeeded(self) -> None:
+        """Record a success: raise the rate back toward the ceiling."""
+        now = self._clock.now()
         if self.limit is None:
             self._accepted.append(now)
-        if self._limiter is None or self._rate is None or self._ceiling is None:
+        if self._rate is None or self._ceiling is None:
             return
         if self._rate < self._ceiling:
-            self._rate = min(self._ceiling, self._rate + self._ceiling * _INCREASE_SHARE)
-            self._limiter.set_rate(self._rate)
+            self._set_rate(min(self._ceiling, self._rate + self._ceiling * _INCREASE_SHARE))
         elif self.limit is None and now - self._last_throttle >= _RELEASE_AFTER:
-            self._limiter = None  # a learned limit is let go once 429s have stopped
+            # A learned limit is let go once 429s have stopped.
+            self._spacing = self._window = None
             self._rate = self._ceiling = None

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from ._exceptions import AmbiguousError, RyngError, ValidationError
-from ._validate import InvalidLead
 
-__all__ = ["BatchResult", "BulkReport", "Outcome", "Progress"]
+__all__ = ["BatchResult", "BulkReport", "InvalidLead", "Outcome", "Progress"]
 
 
 class Outcome(enum.StrEnum):
@@ -26,6 +24,20 @@ class Outcome(enum.StrEnum):
     """No definite answer (timeout, drop): the leads may or may not have been appended."""
     SKIPPED = "skipped"
     """Never sent (the load was cancelled, aborted or stopped first)."""
+
+
+class InvalidLead(msgspec.Struct, frozen=True, kw_only=True):
+    """A lead refused by validation in a bulk load.
+
+    Attributes:
+        position: the lead's position in the input (0 for the first lead read).
+        field: the offending field in wire form, or None if the lead itself is wrong.
+        reason: the rule that failed and the bad value.
+    """
+
+    position: int
+    field: str | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,7 +54,12 @@ class BatchResult:
         attempts: requests sent for it (0 if skipped before any).
         elapsed: seconds from its first attempt to its outcome.
         error: the error that ended it, None if accepted.
-        leads: its leads in wire form when not accepted (to send again), else empty.
+        leads: its leads in wire form when not accepted (to send again), else empty
+            (empty too when the load kept no leads: a checkpoint holds what is needed).
+        resumed: its outcome comes from the checkpoint journal of an earlier run, and
+            it was not sent in this one.
+        maybe_duplicated: it was sent again after an attempt that may have been
+            processed (``retry_ambiguous``): its leads may be in Ryng twice.
     """
 
     index: int
@@ -55,6 +72,8 @@ class BatchResult:
     elapsed: float
     error: RyngError | None = None
     leads: tuple[dict[str, Any], ...] = ()
+    resumed: bool = False
+    maybe_duplicated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-able values (leads left out)."""
@@ -68,6 +87,8 @@ class BatchResult:
             "attempts": self.attempts,
             "elapsed": round(self.elapsed, 6),
             "error": None if self.error is None else type(self.error).__name__,
+            "resumed": self.resumed,
+            "maybe_duplicated": self.maybe_duplicated,
         }
 
 
@@ -115,6 +136,12 @@ class BulkReport:
         finished: the load has ended (normally or not).
         stopped_early: the input was not read to its end (403, cancel, input error).
         stop_reason: why it stopped early, or None.
+        resumed: leads whose outcome (accepted, or unknown: in flight when an earlier run
+            stopped) comes from the checkpoint journal; they were not sent in this run.
+        maybe_duplicated: accepted leads that were sent again after an attempt that may
+            have been processed (``retry_ambiguous``): they may be in Ryng twice.
+        leads_kept: the leads of batches not accepted are kept for `failed_leads`
+            (False with a checkpoint: the journal and the input hold what is needed).
     """
 
     campaign_id: str = ""
@@ -130,12 +157,17 @@ class BulkReport:
     finished: bool = False
     stopped_early: bool = False
     stop_reason: str | None = None
-    _started: float = field(default_factory=time.perf_counter, repr=False)
+    resumed: int = 0
+    maybe_duplicated: int = 0
+    leads_kept: bool = True
+    _started: float | None = field(default=None, repr=False)
+    _resumed_accepted: int = field(default=0, repr=False)
 
     @property
     def leads_per_second(self) -> float:
-        """Leads accepted per second of the load."""
-        return self.accepted / self.elapsed if self.elapsed > 0 else 0.0
+        """Leads accepted per second of the load (resumed ones left out: not sent)."""
+        sent = self.accepted - self._resumed_accepted
+        return sent / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def ok(self) -> bool:
@@ -157,6 +189,12 @@ class BulkReport:
     def record(self, result: BatchResult) -> None:
         """Add one batch's outcome to the counts."""
         self.batches.append(result)
+        if result.resumed:
+            self.resumed += result.count
+            if result.outcome is Outcome.ACCEPTED:
+                self._resumed_accepted += result.count
+        if result.maybe_duplicated and result.outcome is Outcome.ACCEPTED:
+            self.maybe_duplicated += result.count
         if result.outcome is Outcome.ACCEPTED:
             self.accepted += result.count
         elif result.outcome is Outcome.FAILED:
@@ -177,16 +215,16 @@ class BulkReport:
             self.stopped_early = True
             self.stop_reason = reason
 
-    def restart_clock(self) -> None:
-        """Start timing now (a load calls it when it starts, not when the report is made)."""
-        self._started = time.perf_counter()
+    def start(self, now: float) -> None:
+        """Start timing at ``now`` on the load's clock (when the load starts)."""
+        self._started = now
 
-    def finish(self) -> None:
-        """Mark the load as ended and fix its elapsed time."""
-        self.elapsed = time.perf_counter() - self._started
+    def finish(self, now: float) -> None:
+        """Mark the load as ended at ``now`` and fix its elapsed time."""
+        self.elapsed = 0.0 if self._started is None else now - self._started
         self.finished = True
 
-    def progress(self, rate: float | None) -> Progress:
+    def progress(self, rate: float | None, now: float) -> Progress:
         """Return a snapshot for ``on_progress``."""
         return Progress(
             batches=len(self.batches),
@@ -197,7 +235,7 @@ class BulkReport:
             skipped=self.skipped,
             invalid=self.invalid,
             rate=rate,
-            elapsed=time.perf_counter() - self._started,
+            elapsed=0.0 if self._started is None else now - self._started,
         )
 
     def failed_leads(self) -> list[dict[str, Any]]:
@@ -206,7 +244,17 @@ class BulkReport:
         These are the leads to send again. Unknown ones may already have been appended:
         check them (callbacks, the Ryng console) before resending, or customers may be
         called twice.
+
+        Raises:
+            RyngError: the load kept no leads (``leads_kept`` is False, as with a
+                checkpoint): run the same load again with the same checkpoint instead.
         """
+        if not self.leads_kept and (self.failed or self.unknown or self.skipped):
+            raise RyngError(
+                "this load kept no leads (it ran with a checkpoint): run the same load "
+                "again with the same checkpoint to send the failed and skipped batches "
+                "(input positions are in report.batches)"
+            )
         pending = sorted(
             (r for r in self.batches if r.outcome is not Outcome.ACCEPTED), key=lambda r: r.start
         )
@@ -266,6 +314,8 @@ class BulkReport:
             "finished": self.finished,
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            "resumed": self.resumed,
+            "maybe_duplicated": self.maybe_duplicated,
             "elapsed": round(self.elapsed, 6),
             "leads_per_second": round(self.leads_per_second, 1),
             "batches": [r.to_dict() for r in self.batches],
@@ -284,6 +334,13 @@ class BulkReport:
             f"in {len(self.batches)} batches, {self.elapsed:.2f}s "
             f"({self.leads_per_second:,.0f} leads/s)"
         )
+        if self.resumed:
+            line += f"; {self.resumed} leads resumed from the checkpoint, not sent again"
+        if self.maybe_duplicated:
+            line += (
+                f"; {self.maybe_duplicated} accepted leads were resent after an ambiguous "
+                "attempt and may be in Ryng twice"
+            )
         if self.stopped_early:
             line += f"; stopped early: {self.stop_reason}"
         return line

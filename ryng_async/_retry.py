@@ -22,6 +22,7 @@ from ._exceptions import (
     ConnectError,
     RateLimitError,
     RyngError,
+    ServerError,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "RetryDetails",
     "backoff_delay",
     "is_retryable",
+    "may_have_been_processed",
     "parse_retry_after",
     "retry_delay",
 ]
@@ -53,6 +55,22 @@ class RetryDetails:
     delay: float
     reason: str
     error: RyngError
+
+
+def may_have_been_processed(error: RyngError) -> bool:
+    """Say whether a failed attempt may still have appended its leads.
+
+    The one home of that rule: an ambiguous transport failure (a timeout or a drop after
+    sending) may have; so may a 2xx answer we could not read. ``"error": true`` (a
+    `ServerError`) is the vendor's definite refusal, and every other error is definite.
+    """
+    if isinstance(error, AmbiguousError):
+        return True
+    return (
+        isinstance(error, APIError)
+        and 200 <= error.status < 300
+        and not isinstance(error, ServerError)
+    )
 
 
 def is_retryable(error: RyngError, policy: RetryPolicy) -> bool:

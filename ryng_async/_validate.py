@@ -1,4 +1,8 @@
-"""Validation of leads and append options, before anything is sent.
+"""Every input and settings check, before anything is sent.
+
+Client settings (token, subdomain, base URL, timeouts), campaign ids and options, bulk
+settings and hooks are checked here, each failure a `ConfigurationError` or
+`ValidationError` naming the setting or field.
 
 Leads take two paths. `leads_are_valid` checks a whole chunk of wire-form dicts with a
 few passes of C-level iteration (no per-lead Python bytecode), which is what keeps
@@ -8,26 +12,43 @@ through `validate_lead`, the reference rules, which name the field, the value an
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain, repeat
 from operator import is_not, itemgetter
-from typing import Any
+from typing import Any, Protocol, Unpack
 from urllib.parse import urlsplit
 
-import msgspec
+from yarl import URL
 
-from ._exceptions import ValidationError, preview
-from ._models import AgentMapping, AppendRequest, CustomerData, Lead
+from ._exceptions import ConfigurationError, ValidationError, preview
+from ._models import AgentMapping, AppendRequest, CampaignOptions, CustomerData, Lead
 
 __all__ = [
-    "InvalidLead",
+    "CAMPAIGN_OPTION_NAMES",
+    "agents_field",
     "build_request",
+    "check_campaign_id",
+    "check_hook",
+    "check_int",
+    "check_keywords",
+    "check_lead_source",
+    "check_limiter",
+    "check_positive",
+    "check_rate",
+    "check_retry_policy",
+    "check_token",
     "leads_are_valid",
+    "resolve_base_url",
     "validate_lead",
     "validate_leads",
 ]
+
+CAMPAIGN_OPTION_NAMES = frozenset(CampaignOptions.__annotations__)
+"""The keyword names of the campaign options (`CampaignOptions`)."""
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 # One number a line: a whole chunk's numbers are checked by one fullmatch.
@@ -44,18 +65,209 @@ _is_present = partial(is_not, _MISSING)
 _FIXED_KEYS = frozenset({"number", "agentsAssigned"})
 
 
-class InvalidLead(msgspec.Struct, frozen=True, kw_only=True):
-    """A lead refused by validation in a bulk load.
+_SUBDOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
-    Attributes:
-        position: the lead's position in the input (0 for the first lead read).
-        field: the offending field in wire form, or None if the lead itself is wrong.
-        reason: the rule that failed and the bad value.
+
+# -- client and bulk settings ---------------------------------------------------------
+
+
+def check_token(token: object) -> str:
+    """Return the access token if it is usable in a header; refuse it without echoing it."""
+    if token is None:
+        raise ConfigurationError("no access token: pass access_token= or set RYNG_ACCESS_TOKEN")
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise ConfigurationError(
+            "access_token must be visible ASCII characters only "
+            "(no spaces, CR/LF or control characters)"
+        )
+    return token
+
+
+def resolve_base_url(subdomain: object, base_url: object) -> str:
+    """Return the API base URL (no trailing slash) from a subdomain or an explicit URL."""
+    if base_url is not None:
+        try:
+            url = URL(base_url)  # type: ignore[arg-type]  # anything else is refused below
+            usable = bool(url.scheme in {"http", "https"} and url.host and url.port)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"base_url is not a usable URL: {base_url!r}") from exc
+        if not usable or url.query or url.fragment:
+            raise ConfigurationError(
+                f"base_url must be an absolute http(s) URL without query, got {base_url!r}"
+            )
+        return str(url).rstrip("/")
+    if subdomain is None:
+        raise ConfigurationError(
+            "no subdomain: pass subdomain= (or base_url=), or set RYNG_SUBDOMAIN"
+        )
+    if not isinstance(subdomain, str) or not _SUBDOMAIN.fullmatch(subdomain):
+        raise ConfigurationError(
+            f"subdomain must be one DNS label (letters, digits, '-'), got {subdomain!r}"
+        )
+    return f"https://{subdomain.lower()}.ryng.in"
+
+
+def check_campaign_id(campaign_id: object) -> str:
+    """Return the campaign id as a string usable as one URL path segment."""
+    if isinstance(campaign_id, int) and not isinstance(campaign_id, bool):
+        campaign_id = str(campaign_id)
+    if not isinstance(campaign_id, str) or not campaign_id:
+        raise ValidationError(
+            f"must be a non-empty string, got {preview(campaign_id)}", field="campaign_id"
+        )
+    if campaign_id in {".", ".."}:
+        raise ValidationError(f"{campaign_id!r} is not a usable path segment", field="campaign_id")
+    return campaign_id
+
+
+def check_positive(value: object, name: str, *, allow_none: bool = False) -> None:
+    """Refuse anything but a number > 0 (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(f"{name} must be a number > 0, got {value!r}")
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer >= ``minimum``; else refuse it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_rate(rate: object, name: str = "rate_limit") -> float | None:
+    """Return ``rate`` as a float if it is a number > 0, None if None; else refuse it."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ConfigurationError(
+            f"{name} must be a number of requests per second or None, got {rate!r}"
+        )
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigurationError(f"{name} must be > 0 requests per second or None, got {rate!r}")
+    return float(rate)
+
+
+def check_hook(hook: object, name: str) -> None:
+    """Refuse a hook that is not a plain callable (an async one would never be awaited)."""
+    if hook is None:
+        return
+    if not callable(hook) or inspect.iscoroutinefunction(hook):
+        raise ConfigurationError(
+            f"{name} must be a plain (not async) callable, got {hook!r}; hooks run between "
+            "requests and must return quickly"
+        )
+
+
+_LIMITER_MEMBERS = ("acquire", "throttled", "succeeded", "rate")
+
+
+def check_limiter(limiter: Any, rate_limit: object) -> Any:
+    """Return ``limiter`` if it meets the `Limiter` protocol (None passes); else refuse it.
+
+    A limiter and a ``rate_limit`` together are refused: which one would pace is unclear.
     """
+    if limiter is None:
+        return None
+    missing = [name for name in _LIMITER_MEMBERS if not hasattr(limiter, name)]
+    if missing:
+        raise ConfigurationError(
+            f"limiter must meet the Limiter protocol (async acquire(), throttled(retry_after), "
+            f"succeeded() and a rate property); {limiter!r} lacks {', '.join(missing)}"
+        )
+    if rate_limit is not None:
+        raise ConfigurationError(
+            "pass either limiter= or rate_limit=, not both (a limiter sets its own rate)"
+        )
+    return limiter
 
-    position: int
-    field: str | None
-    reason: str
+
+def check_keywords(options: Mapping[str, object], allowed: Collection[str], caller: str) -> None:
+    """Refuse keyword options ``caller`` does not take, naming them (as Python would)."""
+    unknown = sorted(options.keys() - set(allowed))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments: {', '.join(unknown)}")
+
+
+def check_lead_source(leads: object) -> None:
+    """Refuse a bulk input that is not an iterable or async iterable of leads."""
+    if not isinstance(leads, AsyncIterable | Iterable) or isinstance(leads, str | bytes | Mapping):
+        raise ValidationError(
+            f"must be an iterable or async iterable of leads, got {type(leads).__name__}",
+            field="leads",
+        )
+
+
+class _RetrySettings(Protocol):
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def initial_delay(self) -> float: ...
+    @property
+    def max_delay(self) -> float: ...
+    @property
+    def max_retry_after(self) -> float: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def retry_statuses(self) -> frozenset[int]: ...
+    @property
+    def budget(self) -> int | None: ...
+    @property
+    def retry_cost(self) -> int: ...
+    @property
+    def success_refund(self) -> int: ...
+
+
+def _check_policy(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigurationError(f"RetryPolicy: {message}")
+
+
+def check_retry_policy(policy: _RetrySettings) -> None:
+    """Refuse a `RetryPolicy` whose settings cannot work, naming the setting."""
+    _check_policy(policy.max_attempts >= 1, f"max_attempts must be >= 1, got {policy.max_attempts}")
+    for name in ("initial_delay", "max_delay", "max_retry_after"):
+        value = getattr(policy, name)
+        _check_policy(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
+    _check_policy(
+        policy.timeout is None or (math.isfinite(policy.timeout) and policy.timeout > 0),
+        f"timeout must be > 0 or None, got {policy.timeout}",
+    )
+    bad = sorted(s for s in policy.retry_statuses if s == 403 or not 400 <= s <= 599)
+    _check_policy(not bad, f"retry_statuses may only hold 4xx/5xx other than 403, got {bad}")
+    _check_policy(
+        policy.budget is None or policy.budget >= 0, f"budget must be >= 0, got {policy.budget}"
+    )
+    _check_policy(policy.retry_cost >= 0, f"retry_cost must be >= 0, got {policy.retry_cost}")
+    _check_policy(
+        policy.success_refund >= 0, f"success_refund must be >= 0, got {policy.success_refund}"
+    )
+
+
+def agents_field(agents: object) -> str | None:
+    """Return the ``agents`` form field of a sheet upload (comma-joined, or "in-file")."""
+    if agents is None:
+        return None
+    if agents == "in-file":
+        return "in-file"
+    if isinstance(agents, str) or not isinstance(agents, Sequence):
+        raise ValidationError(
+            f"must be a list of usernames or 'in-file', got {preview(agents)}", field="agents"
+        )
+    if not agents:
+        raise ValidationError("must name at least one agent, got []", field="agents")
+    for index, agent in enumerate(agents):
+        if not isinstance(agent, str) or not agent or "," in agent:
+            raise ValidationError(
+                f"item {index} must be a non-empty username without commas, got {preview(agent)}",
+                field="agents",
+            )
+    return ",".join(agents)
+
+
+# -- leads ----------------------------------------------------------------------------
 
 
 def _is_lead_key(key: object) -> bool:
@@ -204,20 +416,18 @@ def _check_url(value: object, field: str) -> str:
     return value
 
 
-def build_request(
-    *,
-    name: str | None = None,
-    agent_mapping: AgentMapping | str | None = None,
-    agents: Sequence[str] | None = None,
-    custom_field_names: Mapping[str, str] | None = None,
-    terminal_callback_url: str | None = None,
-    connect_callback_url: str | None = None,
-) -> AppendRequest:
+def build_request(**options: Unpack[CampaignOptions]) -> AppendRequest:
     """Validate the campaign options of an append and return its envelope (no leads yet).
 
     Raises:
         ValidationError: naming the option in wire form and the rule it broke.
     """
+    name = options.get("name")
+    agent_mapping = options.get("agent_mapping")
+    agents = options.get("agents")
+    custom_field_names = options.get("custom_field_names")
+    terminal_callback_url = options.get("terminal_callback_url")
+    connect_callback_url = options.get("connect_callback_url")
     if name is not None and not isinstance(name, str):
         raise ValidationError(f"must be a string, got {preview(name)}", field="name")
     mapping: str | None = None

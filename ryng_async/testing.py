@@ -26,12 +26,15 @@ import hashlib
 import io
 import math
 import random
+import re
 import socket
 import struct
 import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import itemgetter
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -40,11 +43,9 @@ import msgspec
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 
-from ._exceptions import ValidationError
 from ._models import AppendRequest
-from ._validate import leads_are_valid, validate_lead
 
-__all__ = ["FakeRyngServer", "Fault", "FaultPlan", "ReceivedRequest"]
+__all__ = ["FakeRyngServer", "Fault", "FaultPlan", "ManualClock", "ReceivedRequest"]
 
 _OK = msgspec.json.encode({"error": False, "message": "Processing Campaign...", "data": {}})
 _UNAUTHORIZED = msgspec.json.encode({"error": True, "message": "Unauthorized Token"})
@@ -53,6 +54,17 @@ _ERROR_TRUE = _FAILED  # the vendor's failure body, answered with 200
 _TOO_MANY = msgspec.json.encode({"error": True, "message": "Too Many Requests"})
 _API_PREFIX = "/rest-api/v1/campaign/"
 _request_decoder = msgspec.json.Decoder(AppendRequest)
+
+# The server's own lead rules, written from the vendor's reference and CONTRACT section 2,
+# not taken from the SDK, so that a bug in the SDK's validation cannot pass on both sides.
+# re.ASCII: \d must not match other scripts' digits ("+٩١..." is no phone number).
+_NUMBER = re.compile(r"\+[1-9]\d{6,14}", re.ASCII)
+_CUSTOM_FIELD = re.compile(r"customField[1-9]\d*", re.ASCII)
+# Most leads use low-numbered custom fields: a set lookup spares them the regex.
+_COMMON_CUSTOM_FIELDS = frozenset(f"customField{n}" for n in range(1, 101))
+_get_number = itemgetter("number")
+_ANY_AGENTS = ["-"]  # stands in for a missing agentsAssigned, which is allowed
+_NUMBER_RULE = "must be a string in E.164 form ('+' then 7 to 15 digits, the first not 0)"
 
 
 class Fault(enum.StrEnum):
@@ -153,7 +165,9 @@ class FakeRyngServer:
         max_body: the largest request body accepted (larger: 413).
         validate_leads: check every lead as the real API would (number in E.164 form,
             known field names, string values), answering 400 naming the first bad one,
-            so tests catch bad leads sent around the SDK. False makes a faster sink.
+            so tests catch bad leads sent around the SDK. The rules are the server's own,
+            written from the vendor's reference, not the SDK's validation: a bug there
+            cannot pass on both sides. False makes a faster sink.
     """
 
     def __init__(
@@ -220,9 +234,7 @@ class FakeRyngServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)  # noqa: S101 - set by start() just above
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     async def close(self) -> None:
         """Stop the server; hanging requests are released and their connections closed."""
@@ -406,15 +418,18 @@ class FakeRyngServer:
         leads = decoded.customer_data.json_data
         if not leads:
             return self._answer(record, 400, b'{"error":true,"message":"No customer data"}')
-        if self.validate_leads and not leads_are_valid(leads):
-            for index, lead in enumerate(leads):
-                try:
-                    validate_lead(lead, index)
-                except ValidationError as exc:
-                    message = msgspec.json.encode(
-                        {"error": True, "message": f"Invalid customer data: {exc}"}
-                    )
-                    return self._answer(record, 400, message)
+        if self.validate_leads and not _leads_pass(leads):
+            bad = _first_bad_lead(leads)
+            if bad is not None:
+                position, field_name, reason = bad
+                message = msgspec.json.encode(
+                    {
+                        "error": True,
+                        "message": f"Invalid customer data: lead #{position}: "
+                        f"{field_name}: {reason}",
+                    }
+                )
+                return self._answer(record, 400, message)
         record.request = decoded if self.record else None
         record.leads = leads
         return None
@@ -442,6 +457,88 @@ class FakeRyngServer:
         record.status = status
         self.statuses[status] += 1
         return _json(status, body, headers)
+
+
+def _leads_pass(leads: list[dict[str, Any]]) -> bool:
+    """Say whether every lead passes `_first_bad_lead`'s rules, checking the body at once.
+
+    Each step is one pass in C over the whole body (map, set, chain), not Python code per
+    lead: every request's leads go through here, so its cost is the server's. False means
+    "look lead by lead", where `_first_bad_lead` finds the bad one and says why.
+    """
+    try:
+        if not all(map(_NUMBER.fullmatch, map(_get_number, leads))):
+            return False
+    except (KeyError, TypeError):  # a lead without a number, or a number not a string
+        return False
+    keys = set().union(*leads)
+    keys.discard("number")
+    has_agents = "agentsAssigned" in keys
+    keys.discard("agentsAssigned")
+    for key in keys:  # each distinct key once, not once a lead
+        if key not in _COMMON_CUSTOM_FIELDS and not _CUSTOM_FIELD.fullmatch(key):
+            return False
+    if not has_agents:  # then every value, numbers included, must be a string
+        return set(map(type, chain.from_iterable(map(dict.values, leads)))) <= {str}
+    agent_lists = list(map(dict.get, leads, repeat("agentsAssigned"), repeat(_ANY_AGENTS)))
+    if set(map(type, agent_lists)) != {list} or not all(agent_lists):
+        return False
+    agents = list(chain.from_iterable(agent_lists))
+    if set(map(type, agents)) != {str} or not all(agents):  # an empty string is falsy
+        return False
+    return all(
+        set(map(type, map(dict.get, leads, repeat(key), repeat("")))) == {str} for key in keys
+    )
+
+
+def _first_bad_lead(leads: list[dict[str, Any]]) -> tuple[int, str, str] | None:
+    """Find the first lead the vendor's rules refuse: its position, the field and why.
+
+    The rules for each object of ``jsonData``: ``number`` is required, a string in E.164
+    form; ``agentsAssigned`` is an array of at least one agent username (non-empty
+    strings); ``customField<N>`` (N >= 1, no leading zero) holds a string; there is no
+    other field. Returns None when every lead passes. The reference for `_leads_pass`.
+    """
+    match_number = _NUMBER.fullmatch
+    for position, lead in enumerate(leads):
+        if "number" not in lead:
+            return position, "number", "is required"
+        number = lead["number"]
+        if not isinstance(number, str) or match_number(number) is None:
+            return position, "number", f"{_NUMBER_RULE}, got {_preview(number)}"
+        for key, value in lead.items():
+            if key == "number":
+                continue
+            if key == "agentsAssigned":
+                if not isinstance(value, list) or not value:
+                    return (
+                        position,
+                        key,
+                        f"must be a non-empty array of usernames, got {_preview(value)}",
+                    )
+                for agent in value:
+                    if not isinstance(agent, str) or not agent:
+                        return (
+                            position,
+                            key,
+                            f"usernames must be non-empty strings, got {_preview(agent)}",
+                        )
+            elif key in _COMMON_CUSTOM_FIELDS or _CUSTOM_FIELD.fullmatch(key):
+                if not isinstance(value, str):
+                    return position, key, f"must be a string, got {_preview(value)}"
+            else:
+                return (
+                    position,
+                    key,
+                    "is not a lead field (number, agentsAssigned, customField<N> with N >= 1)",
+                )
+    return None
+
+
+def _preview(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an answer's message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _csv_rows(sheet: bytes) -> int:
@@ -487,3 +584,40 @@ def _split_multipart(raw: bytes, content_type: str) -> dict[str, bytes] | None:
         if name is not None:
             parts[name] = content.removesuffix(b"\r\n")
     return parts
+
+
+class ManualClock:
+    """A `ryng_async.Clock` that only moves when told to, or when the SDK sleeps on it.
+
+    Pass it as ``RyngClient(clock=...)`` or ``AdaptiveLimiter(clock=...)`` to test retry
+    waits, pauses, a learned rate limit's release or a report's timings without waiting:
+    every ``sleep(s)`` returns at once, having moved the clock ``s`` seconds on (and
+    recorded ``s`` in `sleeps`). The request spacing inside `AdaptiveLimiter` is
+    aiolimiter's, on the event loop's own clock, and is not driven by this one.
+
+    Args:
+        start: the first reading.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.time = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        """Return the clock's reading."""
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` on."""
+        if not seconds >= 0:
+            raise ValueError(f"a clock only moves forward, got {seconds!r}")
+        self.time += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Move the clock ``seconds`` on and yield to the event loop once."""
+        self.sleeps.append(seconds)
+        self.advance(max(seconds, 0.0))
+        await asyncio.sleep(0)
+
+    def __repr__(self) -> str:
+        return f"ManualClock(time={self.time!r})"

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ryng_async._batching import Batch, BodyTemplate, Packer
-from ryng_async._validate import InvalidLead, build_request
+from ryng_async._report import InvalidLead
+from ryng_async._validate import build_request
 
 TEMPLATES = {
     "bare": build_request(),

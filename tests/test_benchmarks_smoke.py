@@ -14,6 +14,7 @@ for _extra in ("httpx", "orjson", "matplotlib", "psutil"):
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_benchmarks_quick_run_writes_results(tmp_path: Path) -> None:
     done = subprocess.run(  # noqa: S603 - our own interpreter, a fixed module, a tmp dir
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],

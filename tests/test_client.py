@@ -286,6 +286,16 @@ async def test_upload_sheet_seekable_file_object_is_rewound_on_retry() -> None:
     assert server.requests[1].sheet == SHEET
 
 
+@pytest.mark.anyio
+async def test_a_file_object_is_retried_and_never_closed() -> None:
+    sheet = io.BytesIO(b"number\n+919876543210\n")
+    async with fake(Fault.ERROR_500) as server, client_for(server.base_url) as client:
+        await client.upload_sheet("42", sheet, agents="in-file")
+    assert not sheet.closed
+    assert server.requests[-1].sheet == b"number\n+919876543210\n"
+    assert server.received_requests == 2
+
+
 async def test_upload_sheet_unseekable_file_object_is_not_retried() -> None:
     with pipe_reader(SHEET) as handle:
         assert not handle.seekable()
@@ -317,6 +327,22 @@ async def test_upload_sheet_refuses_bad_input_and_sends_nothing(
     assert server.received_requests == 0
 
 
+@pytest.mark.anyio
+async def test_a_directory_is_not_a_sheet(tmp_path: Path) -> None:
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server.base_url) as client:
+        with pytest.raises(ValidationError, match="is not a file"):
+            await client.upload_sheet("42", tmp_path)
+        assert server.received_requests == 0
+
+
+@pytest.mark.anyio
+async def test_a_text_mode_file_is_refused_before_sending() -> None:
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server.base_url) as client:
+        with pytest.raises(ValidationError, match="binary mode"):
+            await client.upload_sheet("42", io.StringIO("number\n+919876543210\n"))  # type: ignore[arg-type]
+        assert server.received_requests == 0
+
+
 # -- error mapping ---------------------------------------------------------------------
 
 
@@ -333,6 +359,12 @@ async def test_wrong_token_is_authentication_error_never_retried(server: FakeRyn
     assert "wrong-token-abc" not in repr(error)
     assert server.received_requests == 1
     assert server.lead_count() == 0
+
+
+def test_a_403_message_says_what_to_check() -> None:
+    error = AuthenticationError("Unauthorized Token", status=403)
+    assert error.message == "Unauthorized Token"
+    assert "RYNG_ACCESS_TOKEN" in str(error)
 
 
 async def test_429_is_rate_limit_error_with_retry_after_seconds() -> None:
@@ -471,6 +503,20 @@ async def test_200_without_the_error_flag_is_api_error() -> None:
             await client.append("42", [LEAD])
 
     assert info.value.status == 200
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("data", [b"null", b"[]", b'"x"'])
+async def test_a_success_with_an_odd_data_field_is_still_a_success(data: bytes) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        body = b'{"error": false, "message": "Processing Campaign...", "data": ' + data + b"}"
+        return web.Response(body=body, content_type="application/json")
+
+    async with tiny_server(handler) as url, client_for(url) as client:
+        response = await client.append("42", [LEAD])
+    assert response.error is False
+    assert isinstance(response.data, dict)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -711,6 +757,17 @@ async def test_base_url_and_token_from_the_environment(
     assert server.lead_count() == 1
 
 
+def test_explicit_subdomain_beats_the_base_url_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A leftover RYNG_BASE_URL must not send a production token to another host.
+    monkeypatch.setenv("RYNG_BASE_URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("RYNG_SUBDOMAIN", "envsub")
+    client = RyngClient(subdomain="acme", access_token=TOKEN)
+    assert client.base_url == "https://acme.ryng.in"
+    assert RyngClient(access_token=TOKEN).base_url == "http://127.0.0.1:8080"
+
+
 @pytest.mark.usefixtures("no_env")
 def test_missing_token_is_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="RYNG_ACCESS_TOKEN"):
@@ -815,6 +872,20 @@ def test_bad_options_are_configuration_errors(option: dict[str, Any]) -> None:
         RyngClient("acme", TOKEN, **option)
 
 
+@pytest.mark.parametrize("hook", [42, "print"])
+def test_a_hook_that_is_not_callable_is_refused(hook: object) -> None:
+    with pytest.raises(ConfigurationError, match="on_retry"):
+        RyngClient(base_url="http://127.0.0.1:1", access_token=TOKEN, on_retry=hook)  # type: ignore[arg-type]
+
+
+def test_an_async_hook_is_refused_up_front() -> None:
+    async def on_retry(details: object) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="not async"):
+        RyngClient(base_url="http://127.0.0.1:1", access_token=TOKEN, on_retry=on_retry)
+
+
 @pytest.mark.parametrize("campaign_id", ["", ".", "..", None, True, 4.2])
 async def test_bad_campaign_id_is_validation_error_and_nothing_is_sent(
     server: FakeRyngServer, client: RyngClient, campaign_id: Any
@@ -873,6 +944,15 @@ async def test_validation_error_gives_the_lead_position(
     assert server.received_requests == 0
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("leads", [None, "+919876543210", {"number": "+919876543210"}])
+async def test_leads_that_are_not_a_list_of_leads_are_refused(leads: Any) -> None:
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server.base_url) as client:
+        with pytest.raises(ValidationError, match="leads"):
+            await client.append("42", leads)
+        assert server.received_requests == 0
+
+
 async def test_closed_client_refuses_reuse(server: FakeRyngServer) -> None:
     client = RyngClient(base_url=server.base_url, access_token=TOKEN, retry=FAST_RETRY)
     async with client:
@@ -919,6 +999,17 @@ async def test_injected_session_is_used_and_not_closed(server: FakeRyngServer) -
     assert server.received_requests == 2
 
 
+@pytest.mark.anyio
+async def test_a_closed_injected_session_is_a_configuration_error() -> None:
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        session = aiohttp.ClientSession()
+        await session.close()
+        client = RyngClient(base_url=server.base_url, access_token=TOKEN, session=session)
+        with pytest.raises(ConfigurationError, match="session"):
+            await client.append("42", [LEAD])
+        assert server.received_requests == 0
+
+
 # -- the token stays secret ------------------------------------------------------------
 
 
@@ -960,97 +1051,3 @@ async def test_token_never_in_repr_urls_errors_or_logs(
     assert TOKEN not in caplog.text  # ...without the token
     for record in caplog.records:
         assert TOKEN not in record.getMessage()
-
-
-# -- found in review ---------------------------------------------------------------------
-
-
-def test_explicit_subdomain_beats_the_base_url_environment_variable(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A leftover RYNG_BASE_URL must not send a production token to another host.
-    monkeypatch.setenv("RYNG_BASE_URL", "http://127.0.0.1:8080")
-    monkeypatch.setenv("RYNG_SUBDOMAIN", "envsub")
-    client = RyngClient(subdomain="acme", access_token=TOKEN)
-    assert client.base_url == "https://acme.ryng.in"
-    assert RyngClient(access_token=TOKEN).base_url == "http://127.0.0.1:8080"
-
-
-@pytest.mark.parametrize("hook", [42, "print"])
-def test_a_hook_that_is_not_callable_is_refused(hook: object) -> None:
-    with pytest.raises(ConfigurationError, match="on_retry"):
-        RyngClient(base_url="http://127.0.0.1:1", access_token=TOKEN, on_retry=hook)  # type: ignore[arg-type]
-
-
-def test_an_async_hook_is_refused_up_front() -> None:
-    async def on_retry(details: object) -> None:
-        return None
-
-    with pytest.raises(ConfigurationError, match="not async"):
-        RyngClient(base_url="http://127.0.0.1:1", access_token=TOKEN, on_retry=on_retry)
-
-
-@pytest.mark.anyio
-async def test_a_closed_injected_session_is_a_configuration_error() -> None:
-    async with FakeRyngServer(access_token=TOKEN) as server:
-        session = aiohttp.ClientSession()
-        await session.close()
-        client = RyngClient(base_url=server.base_url, access_token=TOKEN, session=session)
-        with pytest.raises(ConfigurationError, match="session"):
-            await client.append("42", [LEAD])
-        assert server.received_requests == 0
-
-
-@pytest.mark.anyio
-async def test_a_file_object_is_retried_and_never_closed() -> None:
-    sheet = io.BytesIO(b"number\n+919876543210\n")
-    async with fake(Fault.ERROR_500) as server, client_for(server.base_url) as client:
-        await client.upload_sheet("42", sheet, agents="in-file")
-    assert not sheet.closed
-    assert server.requests[-1].sheet == b"number\n+919876543210\n"
-    assert server.received_requests == 2
-
-
-@pytest.mark.anyio
-async def test_a_directory_is_not_a_sheet(tmp_path: Path) -> None:
-    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server.base_url) as client:
-        with pytest.raises(ValidationError, match="is not a file"):
-            await client.upload_sheet("42", tmp_path)
-        assert server.received_requests == 0
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("leads", [None, "+919876543210", {"number": "+919876543210"}])
-async def test_leads_that_are_not_a_list_of_leads_are_refused(leads: Any) -> None:
-    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server.base_url) as client:
-        with pytest.raises(ValidationError, match="leads"):
-            await client.append("42", leads)
-        assert server.received_requests == 0
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("data", [b"null", b"[]", b'"x"'])
-async def test_a_success_with_an_odd_data_field_is_still_a_success(data: bytes) -> None:
-    async def handler(request: web.Request) -> web.Response:
-        await request.read()
-        body = b'{"error": false, "message": "Processing Campaign...", "data": ' + data + b"}"
-        return web.Response(body=body, content_type="application/json")
-
-    async with tiny_server(handler) as url, client_for(url) as client:
-        response = await client.append("42", [LEAD])
-    assert response.error is False
-    assert isinstance(response.data, dict)
-
-
-def test_a_403_message_says_what_to_check() -> None:
-    error = AuthenticationError("Unauthorized Token", status=403)
-    assert error.message == "Unauthorized Token"
-    assert "RYNG_ACCESS_TOKEN" in str(error)
-
-
-@pytest.mark.anyio
-async def test_a_text_mode_file_is_refused_before_sending() -> None:
-    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server.base_url) as client:
-        with pytest.raises(ValidationError, match="binary mode"):
-            await client.upload_sheet("42", io.StringIO("number\n+919876543210\n"))  # type: ignore[arg-type]
-        assert server.received_requests == 0

@@ -23,11 +23,15 @@ SUBMODULES = [
     "_bulk",
     "_callback_events",
     "_client",
+    "_clock",
     "_config",
+    "_events",
     "_exceptions",
     "_models",
+    "_ratelimit",
     "_report",
     "_retry",
+    "_sheet",
     "_validate",
 ]
 

@@ -19,7 +19,7 @@ import aiohttp
 import anyio
 import msgspec
 import pytest
-from conftest import FAST_RETRY, TOKEN
+from conftest import FAST_RETRY, TOKEN, VENDOR_EXAMPLE_BODY
 
 from ryng_async import RyngClient
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
@@ -232,6 +232,93 @@ async def test_body_of_exactly_max_body_is_accepted(session: aiohttp.ClientSessi
     async with FakeRyngServer(access_token=TOKEN, max_body=len(body)) as server:
         status, _, _ = await post(session, server.url("42"), body)
         assert status == 200
+
+
+# -- lead validation: the server's own rules, from the vendor's reference --------------
+
+
+async def test_the_vendors_example_body_is_accepted(
+    server: FakeRyngServer, session: aiohttp.ClientSession
+) -> None:
+    status, body, _ = await post(session, server.url("42"), VENDOR_EXAMPLE_BODY)
+    assert status == 200, body
+    assert server.lead_count() == 4
+    assert server.leads == json.loads(VENDOR_EXAMPLE_BODY)["customerData"]["jsonData"]
+
+
+async def test_bad_leads_sent_around_the_sdk_are_refused_naming_the_lead(
+    session: aiohttp.ClientSession,
+) -> None:
+    body = leads_body("+919876543210", "12345")
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        status, answer, _ = await post(session, server.url("7"), body)
+        assert status == 400
+        message = msgspec.json.decode(answer)["message"]
+        assert "lead #1" in message
+        assert "number" in message
+        assert server.lead_count() == 0
+        assert server.leads == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "says"),
+    [
+        ({"customField1": "Max"}, "number", "is required"),
+        ({"number": 919876543210}, "number", "E.164"),
+        ({"number": "+919876543210\n"}, "number", "E.164"),
+        ({"number": "+91987654321\uff10"}, "number", "E.164"),
+        ({"number": "+0919876543210"}, "number", "E.164"),
+        ({"number": "+919876543210", "customField0": "x"}, "customField0", "not a lead field"),
+        ({"number": "+919876543210", "agents": ["a@x.com"]}, "agents", "not a lead field"),
+        ({"number": "+919876543210", "customField3": 7}, "customField3", "must be a string"),
+        ({"number": "+919876543210", "agentsAssigned": []}, "agentsAssigned", "non-empty"),
+        ({"number": "+919876543210", "agentsAssigned": "a@x.com"}, "agentsAssigned", "array"),
+        ({"number": "+919876543210", "agentsAssigned": ["a@x.com", ""]}, "agentsAssigned", "''"),
+    ],
+)
+async def test_the_400_names_the_first_bad_lead_its_field_and_the_rule(
+    server: FakeRyngServer,
+    session: aiohttp.ClientSession,
+    bad: dict[str, Any],
+    field: str,
+    says: str,
+) -> None:
+    good = {"number": "+14155550123", "agentsAssigned": ["bob@x.com"], "customField1": "Ann"}
+    body = msgspec.json.encode({"customerData": {"jsonData": [good, good, bad, bad, good]}})
+    status, answer, _ = await post(session, server.url("7"), body)
+    assert status == 400
+    message = msgspec.json.decode(answer)["message"]
+    assert message.startswith(f"Invalid customer data: lead #2: {field}: "), message
+    assert says in message
+    assert server.lead_count() == 0
+
+
+async def test_every_lead_of_a_big_body_is_checked(
+    server: FakeRyngServer, session: aiohttp.ClientSession
+) -> None:
+    rows: list[dict[str, Any]] = [
+        {"number": number, "agentsAssigned": ["a@x.com"], "customField150": "x"}
+        for number in numbers(500)
+    ]
+    status, _, _ = await post(
+        session, server.url("7"), msgspec.json.encode({"customerData": {"jsonData": rows}})
+    )
+    assert status == 200
+    rows[499] = {**rows[499], "customField150": None}
+    status, answer, _ = await post(
+        session, server.url("7"), msgspec.json.encode({"customerData": {"jsonData": rows}})
+    )
+    assert status == 400
+    assert "lead #499: customField150" in msgspec.json.decode(answer)["message"]
+    assert server.lead_count() == 500
+
+
+async def test_lead_validation_can_be_turned_off(session: aiohttp.ClientSession) -> None:
+    body = leads_body("+919876543210", "12345")
+    async with FakeRyngServer(access_token=TOKEN, validate_leads=False) as server:
+        status, _, _ = await post(session, server.url("7"), body)
+        assert status == 200
+        assert server.lead_count() == 2
 
 
 # -- faults, one by one (scripted) -----------------------------------------------------
@@ -739,27 +826,3 @@ async def test_the_documented_example_works() -> None:
         ) as ryng:
             await ryng.append("42", [{"number": "+919876543210"}])
         assert server.lead_count() == 1
-
-
-@pytest.mark.anyio
-async def test_bad_leads_sent_around_the_sdk_are_refused_naming_the_lead(
-    session: aiohttp.ClientSession,
-) -> None:
-    body = leads_body("+919876543210", "12345")
-    async with FakeRyngServer(access_token=TOKEN) as server:
-        status, answer, _ = await post(session, server.url("7"), body)
-        assert status == 400
-        message = msgspec.json.decode(answer)["message"]
-        assert "lead #1" in message
-        assert "number" in message
-        assert server.lead_count() == 0
-        assert server.leads == []
-
-
-@pytest.mark.anyio
-async def test_lead_validation_can_be_turned_off(session: aiohttp.ClientSession) -> None:
-    body = leads_body("+919876543210", "12345")
-    async with FakeRyngServer(access_token=TOKEN, validate_leads=False) as server:
-        status, _, _ = await post(session, server.url("7"), body)
-        assert status == 200
-        assert server.lead_count() == 2
