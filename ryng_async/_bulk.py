@@ -67,6 +67,7 @@ from ._validate import (
     check_lead_source,
     check_limiter,
     check_rate,
+    check_shard,
     leads_are_valid,
     validate_lead,
 )
@@ -131,10 +132,7 @@ class _Load:
         if limiter is None and rate_limit is not None:
             limiter = AdaptiveLimiter(check_rate(rate_limit), clock=self.clock)
         self.limiter: Limiter = limiter or sender.limiter
-        observers = sender.observers + check_observers(options.get("observers", ()))
-        on_progress = options.get("on_progress")
-        if on_progress is not None:
-            observers += Observers([on_progress_observer(on_progress)])
+        self.shard = check_shard(options.get("shard"))
         self.journal = _as_journal(options.get("checkpoint"))
         self.resend_unknown = bool(options.get("resend_unknown", False))
         self.identity = LoadIdentity(
@@ -142,13 +140,11 @@ class _Load:
             batch_size=self.batch_size,
             max_batch_bytes=max_batch_bytes,
             options=bytes(template.prefix),
+            shard=self.shard,
         )
         self.digests: dict[int, bytes] = {}
         self.resent_after_doubt: set[int] = set()
-        if self.journal is not None:
-            # Last: a request is journalled in flight only once every other observer let it go.
-            observers += Observers([_JournalObserver(self)])
-        self.observers = observers
+        self.observers = self._observers(options)
         limit = options.get("max_consecutive_failures", DEFAULT_MAX_CONSECUTIVE_FAILURES)
         if limit is not None:
             check_int(limit, "max_consecutive_failures")
@@ -164,6 +160,7 @@ class _Load:
             raise ConfigurationError("report= must be a new, empty BulkReport")
         self.report.campaign_id = str(campaign_id)
         self.report.leads_kept = self.journal is None
+        self.report.shard = self.shard
         self.report.start(self.clock.now())
         self.position = 0
         self.held: list[Any] = []
@@ -172,6 +169,17 @@ class _Load:
         self.stop_signal = StopSignal()
         self.fatal: BaseException | None = None
         self.emit: Callable[[BatchResult], Any] | None = None
+
+    def _observers(self, options: BulkOptions) -> Observers:
+        """The client's observers, the load's, its on_progress hook, then its journal."""
+        observers = self.sender.observers + check_observers(options.get("observers", ()))
+        on_progress = options.get("on_progress")
+        if on_progress is not None:
+            observers += Observers([on_progress_observer(on_progress)])
+        if self.journal is not None:
+            # Last: a request is journalled in flight only once every other observer let it go.
+            observers += Observers([_JournalObserver(self)])
+        return observers
 
     # -- reading ---------------------------------------------------------------------
 
@@ -291,6 +299,8 @@ class _Load:
         chunk, self.held = self.held, []
         start = self.position
         self.position += len(chunk)
+        if self.shard is not None and (start // self.batch_size) % self.shard[1] != self.shard[0]:
+            return []  # another worker's block of the input (chunks are batch_size-aligned)
         self.report.total += len(chunk)
         if self.seen is None and leads_are_valid(chunk):
             rows = chunk
@@ -550,6 +560,10 @@ class BulkOptions(CampaignOptions, total=False):
             resumed); see the README's "Resuming a load".
         resend_unknown: with a checkpoint, send again the batches that were in flight
             when an earlier run stopped (they may already be in Ryng: off by default).
+        shard: ``(index, count)``: this worker reads the whole input but validates and
+            sends only its share: the blocks of ``batch_size`` input positions whose
+            number modulo ``count`` is ``index``. The ``count`` shards together send the
+            input exactly once; ``BulkReport.merge`` joins their reports.
         on_progress: a plain callable given a `Progress` after every batch.
         dedupe: refuse a lead whose number was already sent in this load, as invalid.
         max_consecutive_failures: stop the load after this many batches in a row end
@@ -569,6 +583,7 @@ class BulkOptions(CampaignOptions, total=False):
     observers: Sequence[LoadObserver]
     checkpoint: str | os.PathLike[str] | SQLiteJournal | None
     resend_unknown: bool
+    shard: tuple[int, int] | None
     on_progress: ProgressHook | None
     dedupe: bool
     max_consecutive_failures: int | None

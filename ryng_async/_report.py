@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +143,8 @@ class BulkReport:
             have been processed (``retry_ambiguous``): they may be in Ryng twice.
         leads_kept: the leads of batches not accepted are kept for `failed_leads`
             (False with a checkpoint: the journal and the input hold what is needed).
+        shard: ``(index, count)`` when the load sent one shard of its input (``total``
+            then counts that shard's leads), else None.
     """
 
     campaign_id: str = ""
@@ -160,6 +163,7 @@ class BulkReport:
     resumed: int = 0
     maybe_duplicated: int = 0
     leads_kept: bool = True
+    shard: tuple[int, int] | None = None
     _started: float | None = field(default=None, repr=False)
     _resumed_accepted: int = field(default=0, repr=False)
 
@@ -185,6 +189,69 @@ class BulkReport:
         return self.total - (
             self.accepted + self.failed + self.unknown + self.skipped + self.invalid
         )
+
+    @classmethod
+    def merge(cls, reports: Iterable[BulkReport]) -> BulkReport:
+        """Join the reports of one load's shards into the report of the whole input.
+
+        The invariant holds over the whole input when it holds for each shard. Batches
+        keep their shard's index; they are listed in input order (by ``start``).
+
+        Raises:
+            ValueError: no reports; reports of different campaigns; shards of different
+                counts, a shard twice or one missing (an unsharded report merges alone).
+        """
+        parts = list(reports)
+        if not parts:
+            raise ValueError("BulkReport.merge needs at least one report")
+        campaigns = {part.campaign_id for part in parts}
+        if len(campaigns) > 1:
+            raise ValueError(f"reports of different campaigns: {sorted(campaigns)}")
+        shards = [part.shard for part in parts]
+        if None in shards and len(parts) > 1:
+            raise ValueError("an unsharded report can only be merged alone")
+        if None not in shards:
+            counts = {shard[1] for shard in shards if shard is not None}
+            if len(counts) > 1:
+                raise ValueError(f"shards of different counts: {sorted(counts)}")
+            (count,) = counts
+            seen = sorted(shard[0] for shard in shards if shard is not None)
+            if seen != list(range(count)):
+                missing = sorted(set(range(count)) - set(seen))
+                twice = sorted({i for i in seen if seen.count(i) > 1})
+                raise ValueError(
+                    f"shards of a {count}-way load: missing {missing or 'none'}, "
+                    f"twice {twice or 'none'}"
+                )
+        merged = cls(campaign_id=parts[0].campaign_id)
+        for part in parts:
+            for name in (
+                "total",
+                "accepted",
+                "failed",
+                "unknown",
+                "skipped",
+                "invalid",
+                "resumed",
+                "maybe_duplicated",
+                "_resumed_accepted",
+            ):
+                setattr(merged, name, getattr(merged, name) + getattr(part, name))
+            merged.batches.extend(part.batches)
+            merged.invalid_leads.extend(part.invalid_leads)
+        merged.batches.sort(key=lambda result: result.start)
+        merged.invalid_leads.sort(key=lambda lead: lead.position)
+        merged.elapsed = max(part.elapsed for part in parts)
+        merged.finished = all(part.finished for part in parts)
+        merged.leads_kept = all(part.leads_kept for part in parts)
+        stopped = [part for part in parts if part.stopped_early]
+        merged.stopped_early = bool(stopped)
+        if stopped:
+            merged.stop_reason = "; ".join(
+                f"shard {part.shard[0] if part.shard else 0}: {part.stop_reason}"
+                for part in stopped
+            )
+        return merged
 
     def record(self, result: BatchResult) -> None:
         """Add one batch's outcome to the counts."""
@@ -316,6 +383,7 @@ class BulkReport:
             "stop_reason": self.stop_reason,
             "resumed": self.resumed,
             "maybe_duplicated": self.maybe_duplicated,
+            "shard": None if self.shard is None else list(self.shard),
             "elapsed": round(self.elapsed, 6),
             "leads_per_second": round(self.leads_per_second, 1),
             "batches": [r.to_dict() for r in self.batches],

@@ -40,6 +40,7 @@ __all__ = [
     "check_positive",
     "check_rate",
     "check_retry_policy",
+    "check_shard",
     "check_token",
     "leads_are_valid",
     "resolve_base_url",
@@ -188,6 +189,22 @@ def check_keywords(options: Mapping[str, object], allowed: Collection[str], call
     unknown = sorted(options.keys() - set(allowed))
     if unknown:
         raise TypeError(f"{caller}() got unexpected keyword arguments: {', '.join(unknown)}")
+
+
+def check_shard(shard: object) -> tuple[int, int] | None:
+    """Return ``shard`` as ``(index, count)`` with ``0 <= index < count``, or None."""
+    if shard is None:
+        return None
+    if (
+        not isinstance(shard, tuple | list)
+        or len(shard) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+        or not 0 <= shard[0] < shard[1]
+    ):
+        raise ConfigurationError(
+            f"shard must be (index, count) with 0 <= index < count, got {shard!r}"
+        )
+    return int(shard[0]), int(shard[1])
 
 
 def check_lead_source(leads: object) -> None:
