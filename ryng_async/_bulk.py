@@ -31,6 +31,7 @@ from ._batching import Batch, BodyTemplate, Packer
 from ._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_KEEP_FAILED_LEADS,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
 )
@@ -160,6 +161,10 @@ class _Load:
             raise ConfigurationError("report= must be a new, empty BulkReport")
         self.report.campaign_id = str(campaign_id)
         self.report.leads_kept = self.journal is None
+        keep = options.get("keep_failed_leads", DEFAULT_KEEP_FAILED_LEADS)
+        self.report.keep_failed_leads = (
+            None if keep is None else check_int(keep, "keep_failed_leads", 0)
+        )
         self.report.shard = self.shard
         self.report.start(self.clock.now())
         self.position = 0
@@ -451,7 +456,9 @@ class _Load:
             attempts=0 if exchange is None else exchange.attempts,
             elapsed=0.0 if started is None else self.clock.now() - started,
             error=error,
-            leads=() if outcome is Outcome.ACCEPTED or self.journal else tuple(batch.rows),
+            leads=()
+            if outcome is Outcome.ACCEPTED or not self.report.leads_kept
+            else tuple(batch.rows),
             maybe_duplicated=(exchange is not None and exchange.maybe_duplicated)
             or batch.index in self.resent_after_doubt,
         )
@@ -568,6 +575,9 @@ class BulkOptions(CampaignOptions, total=False):
         dedupe: refuse a lead whose number was already sent in this load, as invalid.
         max_consecutive_failures: stop the load after this many batches in a row end
             failed or unknown (default 20); None never stops.
+        keep_failed_leads: most leads of batches not accepted the report holds for
+            ``failed_leads()`` (default 100,000); past it, only their positions are kept
+            (``report.failed_ranges()``) and memory stays flat. None keeps all.
         report: a new `BulkReport` to fill live; keep a reference to read it after a
             cancel or an error.
         name, agent_mapping, agents, custom_field_names, terminal_callback_url,
@@ -587,6 +597,7 @@ class BulkOptions(CampaignOptions, total=False):
     on_progress: ProgressHook | None
     dedupe: bool
     max_consecutive_failures: int | None
+    keep_failed_leads: int | None
     report: BulkReport | None
 
 

@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_KEEP_FAILED_LEADS",
     "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES",
@@ -35,6 +36,11 @@ DEFAULT_CONCURRENCY = 8
 """Most bulk requests in flight at once."""
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 20
 """Batches in a row not accepted (after their retries) before a bulk load stops."""
+DEFAULT_KEEP_FAILED_LEADS = 100_000
+"""Most leads of batches not accepted a bulk report holds for `BulkReport.failed_leads`.
+
+Past it (a long load with scattered failures), the report keeps only their input
+positions (`BulkReport.failed_ranges`), so memory stays flat: about 30 MB at most."""
 
 DEFAULT_MAX_ATTEMPTS = 5
 INITIAL_RETRY_DELAY = 0.5

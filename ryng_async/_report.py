@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -141,8 +141,10 @@ class BulkReport:
             stopped) comes from the checkpoint journal; they were not sent in this run.
         maybe_duplicated: accepted leads that were sent again after an attempt that may
             have been processed (``retry_ambiguous``): they may be in Ryng twice.
-        leads_kept: the leads of batches not accepted are kept for `failed_leads`
-            (False with a checkpoint: the journal and the input hold what is needed).
+        leads_kept: the leads of batches not accepted are kept for `failed_leads`.
+            False with a checkpoint (the journal and the input hold what is needed), or
+            once more than ``keep_failed_leads`` would be held: `failed_ranges` then
+            gives the input positions to read again.
         shard: ``(index, count)`` when the load sent one shard of its input (``total``
             then counts that shard's leads), else None.
     """
@@ -163,9 +165,11 @@ class BulkReport:
     resumed: int = 0
     maybe_duplicated: int = 0
     leads_kept: bool = True
+    keep_failed_leads: int | None = field(default=None, repr=False)
     shard: tuple[int, int] | None = None
     _started: float | None = field(default=None, repr=False)
     _resumed_accepted: int = field(default=0, repr=False)
+    _leads_held: int = field(default=0, repr=False)
 
     @property
     def leads_per_second(self) -> float:
@@ -255,6 +259,17 @@ class BulkReport:
 
     def record(self, result: BatchResult) -> None:
         """Add one batch's outcome to the counts."""
+        if result.leads:
+            if not self.leads_kept:
+                result = replace(result, leads=())
+            elif (
+                self.keep_failed_leads is not None
+                and self._leads_held + len(result.leads) > self.keep_failed_leads
+            ):
+                self.forget_leads()
+                result = replace(result, leads=())
+            else:
+                self._leads_held += len(result.leads)
         self.batches.append(result)
         if result.resumed:
             self.resumed += result.count
@@ -270,6 +285,27 @@ class BulkReport:
             self.unknown += result.count
         else:
             self.skipped += result.count
+
+    def forget_leads(self) -> None:
+        """Drop the leads held for `failed_leads`; keep only positions from now on."""
+        self.leads_kept = False
+        self._leads_held = 0
+        self.batches[:] = [
+            replace(result, leads=()) if result.leads else result for result in self.batches
+        ]
+
+    def failed_ranges(self) -> list[tuple[int, int]]:
+        """Return ``(start, count)`` of every failed, unknown and skipped batch, in input order.
+
+        The input positions to read again when the report kept no leads (``leads_kept``
+        is False). Positions count leads from 0 in the input, invalid ones included; a
+        batch's range may span invalid leads (see ``invalid_leads``), which were not sent.
+        """
+        return sorted(
+            (result.start, result.count)
+            for result in self.batches
+            if result.outcome is not Outcome.ACCEPTED
+        )
 
     def record_invalid(self, leads: list[InvalidLead]) -> None:
         """Add leads refused by validation."""
@@ -313,14 +349,15 @@ class BulkReport:
         called twice.
 
         Raises:
-            RyngError: the load kept no leads (``leads_kept`` is False, as with a
-                checkpoint): run the same load again with the same checkpoint instead.
+            RyngError: the report kept no leads (``leads_kept`` is False): with a
+                checkpoint, run the same load again; else read the positions of
+                `failed_ranges` from the input again.
         """
         if not self.leads_kept and (self.failed or self.unknown or self.skipped):
             raise RyngError(
-                "this load kept no leads (it ran with a checkpoint): run the same load "
-                "again with the same checkpoint to send the failed and skipped batches "
-                "(input positions are in report.batches)"
+                "this report kept no leads (a checkpoint, or more than keep_failed_leads "
+                "not accepted): run the same load again with its checkpoint, or read "
+                "report.failed_ranges() from the input again"
             )
         pending = sorted(
             (r for r in self.batches if r.outcome is not Outcome.ACCEPTED), key=lambda r: r.start

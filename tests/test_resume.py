@@ -70,7 +70,7 @@ async def test_a_resumed_load_sends_only_what_was_not_accepted(tmp_path: Path) -
         assert first.failed > 0
         assert first.accepted > 0
         assert not first.leads_kept
-        with pytest.raises(RyngError, match="same checkpoint"):
+        with pytest.raises(RyngError, match="again with its checkpoint"):
             first.failed_leads()
         server.faults = FaultPlan()  # the server is healthy again
         accepted_before = server.lead_count()

@@ -1,0 +1,179 @@
+"""Soak: a million leads through ~20% mixed faults, resources flat, report == server record.
+
+The fake server runs in its own process and writes, at the end, how many times it recorded
+each lead. The load runs in another process, sampling its open file descriptors, live
+tasks and RSS about 40 times a run. Slow: about a minute on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNT = 1_000_000
+BATCH = 1000
+
+SERVER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from collections import Counter
+    from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+
+    async def main():
+        out = sys.argv[1]
+        plan = FaultPlan(
+            seed=11,
+            rates={Fault.ERROR_500: 0.08, Fault.RATE_LIMIT: 0.06, Fault.RESET: 0.03,
+                   Fault.DROP: 0.02, Fault.HANG: 0.01},
+            retry_after="0.05",
+        )
+        async with FakeRyngServer(access_token="soak-token", faults=plan) as server:
+            print(server.base_url, flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            counts = Counter(int(lead["number"][5:]) for lead in server.leads)
+            with open(out, "w") as handle:
+                json.dump({"counts": [[k, v] for k, v in counts.items()],
+                           "faults": {str(k): v for k, v in server.faults_injected.items()}},
+                          handle)
+        print("closed", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+LOADER = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from ryng_async import BatchSettled, RetryPolicy, RyngClient
+
+    def rss():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    samples = []
+    EVERY = max(1, int(sys.argv[2]) // 1000 // 40)  # about 40 samples a run
+
+    def sample(event):
+        if isinstance(event, BatchSettled) and event.progress.batches % EVERY == 0:
+            samples.append({
+                "batches": event.progress.batches,
+                "fds": len(os.listdir("/proc/self/fd")),
+                "tasks": len(asyncio.all_tasks()),
+                "rss": rss(),
+            })
+
+    def leads(count):
+        for i in range(count):
+            yield {"number": f"+9198{i:08d}", "customField1": f"customer {i}"}
+
+    async def main():
+        base_url, count, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+        retry = RetryPolicy(initial_delay=0.01, max_delay=0.1, max_retry_after=0.1)
+        async with RyngClient(base_url=base_url, access_token="soak-token", retry=retry,
+                              timeout=1.0, random_seed=5) as client:
+            report = await client.bulk_append(
+                "42", leads(count), batch_size=1000, concurrency=8,
+                observers=[sample], keep_failed_leads=10_000, max_consecutive_failures=None,
+            )
+        with open(out, "w") as handle:
+            json.dump({"report": report.to_dict(), "samples": samples}, handle)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _run_soak(tmp_path: Path, count: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    server_script = tmp_path / "server.py"
+    server_script.write_text(SERVER)
+    loader_script = tmp_path / "loader.py"
+    loader_script.write_text(LOADER)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    with subprocess.Popen(  # noqa: S603 - this interpreter, running the script written above
+        [sys.executable, str(server_script), str(tmp_path / "server.json")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as server:
+        assert server.stdin is not None
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        try:
+            subprocess.run(  # noqa: S603 - the same
+                [
+                    sys.executable,
+                    str(loader_script),
+                    base_url,
+                    str(count),
+                    str(tmp_path / "load.json"),
+                ],
+                check=True,
+                timeout=600,
+                env=env,
+            )
+        finally:
+            server.stdin.write("\n")
+            server.stdin.flush()
+            assert server.stdout.readline().strip() == "closed"
+    load = json.loads((tmp_path / "load.json").read_text())
+    recorded = json.loads((tmp_path / "server.json").read_text())
+    return load, recorded
+
+
+def _check(load: dict[str, Any], recorded: dict[str, Any], count: int) -> None:
+    report = load["report"]
+    assert report["finished"]
+    assert report["total"] == count
+    assert report["total"] == sum(
+        report[key] for key in ("accepted", "failed", "unknown", "skipped", "invalid")
+    )
+    counts = dict(map(tuple, recorded["counts"]))
+    # Lead by lead: accepted once, failed or skipped never, unknown at most once.
+    expected: dict[str, tuple[int, ...]] = {
+        "accepted": (1,),
+        "failed": (0,),
+        "skipped": (0,),
+        "unknown": (0, 1),
+    }
+    seen = 0
+    for batch in report["batches"]:
+        allowed = expected[batch["outcome"]]
+        for position in range(batch["start"], batch["start"] + batch["count"]):
+            assert counts.get(position, 0) in allowed, (batch, position)
+        seen += batch["count"]
+    assert seen == count
+    assert max(counts.values()) == 1  # nothing appended twice
+    faults = recorded["faults"]
+    assert sum(faults.values()) > 0.15 * len(report["batches"])  # the faults really happened
+
+    samples = load["samples"]
+    assert len(samples) >= 10
+    first = samples[len(samples) // 10]
+    last = samples[-1]
+    # Flat: nothing grows with the load past its first tenth but a small margin.
+    assert last["fds"] <= first["fds"] + 4
+    assert last["tasks"] <= first["tasks"] + 2
+    assert last["rss"] <= first["rss"] + 25 * 2**20
+
+
+@pytest.mark.slow
+def test_a_million_leads_through_mixed_faults(tmp_path: Path) -> None:
+    load, recorded = _run_soak(tmp_path, COUNT)
+    _check(load, recorded, COUNT)
+
+
+def test_a_small_soak_checks_the_same_things(tmp_path: Path) -> None:
+    # The same harness at a size the default run affords, so it cannot rot.
+    load, recorded = _run_soak(tmp_path, 60_000)
+    _check(load, recorded, 60_000)
