@@ -1,0 +1,754 @@
+"""``ryng-async append CAMPAIGN FILE``: load a CSV or JSON Lines file into a campaign.
+
+The file is read lazily, a chunk at a time in a worker thread (`aiter_leads`), and handed
+to `RyngClient.bulk_append` as wire-form dicts, which the SDK validates a batch at a time;
+rows that cannot become leads go in as `RejectedRow` s and come out as invalid leads with
+their own reason. Every invalid lead is shown with its file line. The exit code says how
+the load ended (see `ExitCode`); ``--report`` writes the whole report as JSON, on every
+path (done, interrupted, stopped by a refused token or an unreadable line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from .. import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    AgentMapping,
+    AuthenticationError,
+    BulkReport,
+    ConfigurationError,
+    InvalidLead,
+    ValidationError,
+)
+from .._batching import BodyTemplate
+from .._validate import build_request, leads_are_valid, validate_lead
+from ._common import (
+    CliError,
+    Commands,
+    ExitCode,
+    add_connection_options,
+    env_option,
+    make_client,
+    positive_float,
+    positive_int,
+    run_async,
+    say,
+    shard,
+)
+from ._progress import Meter, View, make_view, summary_table, tick
+from ._readers import FORMATS, InputError, LeadSource, aiter_leads, open_source, run_blocking
+
+__all__ = ["add_parser", "load_options", "resume_hint"]
+
+_encoder = msgspec.json.Encoder()
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``append`` to the command line."""
+    parser = commands.add_parser(
+        "append",
+        help="load a CSV or JSON Lines file of leads into a campaign",
+        description=(
+            "Load a CSV or JSON Lines file into a campaign, in concurrent, rate-limited "
+            "batches, with live progress, a summary, and an exit code scripts can trust: "
+            "0 every lead accepted; 1 some failed, unknown or invalid; 2 usage, "
+            "configuration or unreadable input; 3 the token was refused; 130 interrupted "
+            "(Ctrl-C), 143 terminated (SIGTERM)."
+        ),
+        epilog=(
+            "CSV: a header row; the number column (--number-column), an optional agents "
+            "column (--agents-column, usernames separated by ';' or '|'), and every other "
+            "column a custom field in column order, its header sent as the field's name "
+            "(customField1Name is the first other column's header, and so on). JSON Lines: "
+            "one lead a line in the API's wire form, e.g. "
+            '{"number": "+919876543210", "agentsAssigned": ["a@x.com"], '
+            '"customField1": "Max"}. Invalid rows are reported with their line numbers '
+            "and the rest is loaded."
+        ),
+    )
+    parser.set_defaults(run=run)
+    parser.add_argument("campaign", metavar="CAMPAIGN", help="the campaign id")
+    parser.add_argument("file", metavar="FILE", help="the lead file; '-' reads stdin")
+
+    source = parser.add_argument_group("input")
+    source.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="the file's format (default: from its extension: .csv/.tsv or .jsonl/.ndjson, "
+        "optionally .gz; on stdin, from its first character)",
+    )
+    source.add_argument(
+        "--encoding", default="utf-8", help="the CSV's text encoding (default: utf-8)"
+    )
+    source.add_argument("--delimiter", help="the CSV's delimiter (default: ',' or a tab for .tsv)")
+    source.add_argument(
+        "--number-column",
+        default="number",
+        metavar="NAME",
+        help="the CSV column of phone numbers (default: number; case-insensitive)",
+    )
+    source.add_argument(
+        "--agents-column",
+        default="agentsAssigned",
+        metavar="NAME",
+        help="the CSV column of agent usernames (default: agentsAssigned)",
+    )
+    env_option(
+        source,
+        parser,
+        "--default-region",
+        env="RYNG_DEFAULT_REGION",
+        metavar="REGION",
+        help="normalize numbers to E.164 with libphonenumber, reading national formats "
+        "(09876543210, 98765 43210) as this region's (IN, US...); needs the phone extra",
+    )
+
+    campaign = parser.add_argument_group("campaign")
+    campaign.add_argument("--name", help="the campaign name Ryng shows for this append")
+    campaign.add_argument(
+        "--agent-mapping",
+        choices=[m.value for m in AgentMapping],
+        help="how calls are assigned to agents (default: global with --agents, inline when "
+        "the CSV has an agents column, else Ryng's all-agents)",
+    )
+    campaign.add_argument(
+        "--agents", metavar="A,B", help="agent usernames, comma-separated (agent mapping global)"
+    )
+    campaign.add_argument(
+        "--custom-field-names",
+        metavar="NAMES",
+        help="the custom fields' names, comma-separated in field order, or a JSON object "
+        '({"customField1Name": "Name"}); overrides the CSV header; "" sends none',
+    )
+    campaign.add_argument("--terminal-callback-url", metavar="URL")
+    campaign.add_argument("--connect-callback-url", metavar="URL")
+
+    load = parser.add_argument_group("load")
+    env_option(
+        load,
+        parser,
+        "--batch-size",
+        env="RYNG_BATCH_SIZE",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help="most leads per request",
+    )
+    env_option(
+        load,
+        parser,
+        "--max-batch-bytes",
+        env="RYNG_MAX_BATCH_BYTES",
+        type=positive_int,
+        default=DEFAULT_MAX_BATCH_BYTES,
+        metavar="BYTES",
+        help="most bytes per request body",
+    )
+    env_option(
+        load,
+        parser,
+        "--concurrency",
+        env="RYNG_CONCURRENCY",
+        type=positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help="most requests in flight",
+    )
+    env_option(
+        load,
+        parser,
+        "--rate-limit",
+        env="RYNG_RATE_LIMIT",
+        type=positive_float,
+        metavar="PER_SECOND",
+        help="most requests per second (default: none; a 429 still slows the load)",
+    )
+    load.add_argument(
+        "--max-consecutive-failures",
+        type=int,
+        default=DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        metavar="N",
+        help="stop after N batches in a row are not accepted; 0 never stops "
+        f"(default: {DEFAULT_MAX_CONSECUTIVE_FAILURES})",
+    )
+    load.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="an SQLite journal (made if missing): run the same command again after a "
+        "crash or Ctrl-C and only what was not accepted is sent",
+    )
+    load.add_argument(
+        "--resend-unknown",
+        action="store_true",
+        help="with --checkpoint: send again the batches in flight when an earlier run "
+        "stopped (they may already be in Ryng: check them first)",
+    )
+    load.add_argument(
+        "--shard",
+        type=shard,
+        metavar="I/N",
+        help="send only shard I of N (from 0) of the file; N workers with the same file and "
+        "I = 0..N-1 send it exactly once (give each its own --checkpoint)",
+    )
+    load.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="refuse, as invalid, a lead whose number came earlier in the file",
+    )
+
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and validate only: print the invalid rows with their line numbers, "
+        "send nothing; exit 0 when every row is valid (no token needed)",
+    )
+    output.add_argument(
+        "--report", type=Path, metavar="PATH", help="write the whole report here as JSON"
+    )
+    output.add_argument(
+        "--show-invalid",
+        type=int,
+        default=20,
+        metavar="N",
+        help="invalid rows listed at the end of a load (default: 20; all with --dry-run)",
+    )
+    env_option(
+        output,
+        parser,
+        "--progress",
+        env="RYNG_PROGRESS",
+        choices=["auto", "bar", "log", "none"],
+        default="auto",
+        help="a live bar on a terminal, else a log line every --progress-interval seconds",
+    )
+    env_option(
+        output,
+        parser,
+        "--progress-interval",
+        env="RYNG_PROGRESS_INTERVAL",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between progress log lines",
+    )
+    env_option(
+        output,
+        parser,
+        "--log-format",
+        env="RYNG_LOG_FORMAT",
+        choices=["text", "json"],
+        default="text",
+        help="progress lines and the summary as text or as JSON lines (for log collectors)",
+    )
+    add_connection_options(parser)
+
+
+# -- what the command line asks for -------------------------------------------------
+
+
+def _custom_field_names(text: str) -> dict[str, str] | None:
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("{"):
+        try:
+            names = json.loads(text)
+        except ValueError as exc:
+            raise CliError(f"--custom-field-names is not valid JSON: {exc}") from None
+        if not isinstance(names, dict):
+            raise CliError("--custom-field-names must be a JSON object")
+        return names
+    return {f"customField{i}Name": name.strip() for i, name in enumerate(text.split(","), 1)}
+
+
+def _campaign_options(args: argparse.Namespace, source: LeadSource | None) -> dict[str, Any]:
+    """The campaign options of the append, from the flags and the CSV header."""
+    agents = None
+    if args.agents is not None:
+        agents = [agent.strip() for agent in args.agents.split(",") if agent.strip()]
+    mapping = args.agent_mapping
+    if mapping is None and agents is not None:
+        mapping = AgentMapping.GLOBAL.value
+    elif mapping is None and source is not None and source.has_agents:
+        mapping = AgentMapping.INLINE.value
+    if args.custom_field_names is not None:
+        names = _custom_field_names(args.custom_field_names)
+    else:
+        names = None if source is None else source.custom_field_names
+    return {
+        "name": args.name,
+        "agent_mapping": mapping,
+        "agents": agents,
+        "custom_field_names": names,
+        "terminal_callback_url": args.terminal_callback_url,
+        "connect_callback_url": args.connect_callback_url,
+    }
+
+
+def load_options(args: argparse.Namespace, source: LeadSource) -> dict[str, Any]:
+    """The keyword arguments of `RyngClient.bulk_append` for this command line.
+
+    Options added to the command (a checkpoint) go in here.
+    """
+    failures = args.max_consecutive_failures
+    return {
+        "batch_size": args.batch_size,
+        "max_batch_bytes": args.max_batch_bytes,
+        "concurrency": args.concurrency,
+        "rate_limit": args.rate_limit,
+        "dedupe": args.dedupe,
+        "max_consecutive_failures": failures if failures > 0 else None,
+        "checkpoint": args.checkpoint,
+        "resend_unknown": args.resend_unknown,
+        "shard": args.shard,
+        **_campaign_options(args, source),
+    }
+
+
+def resume_hint(args: argparse.Namespace) -> str | None:
+    """What to tell an operator after an interrupted load, if it can be resumed."""
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is None:
+        return None
+    return (
+        f"to resume, run the same command again: the checkpoint {str(checkpoint)!r} "
+        "holds what was accepted, and only the rest is sent"
+    )
+
+
+def _normalizer(args: argparse.Namespace) -> Callable[[object], str] | None:
+    if not args.default_region:
+        return None
+    from .._phone import normalizer
+
+    return normalizer(args.default_region)
+
+
+def _open(args: argparse.Namespace) -> LeadSource:
+    return open_source(
+        args.file,
+        fmt=args.format,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+        number_column=args.number_column,
+        agents_column=args.agents_column,
+        normalize=_normalizer(args),
+    )
+
+
+def _check_report_path(path: Path | None) -> None:
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path()
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise CliError(f"--report {str(path)!r}: not a writable file path")
+
+
+# -- the report, with file lines ----------------------------------------------------
+
+
+def _invalid_rows(
+    report_invalid: list[InvalidLead], source: LeadSource
+) -> Iterator[dict[str, Any]]:
+    for lead in report_invalid:
+        rejected = source.rejected.get(lead.position)
+        yield {
+            "position": lead.position,
+            "line": source.line_of(lead.position),
+            "field": rejected.field if rejected is not None else lead.field,
+            "reason": rejected.reason if rejected is not None else lead.reason,
+        }
+
+
+def _show_invalid(
+    rows: Iterator[dict[str, Any]], count: int, source: LeadSource, limit: int | None
+) -> None:
+    out = sys.stdout if limit is None else sys.stderr
+    shown = 0
+    for row in rows:
+        if limit is not None and shown >= limit:
+            break
+        field = f"{row['field']}: " if row["field"] else ""
+        out.write(f"{source.name}:{row['line']}: {field}{row['reason']}\n")
+        shown += 1
+    if count > shown:
+        out.write(f"... and {count - shown:,} more invalid rows (--report PATH lists them all)\n")
+    out.flush()
+
+
+def _write_report(path: Path, document: dict[str, Any]) -> None:
+    """Write the report whole or not at all (a temporary file, then a rename)."""
+    folder = path.parent if str(path.parent) else Path()
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed below
+        "wb", dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            handle.write(_encoder.encode(document) + b"\n")
+        Path(handle.name).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(handle.name).unlink()
+        raise
+
+
+def _report_document(
+    report: BulkReport, source: LeadSource, code: int, ended: str
+) -> dict[str, Any]:
+    document = report.to_dict()
+    document["invalid_leads"] = list(_invalid_rows(report.invalid_leads, source))
+    for batch in document["batches"]:
+        batch["line"] = source.line_of(batch["start"])
+    document["input"] = {
+        "file": source.name,
+        "format": source.format,
+        "rows": source.rows,
+        "blank_rows": source.blank_rows,
+        "bytes": source.total_bytes,
+    }
+    document["ended"] = ended
+    document["exit_code"] = code
+    return document
+
+
+# -- dry run -----------------------------------------------------------------------
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    _check_report_path(args.report)
+    source = _open(args)
+    try:
+        request = build_request(**_campaign_options(args, source))
+        overhead = BodyTemplate(request).overhead + 2
+        invalid: list[InvalidLead] = []
+        seen: set[str] | None = set() if args.dedupe else None
+        position = 0
+        for chunk in source.chunks():
+            _check_chunk(
+                chunk,
+                position,
+                invalid=invalid,
+                seen=seen,
+                overhead=overhead,
+                max_bytes=args.max_batch_bytes,
+            )
+            position += len(chunk)
+    finally:
+        source.close()
+    rows = list(_invalid_rows(invalid, source))
+    _show_invalid(iter(rows), len(rows), source, None)
+    code = ExitCode.NOT_ALL_ACCEPTED if invalid else ExitCode.OK
+    say(
+        f"dry run: {position:,} rows read from {source.name}, {position - len(invalid):,} "
+        f"valid, {len(invalid):,} invalid; nothing was sent"
+    )
+    if args.report is not None:
+        _write_report(
+            args.report,
+            {
+                "dry_run": True,
+                "total": position,
+                "valid": position - len(invalid),
+                "invalid": len(invalid),
+                "invalid_leads": rows,
+                "input": {"file": source.name, "format": source.format, "rows": source.rows},
+                "exit_code": int(code),
+            },
+        )
+    return code
+
+
+def _check_chunk(
+    chunk: list[Any],
+    start: int,
+    *,
+    invalid: list[InvalidLead],
+    seen: set[str] | None,
+    overhead: int,
+    max_bytes: int,
+) -> None:
+    """The SDK's checks of one chunk: its batched check first, lead by lead only if needed."""
+    if seen is None and leads_are_valid(chunk):
+        valid = chunk
+    else:
+        valid = []
+        for position, lead in enumerate(chunk, start):
+            try:
+                row = validate_lead(lead, position)
+            except ValidationError as exc:
+                invalid.append(InvalidLead(position=position, field=exc.field, reason=exc.reason))
+                continue
+            if seen is not None:
+                if row["number"] in seen:
+                    invalid.append(
+                        InvalidLead(
+                            position=position,
+                            field="number",
+                            reason=f"duplicate of an earlier lead: {row['number']}",
+                        )
+                    )
+                    continue
+                seen.add(row["number"])
+            valid.append(row)
+    if len(_encoder.encode(valid)) + overhead <= max_bytes:
+        return
+    for position, lead in enumerate(chunk, start):  # some lead may be too big alone
+        if isinstance(lead, dict) and len(_encoder.encode(lead)) + overhead > max_bytes:
+            invalid.append(
+                InvalidLead(
+                    position=position,
+                    field=None,
+                    reason="the lead alone makes a request body larger than "
+                    f"max_batch_bytes={max_bytes}",
+                )
+            )
+    invalid.sort(key=lambda lead: lead.position)
+
+
+# -- the load ------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``append``; return the exit code."""
+    try:
+        if args.dry_run:
+            return _dry_run(args)
+        return run_async(lambda: _load(args))
+    except (CliError, InputError, ConfigurationError, ValidationError) as exc:
+        say(f"ryng-async append: error: {exc}")
+        return ExitCode.USAGE
+
+
+def _describe(args: argparse.Namespace, source: LeadSource, options: dict[str, Any]) -> str:
+    size = "" if source.total_bytes is None else f", {source.total_bytes / 1e6:,.1f} MB"
+    parts = [
+        f"loading {source.name} ({source.format}{size}) into campaign {args.campaign}",
+        f"batches of {options['batch_size']}, {options['concurrency']} at a time"
+        + ("" if args.rate_limit is None else f", at most {args.rate_limit:g} requests/s"),
+    ]
+    if options["agent_mapping"]:
+        parts.append(f"agent mapping {options['agent_mapping']}")
+    names = options["custom_field_names"]
+    if names:
+        parts.append("custom fields: " + ", ".join(names.values()))
+    if args.default_region:
+        parts.append(f"numbers normalized as {args.default_region.upper()}'s")
+    return "; ".join(parts)
+
+
+async def _load(args: argparse.Namespace) -> int:
+    _check_report_path(args.report)
+    client = make_client(args)
+    with _Interrupts() as interrupts:
+        source = None
+        with interrupts.scope():
+            source = await run_blocking(_open, args)
+        if source is None:  # interrupted while opening the file
+            say("ryng-async append: interrupted before the load started; nothing was sent")
+            return interrupts.code or ExitCode.INTERRUPTED
+        try:
+            return await _load_source(args, client, source, interrupts)
+        finally:
+            source.close()
+
+
+async def _load_source(
+    args: argparse.Namespace, client: Any, source: LeadSource, interrupts: _Interrupts
+) -> int:
+    options = load_options(args, source)
+    as_json = args.log_format == "json"
+    say(
+        json.dumps({"event": "start", "file": source.name, "campaign": args.campaign})
+        if as_json
+        else _describe(args, source, options)
+    )
+    meter = Meter(
+        total_bytes=source.total_bytes,
+        bytes_read=lambda: source.bytes_read,
+        rows_read=lambda: source.rows,
+    )
+    view = make_view(
+        meter, mode=args.progress, log_format=args.log_format, interval=args.progress_interval
+    )
+    report = BulkReport()
+    code: int = ExitCode.OK
+    error: str | None = None
+    async with client:
+        view.start()
+        try:
+            with interrupts.scope():
+                await _run_load(
+                    client,
+                    args.campaign,
+                    source,
+                    options=options,
+                    meter=meter,
+                    view=view,
+                    report=report,
+                )
+        except AuthenticationError as exc:
+            code, error = ExitCode.AUTH, f"the access token was refused: {exc}"
+        except (InputError, CliError, ValidationError, ConfigurationError) as exc:
+            code, error = ExitCode.USAGE, str(exc)
+        finally:
+            view.stop()
+    code = interrupts.code or code
+    if code == ExitCode.OK and not report.ok:
+        code = ExitCode.NOT_ALL_ACCEPTED
+    return _finish(args, source, report, code, error)
+
+
+async def _run_load(
+    client: Any,
+    campaign: str,
+    source: LeadSource,
+    *,
+    options: dict[str, Any],
+    meter: Meter,
+    view: View,
+    report: BulkReport,
+) -> None:
+    """The load, with the view ticking beside it; raise what stopped it, bare."""
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(tick, view)
+        try:
+            await client.bulk_append(
+                campaign, aiter_leads(source), on_progress=meter.update, report=report, **options
+            )
+        except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
+            failure = exc
+        finally:
+            tasks.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+class _Interrupts:
+    """Turns the first SIGINT or SIGTERM into a cancel of the scopes made by `scope`.
+
+    A second signal stops waiting: its default action (KeyboardInterrupt, termination)
+    takes over.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._scopes: list[anyio.CancelScope] = []
+        self._installed: list[int] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def code(self) -> int | None:
+        """The exit code the signal received asks for, or None."""
+        if not self.received:
+            return None
+        if self.received[0] == signal.SIGTERM:
+            return ExitCode.TERMINATED
+        return ExitCode.INTERRUPTED
+
+    def scope(self) -> anyio.CancelScope:
+        """A cancel scope a signal cancels (at once, if one came already)."""
+        scope = anyio.CancelScope()
+        if self.received:
+            scope.cancel()
+        self._scopes.append(scope)
+        return scope
+
+    def _handle(self, signum: int) -> None:
+        if self.received:
+            self._uninstall()
+            signal.raise_signal(signum)
+            return
+        self.received.append(signum)
+        for scope in self._scopes:
+            scope.cancel()
+
+    def __enter__(self) -> _Interrupts:
+        self._loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+                self._loop.add_signal_handler(signum, self._handle, signum)
+                self._installed.append(signum)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._uninstall()
+
+    def _uninstall(self) -> None:
+        installed, self._installed = self._installed, []
+        if self._loop is not None:
+            for signum in installed:
+                self._loop.remove_signal_handler(signum)
+
+
+def _finish(
+    args: argparse.Namespace,
+    source: LeadSource,
+    report: BulkReport,
+    code: int,
+    error: str | None,
+) -> int:
+    ended = {
+        ExitCode.INTERRUPTED: "interrupted",
+        ExitCode.TERMINATED: "terminated",
+        ExitCode.AUTH: "token refused",
+        ExitCode.USAGE: "input error",
+    }.get(ExitCode(code), "done")
+    if error is not None:
+        say(f"ryng-async append: error: {error}")
+    if report.invalid:
+        _show_invalid(
+            _invalid_rows(report.invalid_leads, source), report.invalid, source, args.show_invalid
+        )
+    if args.log_format == "json":
+        summary = {"event": "summary", "ended": ended, "exit_code": int(code)}
+        summary.update(
+            {k: v for k, v in report.to_dict().items() if k not in {"batches", "invalid_leads"}}
+        )
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        extra = {}
+        if source.blank_rows:
+            extra["blank rows skipped"] = f"{source.blank_rows:,}"
+        verdict = (
+            "every lead accepted"
+            if report.ok
+            else f"{ended}: not every lead was accepted"
+            if ended != "done"
+            else "not every lead was accepted"
+        )
+        sys.stdout.write(f"{verdict} (exit {int(code)})\n{summary_table(report, extra=extra)}\n")
+    sys.stdout.flush()
+    if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
+        hint = resume_hint(args)
+        say(
+            hint
+            or "batches in flight when it stopped are 'unknown' (they may have been appended); "
+            "the rest was never sent"
+        )
+    if args.report is not None:
+        try:
+            _write_report(args.report, _report_document(report, source, code, ended))
+        except OSError as exc:
+            say(f"ryng-async append: error: cannot write --report {str(args.report)!r}: {exc}")
+            return max(code, ExitCode.USAGE) if code < ExitCode.AUTH else code
+    return code

@@ -1,0 +1,296 @@
+"""What every command shares: exit codes, options read from ``RYNG_*`` variables, the client.
+
+An option declared with `env_option` takes its value from the command line, else from its
+environment variable, else from its default; a bad value names the flag or the variable
+it came from. The access token comes from ``RYNG_ACCESS_TOKEN`` or ``--token-file``, never
+from a flag: a token on the command line sits in shell history and in ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import enum
+import math
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
+
+from .. import DEFAULT_TIMEOUT, ConfigurationError, RetryPolicy, RyngClient, RyngError
+
+if TYPE_CHECKING:
+    from argparse import _SubParsersAction  # argparse names no public type for it
+
+__all__ = [
+    "CliError",
+    "Commands",
+    "ExitCode",
+    "add_connection_options",
+    "env_option",
+    "make_client",
+    "non_negative_float",
+    "positive_float",
+    "positive_int",
+    "resolve_env",
+    "run_async",
+    "say",
+    "shard",
+]
+
+
+Commands: TypeAlias = "_SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers`` returns: where each command module adds its parser."""
+
+
+class _AddsArguments(Protocol):
+    def add_argument(self, *flags: str, **kwargs: Any) -> argparse.Action: ...
+
+
+class ExitCode(enum.IntEnum):
+    """What a script can trust the exit status to mean."""
+
+    OK = 0
+    """Every lead was accepted (or, for a dry run, every row is valid)."""
+    NOT_ALL_ACCEPTED = 1
+    """Some leads failed, are unknown, were skipped or were invalid."""
+    USAGE = 2
+    """Bad usage or configuration, or an input that could not be read."""
+    AUTH = 3
+    """The access token was refused (403)."""
+    INTERRUPTED = 130
+    """Interrupted by Ctrl-C (SIGINT)."""
+    TERMINATED = 143
+    """Stopped by SIGTERM."""
+
+
+class CliError(RyngError):
+    """A problem the command reports in one line and exits on (usage, unreadable input).
+
+    Attributes:
+        code: the exit code.
+    """
+
+    def __init__(self, message: str, *, code: ExitCode = ExitCode.USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def say(message: str, stream: TextIO | None = None) -> None:
+    """Write one line for a person (stderr unless told), flushed at once."""
+    out = stream if stream is not None else sys.stderr
+    out.write(message + "\n")
+    out.flush()
+
+
+# -- option types --------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``I/N`` with ``0 <= I < N`` (argparse type)."""
+    index, _, count = text.partition("/")
+    try:
+        value = (int(index), int(count))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be I/N, e.g. 0/4, got {text!r}") from None
+    if not 0 <= value[0] < value[1]:
+        raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (argparse type)."""
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+# -- options from the environment ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvOption:
+    dest: str
+    env: str
+    convert: Callable[[str], Any]
+    default: Any
+
+
+def env_option(
+    parser: _AddsArguments,
+    owner: argparse.ArgumentParser,
+    *flags: str,
+    env: str,
+    default: Any = None,
+    type: Callable[[str], Any] = str,
+    help: str,
+    **kwargs: Any,
+) -> None:
+    """Add an option whose value falls back to the environment variable ``env``.
+
+    Args:
+        parser: the parser or argument group to add it to.
+        owner: the (sub)parser that owns it, where `resolve_env` finds it.
+        *flags: the option's flags.
+        env: the environment variable read when the flag is not given.
+        default: the value when neither is given.
+        type: converts the text of the flag or of the variable.
+        help: the help text; the variable and the default are appended.
+        **kwargs: more `add_argument` arguments (``metavar``, ``choices``).
+    """
+    shown = "" if default is None else f"; default: {default}"
+    action = parser.add_argument(
+        *flags, type=type, default=None, help=f"{help} (env {env}{shown})", **kwargs
+    )
+    registry: list[_EnvOption] | None = owner.get_default("_env_options")
+    if registry is None:
+        registry = []
+        owner.set_defaults(_env_options=registry)
+    registry.append(_EnvOption(action.dest, env, type, default))
+
+
+def resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill the options not given on the command line from the environment or defaults."""
+    for option in getattr(args, "_env_options", None) or ():
+        if getattr(args, option.dest) is not None:
+            continue
+        raw = os.environ.get(option.env)
+        if raw is None or raw == "":
+            setattr(args, option.dest, option.default)
+            continue
+        try:
+            setattr(args, option.dest, option.convert(raw))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            parser.error(f"environment variable {option.env}={raw!r}: {exc}")
+
+
+# -- the client ----------------------------------------------------------------------
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """Add where to send and how: subdomain or base URL, token file, timeout, attempts."""
+    group = parser.add_argument_group(
+        "connection",
+        "The access token is read from RYNG_ACCESS_TOKEN or from --token-file (never from "
+        "the command line, where shell history and ps would show it).",
+    )
+    # Left to RyngClient to read from the environment, so a flag always wins over both
+    # variables (RYNG_BASE_URL would otherwise override an explicit --subdomain).
+    group.add_argument("--subdomain", help="your account's subdomain (env RYNG_SUBDOMAIN)")
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="replaces https://SUBDOMAIN.ryng.in: a proxy, a fake server (env RYNG_BASE_URL)",
+    )
+    env_option(
+        group,
+        parser,
+        "--token-file",
+        env="RYNG_TOKEN_FILE",
+        type=Path,
+        metavar="PATH",
+        help="a file holding the access token (one line)",
+    )
+    env_option(
+        group,
+        parser,
+        "--timeout",
+        env="RYNG_TIMEOUT",
+        type=positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds for one attempt",
+    )
+    env_option(
+        group,
+        parser,
+        "--max-attempts",
+        env="RYNG_MAX_ATTEMPTS",
+        type=positive_int,
+        default=RetryPolicy().max_attempts,
+        metavar="N",
+        help="attempts per request, the first included (1: no retries)",
+    )
+
+
+def _read_token(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise CliError(f"cannot read the token file {str(path)!r}: {reason}") from None
+    token = text.strip()
+    if not token:
+        raise CliError(f"the token file {str(path)!r} is empty")
+    if "\n" in token:
+        raise CliError(f"the token file {str(path)!r} holds more than one line")
+    return token
+
+
+def make_client(args: argparse.Namespace, **kwargs: Any) -> RyngClient:
+    """Build the client from the connection options (and the ``RYNG_*`` variables).
+
+    Raises:
+        CliError: a token file that cannot be read.
+        ConfigurationError: a missing or malformed setting (exit 2).
+    """
+    token = None if args.token_file is None else _read_token(args.token_file)
+    if token is None and not os.environ.get("RYNG_ACCESS_TOKEN"):
+        raise ConfigurationError("no access token: set RYNG_ACCESS_TOKEN or pass --token-file PATH")
+    if (
+        args.base_url is None
+        and args.subdomain is None
+        and not os.environ.get("RYNG_BASE_URL")
+        and not os.environ.get("RYNG_SUBDOMAIN")
+    ):
+        raise ConfigurationError(
+            "no account: set RYNG_SUBDOMAIN (or pass --subdomain), or RYNG_BASE_URL"
+        )
+    return RyngClient(
+        subdomain=args.subdomain,
+        access_token=token,
+        base_url=args.base_url,
+        timeout=args.timeout,
+        retry=kwargs.pop("retry", None) or RetryPolicy(max_attempts=args.max_attempts),
+        **kwargs,
+    )
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command's coroutine; Ctrl-C that reaches here exits 130."""
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED

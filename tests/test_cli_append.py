@@ -1,0 +1,594 @@
+"""``ryng-async append`` through its real entry point, a subprocess, against a fake server.
+
+Every run goes through `run_cli`, which also checks that the access token never appears
+in what the command prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.text import TextReceiveStream
+
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+
+TOKEN = "tok-SECRET-7f3a9c41d2"  # distinctive: grepped for in every output
+CLI = [sys.executable, "-m", "ryng_async"]
+TIMEOUT = 60
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def cli_env(server: FakeRyngServer | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    if server is not None:
+        env["RYNG_BASE_URL"] = server.base_url
+        env["RYNG_ACCESS_TOKEN"] = TOKEN
+    env.update(extra)
+    return env
+
+
+async def run_cli(
+    *args: str | Path,
+    server: FakeRyngServer | None,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Run:
+    with anyio.fail_after(TIMEOUT):
+        done = await anyio.run_process(
+            [*CLI, *map(str, args)],
+            input=stdin,
+            check=False,
+            env=dict(env) if env is not None else cli_env(server),
+        )
+    run = Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+    assert TOKEN not in run.out
+    assert TOKEN not in run.err
+    return run
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeRyngServer]:
+    async with FakeRyngServer(access_token=TOKEN) as fake:
+        yield fake
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def csv_rows(count: int, start: int = 0) -> str:
+    return "".join(f"+9198{i:08d},Customer {i},Pune\n" for i in range(start, start + count))
+
+
+# -- exit codes ----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_every_lead_accepted_exits_0(server: FakeRyngServer, tmp_path: Path) -> None:
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(1200))
+    run = await run_cli("append", "42", data, "--batch-size", "500", server=server)
+    assert run.code == 0, run.err
+    assert "every lead accepted (exit 0)" in run.out
+    assert "accepted 1,200" in run.out
+    assert server.lead_count() == 1200
+    request = server.requests[0].request
+    assert request is not None
+    assert request.custom_field_names == {"customField1Name": "name", "customField2Name": "city"}
+    assert server.leads[0] == {
+        "number": "+919800000000",
+        "customField1": "Customer 0",
+        "customField2": "Pune",
+    }
+
+
+@pytest.mark.anyio
+async def test_invalid_rows_exit_1_with_their_lines_and_the_rest_loaded(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    text = "number,name\n+919800000001,a\n12345,b\n+919800000003,c\n"
+    data = write(tmp_path / "leads.csv", text)
+    run = await run_cli("append", "42", data, server=server)
+    assert run.code == 1
+    assert f"{data}:3: number: must be E.164" in run.err
+    assert server.lead_count() == 2
+
+
+@pytest.mark.anyio
+async def test_failed_batches_exit_1(tmp_path: Path) -> None:
+    plan = FaultPlan(rates={Fault.BAD_REQUEST: 1.0})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        data = write(tmp_path / "leads.csv", "number\n+919800000001\n")
+        run = await run_cli("append", "42", data, server=server)
+    assert run.code == 1
+    assert re.search(r"failed\s+1\b", run.out), run.out
+
+
+@pytest.mark.anyio
+async def test_refused_token_exits_3(tmp_path: Path) -> None:
+    async with FakeRyngServer(access_token="another-token") as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(10))
+        run = await run_cli("append", "42", data, server=server)
+    assert run.code == 3
+    assert "token was refused" in run.err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["append", "42", "missing.csv"], {}, "missing.csv: cannot open"),
+        (["append", "42", "leads.xml"], {}, "cannot tell the format"),
+        (["append", "42", "leads.csv"], {"RYNG_ACCESS_TOKEN": ""}, "no access token"),
+        (["append", "42", "leads.csv", "--batch-size", "0"], {}, "must be >= 1"),
+        (["append", "42", "leads.csv"], {"RYNG_BATCH_SIZE": "many"}, "RYNG_BATCH_SIZE='many'"),
+        (["append", "42", "leads.csv", "--agent-mapping", "global"], {}, "agents"),
+        (["append", "42", "leads.csv", "--token-file", "nope"], {}, "cannot read the token file"),
+        (["append", "42", "leads.csv", "--default-region", "XX"], {}, "'XX' is not a region"),
+        (["append", "42", "leads.csv", "--report", "no/such/dir/r.json"], {}, "--report"),
+        (["append", "42", "leads.csv", "--custom-field-names", "{x"], {}, "not valid JSON"),
+    ],
+)
+async def test_usage_and_configuration_errors_exit_2(
+    server: FakeRyngServer,
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    write(tmp_path / "leads.csv", "number\n+919800000001\n")
+    write(tmp_path / "leads.xml", "<leads/>")
+    run_env = cli_env(server, **env)
+    with anyio.fail_after(TIMEOUT):
+        done = await anyio.run_process([*CLI, *args], check=False, env=run_env, cwd=tmp_path)
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert message in err
+    assert server.received_requests == 0
+
+
+@pytest.mark.anyio
+async def test_token_file_is_read_and_never_printed(server: FakeRyngServer, tmp_path: Path) -> None:
+    token_file = write(tmp_path / "token", TOKEN + "\n")
+    data = write(tmp_path / "leads.csv", "number\n+919800000001\n")
+    env = cli_env(server, RYNG_ACCESS_TOKEN="")
+    run = await run_cli("append", "42", data, "--token-file", token_file, server=None, env=env)
+    assert run.code == 0, run.err
+    assert server.lead_count() == 1
+
+
+# -- dry run -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_dry_run_lists_invalid_rows_by_line_and_sends_nothing(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    text = (
+        "number,name\n"
+        "+919800000001,a\n"
+        "\n"
+        '+919800000002,"two\nlines"\n'
+        "0800,b\n"
+        "+919800000004,c,extra\n"
+    )
+    data = write(tmp_path / "leads.csv", text)
+    report = tmp_path / "dry.json"
+    run = await run_cli("append", "42", data, "--dry-run", "--report", report, server=server)
+    assert run.code == 1
+    assert run.out.splitlines() == [
+        f"{data}:6: number: must be E.164: '+' then 7 to 15 digits, the first not 0, got '0800'",
+        f"{data}:7: the row has 3 columns where the header has 2",
+    ]
+    assert "4 rows read" in run.err
+    assert "2 valid, 2 invalid; nothing was sent" in run.err
+    assert server.received_requests == 0
+    document = json.loads(report.read_text())
+    assert [row["line"] for row in document["invalid_leads"]] == [6, 7]
+
+
+@pytest.mark.anyio
+async def test_dry_run_of_a_valid_file_exits_0_without_a_token(tmp_path: Path) -> None:
+    data = write(tmp_path / "leads.jsonl", '{"number": "+919800000001"}\n')
+    run = await run_cli("append", "42", data, "--dry-run", server=None)
+    assert run.code == 0, run.err
+    assert "1 valid, 0 invalid" in run.err
+
+
+# -- CSV oddities --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_csv_oddities_are_read_right(server: FakeRyngServer, tmp_path: Path) -> None:
+    text = (
+        "\ufeffNumber , Name,agentsAssigned,City\r\n"  # a BOM, spaces, CRLF endings
+        '+919800000001,"Max, Jr.",a@x.com;b@x.com,"Pune\r\nMH"\r\n'
+        "\r\n"
+        "+919800000002,Alex,c@x.com | d@x.com,Delhi\r\n"
+        "+919800000003,Too,,Many,Cells\r\n"
+        "+919800000004,Short\r\n"
+        "+919800000005,Trailing,,Goa,\r\n"  # a trailing comma: an empty extra cell
+        ",,,\r\n"
+    )
+    data = write(tmp_path / "odd.csv", text)
+    report_path = tmp_path / "report.json"
+    run = await run_cli("append", "42", data, "--report", report_path, server=server)
+    assert run.code == 1, run.err
+    assert f"{data}:6: the row has 5 columns where the header has 4" in run.err
+    assert f"{data}:7: the row has 2 columns where the header has 4" in run.err
+    assert server.leads == [
+        {
+            "number": "+919800000001",
+            "customField1": "Max, Jr.",
+            "agentsAssigned": ["a@x.com", "b@x.com"],
+            "customField2": "Pune\r\nMH",
+        },
+        {
+            "number": "+919800000002",
+            "customField1": "Alex",
+            "agentsAssigned": ["c@x.com", "d@x.com"],
+            "customField2": "Delhi",
+        },
+        {"number": "+919800000005", "customField1": "Trailing", "customField2": "Goa"},
+    ]
+    request = server.requests[0].request
+    assert request is not None
+    assert request.agent_mapping == "inline"  # the file has an agents column
+    assert request.custom_field_names == {"customField1Name": "Name", "customField2Name": "City"}
+    document = json.loads(report_path.read_text())
+    assert document["input"]["blank_rows"] == 2  # the empty line and ",,,"
+    assert document["total"] == 5
+
+
+@pytest.mark.anyio
+async def test_non_utf8_csv_names_line_and_byte_and_encoding_reads_it(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(tmp_path / "latin.csv", b"number,name\n+919800000001,ok\n+919800000002,caf\xe9\n")
+    run = await run_cli("append", "42", data, server=server)
+    assert run.code == 2
+    assert "line 3, byte 46" in run.err
+    assert "--encoding" in run.err
+    run = await run_cli("append", "42", data, "--encoding", "latin-1", server=server)
+    assert run.code == 0, run.err
+    assert server.leads[-1]["customField1"] == "café"
+
+
+@pytest.mark.anyio
+async def test_a_bad_byte_mid_file_stops_the_load_with_exit_2_and_a_report(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(
+        tmp_path / "leads.csv",
+        ("number,name,city\n" + csv_rows(30_000)).encode() + b"+919800099999,\xff,x\n",
+    )
+    report_path = tmp_path / "report.json"
+    run = await run_cli("append", "42", data, "--report", report_path, server=server)
+    assert run.code == 2
+    assert "line 30002, byte" in run.err
+    document = json.loads(report_path.read_text())
+    assert document["ended"] == "input error"
+    assert document["stopped_early"] is True
+    assert document["accepted"] == server.lead_count() > 0
+
+
+@pytest.mark.anyio
+async def test_header_without_the_number_column_exits_2_listing_the_headers(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(tmp_path / "leads.csv", "phone,name\n+919800000001,a\n")
+    run = await run_cli("append", "42", data, server=server)
+    assert run.code == 2
+    assert "no 'number' column" in run.err
+    assert "'phone', 'name'" in run.err
+    run = await run_cli("append", "42", data, "--number-column", "Phone", server=server)
+    assert run.code == 0, run.err
+
+
+@pytest.mark.anyio
+async def test_custom_field_names_override(server: FakeRyngServer, tmp_path: Path) -> None:
+    data = write(tmp_path / "leads.csv", "number,n,c\n+919800000001,a,b\n")
+    run = await run_cli("append", "42", data, "--custom-field-names", "Name,City", server=server)
+    assert run.code == 0, run.err
+    request = server.requests[0].request
+    assert request is not None
+    assert request.custom_field_names == {"customField1Name": "Name", "customField2Name": "City"}
+
+
+# -- JSON Lines, stdin, the report ----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_json_lines_with_bad_lines(server: FakeRyngServer, tmp_path: Path) -> None:
+    text = (
+        '{"number": "+919800000001", "agentsAssigned": ["a@x.com"], "customField1": "x"}\n'
+        "\n"
+        '{"number": 919800000002}\n'
+        "not json\n"
+        '{"number": "+919800000004"}\n'
+    )
+    data = write(tmp_path / "leads.ndjson", text)
+    run = await run_cli("append", "42", data, "--agent-mapping", "inline", server=server)
+    assert run.code == 1
+    assert f"{data}:3: number: must be E.164" in run.err
+    assert f"{data}:4: not valid JSON" in run.err
+    assert [lead["number"] for lead in server.leads] == ["+919800000001", "+919800000004"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+async def test_stdin_input(server: FakeRyngServer, fmt: str) -> None:
+    if fmt == "csv":
+        text = "number,name\n+919800000001,a\n+919800000002,b\n"
+    else:
+        text = '{"number": "+919800000001"}\n{"number": "+919800000002"}\n'
+    run = await run_cli("append", "42", "-", server=server, stdin=text.encode())
+    assert run.code == 0, run.err
+    assert server.lead_count() == 2
+    assert f"loading <stdin> ({fmt})" in run.err
+
+
+@pytest.mark.anyio
+async def test_report_file_accounts_for_every_row(tmp_path: Path) -> None:
+    plan = FaultPlan(seed=3, rates={Fault.ERROR_500: 0.3, Fault.DROP: 0.1})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(2000) + "1,x,y\n")
+        report_path = tmp_path / "report.json"
+        run = await run_cli(
+            "append",
+            "42",
+            data,
+            "--batch-size",
+            "100",
+            "--max-attempts",
+            "2",
+            "--report",
+            report_path,
+            "--log-format",
+            "json",
+            server=server,
+        )
+    assert run.code == 1
+    document = json.loads(report_path.read_text())
+    parts = ("accepted", "failed", "unknown", "skipped", "invalid")
+    assert document["total"] == 2001 == sum(document[k] for k in parts)
+    assert document["invalid_leads"] == [
+        {
+            "position": 2000,
+            "line": 2002,
+            "field": "number",
+            "reason": "must be E.164: '+' then 7 to 15 digits, the first not 0, got '1'",
+        }
+    ]
+    assert all(batch["line"] == batch["start"] + 2 for batch in document["batches"])
+    summary = json.loads(run.out.splitlines()[-1])
+    assert summary["event"] == "summary"
+    assert summary["exit_code"] == 1
+    assert summary["total"] == 2001
+
+
+@pytest.mark.anyio
+async def test_default_region_normalizes_national_formats(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    pytest.importorskip("phonenumbers")
+    text = 'number\n09876543210\n"98765 43210"\n+91-98765-43210\n12345\n'
+    data = write(tmp_path / "leads.csv", text)
+    run = await run_cli("append", "42", data, "--default-region", "IN", server=server)
+    assert run.code == 1
+    assert [lead["number"] for lead in server.leads] == ["+919876543210"] * 3
+    assert f"{data}:5: number: not a valid number for its region per libphonenumber" in run.err
+
+
+# -- interrupts ----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_signal_stops_the_load_with_an_exact_report(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    async with FakeRyngServer(access_token=TOKEN, latency=0.5) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(5000))
+        report_path = tmp_path / "report.json"
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--report", str(report_path), "--progress", "log"]
+        with anyio.fail_after(TIMEOUT):
+            process = await anyio.open_process(
+                command, env=cli_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            async with process:
+                assert process.stderr is not None
+                assert process.stdout is not None
+                err = ""
+                async for text in TextReceiveStream(process.stderr):
+                    err += text
+                    if "loading" in err:
+                        break
+                process.send_signal(signum)
+                out = "".join([text async for text in TextReceiveStream(process.stdout)])
+                err += "".join([text async for text in TextReceiveStream(process.stderr)])
+                returncode = await process.wait()
+    assert returncode == code, err
+    assert TOKEN not in out + err
+    assert "not every lead was accepted" in out
+    document = json.loads(report_path.read_text())
+    assert document["ended"] in {"interrupted", "terminated"}
+    assert document["exit_code"] == code
+    parts = ("accepted", "failed", "unknown", "skipped", "invalid")
+    assert document["total"] == sum(document[k] for k in parts)
+    assert document["total"] < 5000
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_while_stdin_stalls_exits_at_once(server: FakeRyngServer) -> None:
+    # The reader is blocked on a pipe that stays open: Ctrl-C must not wait for it, and
+    # the blocked read must not keep the process alive.
+    command = [*CLI, "append", "42", "-", "--format", "csv", "--progress", "none"]
+    with anyio.fail_after(TIMEOUT):
+        process = await anyio.open_process(
+            command,
+            env=cli_env(server),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        async with process:
+            assert process.stdin is not None
+            assert process.stderr is not None
+            await process.stdin.send(b"number\n+919800000001\n")
+            err = ""
+            async for text in TextReceiveStream(process.stderr):
+                err += text
+                if "loading <stdin>" in err:
+                    break
+            process.send_signal(signal.SIGINT)
+            returncode = await process.wait()
+    assert returncode == 130
+    assert server.received_requests == 0  # the one row was still waiting for a batch
+
+
+# -- big files -----------------------------------------------------------------------
+
+
+def _peak_rss_of(pid_status: str) -> int:
+    for line in pid_status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_large_csv_streams_in_bounded_memory(tmp_path: Path) -> None:
+    async with FakeRyngServer(access_token=TOKEN, record=False, validate_leads=False) as server:
+        peaks: dict[int, Any] = {}
+        for rows in (20_000, 400_000):
+            data = tmp_path / f"leads{rows}.csv"
+            with data.open("w") as handle:
+                handle.write("number,name,city\n")
+                for start in range(0, rows, 10_000):
+                    handle.write(csv_rows(10_000, start))
+            script = (
+                "import sys; from ryng_async.cli import main; code = main(sys.argv[1:]); "
+                "print(open('/proc/self/status').read(), file=sys.stderr); sys.exit(code)"
+            )
+            with anyio.fail_after(300):
+                done = await anyio.run_process(
+                    [
+                        sys.executable,
+                        "-c",
+                        script,
+                        "append",
+                        "42",
+                        str(data),
+                        "--batch-size",
+                        "1000",
+                        "--progress",
+                        "none",
+                    ],
+                    check=False,
+                    env=cli_env(server),
+                )
+            assert done.returncode == 0, done.stderr.decode()[-2000:]
+            peaks[rows] = _peak_rss_of(done.stderr.decode())
+        assert server.lead_count() == 420_000
+    # 20x the rows, nearly the same memory: the file is streamed, never read whole.
+    assert peaks[400_000] < peaks[20_000] * 1.3
+
+
+# -- resuming with a checkpoint --------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_then_the_same_command_resumes_with_nothing_sent_twice(
+    tmp_path: Path,
+) -> None:
+    async with FakeRyngServer(access_token=TOKEN, latency=0.05) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(3000))
+        journal = tmp_path / "load.db"
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--checkpoint", str(journal), "--progress", "log"]
+        command += ["--progress-interval", "0.1"]
+        with anyio.fail_after(TIMEOUT):
+            process = await anyio.open_process(
+                command, env=cli_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            async with process:
+                assert process.stderr is not None
+                assert process.stdout is not None
+                err = ""
+                async for text in TextReceiveStream(process.stderr):
+                    err += text
+                    if re.search(r"accepted [1-9]", err):  # part of the file is in
+                        break
+                process.send_signal(signal.SIGINT)
+                out = "".join([text async for text in TextReceiveStream(process.stdout)])
+                err += "".join([text async for text in TextReceiveStream(process.stderr)])
+                assert await process.wait() == 130, err
+        assert "run the same command again" in out + err
+        shown = await run_cli("checkpoint", "show", journal, server=None)
+        assert shown.code == 0
+        assert "campaign 42" in shown.out
+        assert "accepted" in shown.out
+        report_path = tmp_path / "report.json"
+        again = await run_cli(*command[3:], "--report", report_path, server=server)
+        counts = Counter(lead["number"] for lead in server.leads)
+    assert max(counts.values()) == 1, "a lead was sent twice"
+    document = json.loads(report_path.read_text())
+    assert document["resumed"] > 0
+    assert document["total"] == document["accepted"] + document["unknown"] == 3000
+    # Batches cut off in flight by the Ctrl-C are unknown, not resent: exit 1 says so.
+    assert again.code == (1 if document["unknown"] else 0)
+    assert len(counts) >= 3000 - document["unknown"]
+
+
+@pytest.mark.anyio
+async def test_checkpoint_show_of_a_foreign_file_exits_2(tmp_path: Path) -> None:
+    other = write(tmp_path / "notes.txt", "not a journal\n")
+    shown = await run_cli("checkpoint", "show", other, server=None)
+    assert shown.code == 2
+    assert "not a ryng_async checkpoint" in shown.err
+
+
+@pytest.mark.anyio
+async def test_shards_of_a_file_load_it_exactly_once(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(950))
+    for index in range(3):
+        run = await run_cli(
+            "append", "42", data, "--batch-size", "50", "--shard", f"{index}/3", server=server
+        )
+        assert run.code == 0, run.err
+    counts = Counter(lead["number"] for lead in server.leads)
+    assert len(counts) == 950
+    assert set(counts.values()) == {1}
+
+
+@pytest.mark.anyio
+async def test_a_bad_shard_is_a_usage_error(server: FakeRyngServer, tmp_path: Path) -> None:
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(5))
+    run = await run_cli("append", "42", data, "--shard", "3/3", server=server)
+    assert run.code == 2
+    assert "I/N" in run.err
+    assert server.received_requests == 0

@@ -1,0 +1,126 @@
+"""``ryng-async fake-server`` and ``upload-sheet`` through their real entry point."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.streams.text import TextReceiveStream
+
+from ryng_async import RyngClient
+from ryng_async.testing import FakeRyngServer
+
+CLI = [sys.executable, "-m", "ryng_async"]
+TOKEN = "tok-SHEET-93b1c0"
+
+
+def env_for(base_url: str | None = None, token: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    if base_url is not None:
+        env["RYNG_BASE_URL"] = base_url
+    if token is not None:
+        env["RYNG_ACCESS_TOKEN"] = token
+    return env
+
+
+@pytest.mark.anyio
+async def test_fake_server_serves_then_summarizes_on_sigterm(tmp_path: Path) -> None:
+    command = [*CLI, "fake-server", "--port", "0", "--token", "t0k", "--fault-500", "0.5"]
+    command += ["--seed", "1", "--latency", "0"]
+    with anyio.fail_after(60):
+        process = await anyio.open_process(
+            command, env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        async with process:
+            assert process.stdout is not None
+            out = ""
+            stream = TextReceiveStream(process.stdout)
+            async for text in stream:
+                out += text
+                if "RYNG_ACCESS_TOKEN" in out:
+                    break
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", out)
+            assert match is not None, out
+            assert "faults: 500 50.0%" in out
+            async with RyngClient(base_url=match.group(1), access_token="t0k") as client:
+                rows = ({"number": f"+9198{i:08d}"} for i in range(300))
+                report = await client.bulk_append("7", rows, batch_size=100)
+            assert report.ok
+            process.send_signal(signal.SIGTERM)
+            out += "".join([text async for text in stream])
+            code = await process.wait()
+    assert code == 0
+    assert "fake Ryng server stopped" in out
+    assert "holding 300 leads" in out
+    assert re.search(r"faults injected: 500 x \d+", out)
+    assert "300 distinct numbers; 0 received more than once; campaigns: 7" in out
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fault-500", "0.8", "--fault-drop", "0.5"], "add up to 1.3"),
+        (["--fault-hang", "2"], "must be between 0 and 1"),
+        (["--latency", "-1"], "must be >= 0"),
+    ],
+)
+async def test_fake_server_refuses_bad_options(args: list[str], message: str) -> None:
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [*CLI, "fake-server", "--port", "0", *args], check=False, env=env_for()
+        )
+    assert done.returncode == 2
+    assert message in done.stderr.decode()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("agents", "sent"), [("a@x.com, b@x.com", "a@x.com,b@x.com"), ("in-file", "in-file")]
+)
+async def test_upload_sheet(tmp_path: Path, agents: str, sent: str) -> None:
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("number,name\n+919800000001,Max\n+919800000002,Alex\n")
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [*CLI, "upload-sheet", "42", str(sheet), "--agents", agents],
+                check=False,
+                env=env_for(server.base_url, TOKEN),
+            )
+        out, err = done.stdout.decode(), done.stderr.decode()
+        assert done.returncode == 0, err
+        assert TOKEN not in out + err
+        assert "Processing Campaign..." in out
+        assert server.lead_count() == 2
+        assert server.requests[0].form == {"agents": sent}
+
+
+@pytest.mark.anyio
+async def test_upload_sheet_exit_codes(tmp_path: Path) -> None:
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("number\n+919800000001\n")
+    async with FakeRyngServer(access_token="other") as server:
+        with anyio.fail_after(60):
+            refused = await anyio.run_process(
+                [*CLI, "upload-sheet", "42", str(sheet)],
+                check=False,
+                env=env_for(server.base_url, TOKEN),
+            )
+            missing = await anyio.run_process(
+                [*CLI, "upload-sheet", "42", str(tmp_path / "nope.csv")],
+                check=False,
+                env=env_for(server.base_url, TOKEN),
+            )
+    assert refused.returncode == 3
+    assert "token was refused" in refused.stderr.decode()
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr.decode()
+    assert TOKEN not in (refused.stderr + missing.stderr).decode()

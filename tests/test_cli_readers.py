@@ -1,0 +1,245 @@
+"""The lead file readers of ``ryng-async append``: rows, lines and rejections, in-process."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ryng_async.cli import _readers
+from ryng_async.cli._readers import (
+    InputError,
+    LineMap,
+    RejectedRow,
+    aiter_leads,
+    guess_format,
+    open_source,
+)
+
+
+def read_all(path: Path, **options: Any) -> tuple[list[Any], Any]:
+    source = open_source(str(path), **options)
+    try:
+        leads = [lead for chunk in source.chunks() for lead in chunk]
+    finally:
+        source.close()
+    return leads, source
+
+
+@given(st.lists(st.integers(min_value=0, max_value=3), max_size=200))
+def test_line_map_matches_a_plain_list(gaps: list[int]) -> None:
+    lines: list[int] = []
+    line_map = LineMap()
+    line = 1
+    for position, gap in enumerate(gaps):
+        line += 1 + gap
+        lines.append(line)
+        line_map.note(position, line)
+    assert [line_map.line(p) for p in range(len(gaps))] == lines
+    # Only changes are stored: a regular run costs one entry.
+    assert len(line_map) <= 1 + sum(1 for gap in gaps[1:] if gap)
+
+
+def test_a_regular_file_costs_one_line_map_entry(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(10_000)))
+    leads, source = read_all(path)
+    assert len(leads) == 10_000
+    assert len(source.lines) == 1
+    assert source.line_of(9_999) == 10_001
+
+
+# A lone \r inside a quoted field is lost by the csv module itself (it reads the text
+# layer's lines, which end at a lone \r too), so cells hold \n, and lines may end \r\n.
+_CELL = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00\r"),
+    max_size=8,
+)
+
+
+def _oracle_lines(text: str) -> list[int]:
+    """The line each data row starts on, by csv's own count, a row at a time."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    lines, end = [], reader.line_num
+    for row in reader:
+        if any(row):
+            lines.append(end + 1)
+        end = reader.line_num
+    return lines
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_CELL, _CELL), max_size=40),
+    blanks=st.lists(st.booleans(), max_size=40),
+    crlf=st.booleans(),
+)
+def test_csv_rows_come_back_with_the_line_they_start_on(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str, str]],
+    blanks: list[bool],
+    crlf: bool,
+) -> None:
+    ending = "\r\n" if crlf else "\n"
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator=ending)
+    writer.writerow(["number", "note"])
+    for index, (number, note) in enumerate(rows):
+        if index < len(blanks) and blanks[index]:
+            buffer.write(ending)
+        writer.writerow([f"+9{index:07d}{number}", note])
+    text = buffer.getvalue()
+    path = tmp_path_factory.mktemp("csv") / "leads.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    for chunk_rows in (3, 2048):  # chunks cut inside the irregular rows, and one chunk
+        _readers.CSV_CHUNK_ROWS = chunk_rows
+        try:
+            leads, source = read_all(path)
+        finally:
+            _readers.CSV_CHUNK_ROWS = 2048
+        assert [lead["customField1"] for lead in leads] == [note for _, note in rows]
+        assert [source.line_of(p) for p in range(len(rows))] == _oracle_lines(text)
+
+
+def test_csv_columns_become_wire_fields_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("city,NUMBER,agents,name\nPune,+919800000001,a|b,Max\n")
+    leads, source = read_all(path, agents_column="agents")
+    assert leads == [
+        {
+            "customField1": "Pune",
+            "number": "+919800000001",
+            "agentsAssigned": ["a", "b"],
+            "customField2": "Max",
+        }
+    ]
+    assert source.custom_field_names == {"customField1Name": "city", "customField2Name": "name"}
+    assert source.has_agents
+
+
+def test_tsv_and_semicolon_delimiters(tmp_path: Path) -> None:
+    path = tmp_path / "leads.tsv"
+    path.write_text("number\tname\n+919800000001\tMax, Jr.\n")
+    leads, _ = read_all(path)
+    assert leads == [{"number": "+919800000001", "customField1": "Max, Jr."}]
+    path = tmp_path / "leads.csv"
+    path.write_text("number;name\n+919800000001;Max\n")
+    leads, _ = read_all(path, delimiter=";")
+    assert leads == [{"number": "+919800000001", "customField1": "Max"}]
+
+
+def test_gzip_files_are_read(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "leads.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write('{"number": "+919800000001"}\n')
+    leads, source = read_all(path)
+    assert leads == [{"number": "+919800000001"}]
+    assert source.total_bytes is None  # no share of the file can be told from bytes read
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty"),
+        ("\n\n", "the file is empty"),
+        ("phone,name\n", "no 'number' column in the header (line 1); the columns are: 'phone'"),
+        ("number,Number\n", "2 columns named 'number'"),
+    ],
+)
+def test_bad_headers(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=re.escape(message)):
+        open_source(str(path))
+
+
+def test_a_bad_byte_deep_in_the_file_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    body = "".join(f"+9198{i:08d},ok\n" for i in range(20_000))
+    path.write_bytes(b"number,name\n" + body.encode() + b"+919800099999,\xff\n")
+    source = open_source(str(path))
+    with pytest.raises(InputError, match=r"line 20002, byte \d+ .*not valid utf-8"):
+        for _ in source.chunks():
+            pass
+    source.close()
+
+
+def test_json_lines_blank_and_bad_lines_keep_their_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "leads.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"number": "+919800000001"}\r\n'
+        b"\n"
+        b'{"number": ["x"]}\n'
+        b"{oops\n"
+        b'"just a string"\n'
+        b'{"number": "+919800000005"}'  # no newline at the end
+    )
+    leads, source = read_all(path)
+    assert leads[0] == {"number": "+919800000001"}
+    assert leads[1] == {"number": ["x"]}  # the SDK names the field and the rule
+    assert isinstance(leads[2], RejectedRow)
+    assert leads[2].reason.startswith("not valid JSON")
+    assert leads[3] == "just a string"
+    assert leads[4] == {"number": "+919800000005"}
+    assert [source.line_of(p) for p in range(5)] == [1, 3, 4, 5, 6]
+    assert source.rejected == {2: leads[2]}
+
+
+def test_a_runaway_json_line_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_readers, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "leads.jsonl"
+    path.write_bytes(b'{"number": "' + b"9" * 300_000 + b'"}\n')
+    source = open_source(str(path))
+    with pytest.raises(InputError, match="line 1 is longer than 1000 bytes"):
+        list(source.chunks())
+    source.close()
+
+
+def test_formats_from_extensions() -> None:
+    assert guess_format("a.CSV") == "csv"
+    assert guess_format("a.tsv.gz") == "csv"
+    assert guess_format("a.ndjson") == "jsonl"
+    assert guess_format("a.json") is None
+
+
+def test_unknown_encoding_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown encoding 'nope'"):
+        open_source(str(tmp_path / "a.csv"), encoding="nope")
+    with pytest.raises(InputError, match="cannot open"):
+        open_source(str(tmp_path / "missing.csv"))
+    with pytest.raises(InputError, match="cannot open"):
+        open_source(str(tmp_path), fmt="csv")  # a directory
+
+
+def test_default_region_rejects_with_the_libphonenumber_reason(tmp_path: Path) -> None:
+    pytest.importorskip("phonenumbers")
+    from ryng_async._phone import normalizer
+
+    path = tmp_path / "leads.csv"
+    path.write_text("number,x,y\n098765 43210,a,b\n12,a,b\n+919800000003,too,many,cells\n")
+    leads, source = read_all(path, normalize=normalizer("in"))
+    assert leads[0]["number"] == "+919876543210"
+    assert isinstance(leads[1], RejectedRow)
+    assert leads[1].field == "number"
+    assert "libphonenumber" in leads[1].reason
+    assert isinstance(leads[2], RejectedRow)
+    assert set(source.rejected) == {1, 2}
+
+
+@pytest.mark.anyio
+async def test_aiter_leads_yields_every_lead_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(5000)))
+    source = open_source(str(path))
+    numbers = [lead["number"] async for lead in aiter_leads(source)]
+    source.close()
+    assert numbers == [f"+9198{i:08d}" for i in range(5000)]
