@@ -3,7 +3,8 @@
 Commands, one module each: ``demo`` (a bulk load into an in-process fake server),
 ``append`` (a CSV or JSON Lines file into a campaign, resumable with ``--checkpoint``),
 ``upload-sheet`` (a CSV sheet as the vendor's multipart form), ``checkpoint show`` (where
-a journalled load stands) and ``fake-server`` (a fake Ryng API to test a pipeline
+a journalled load stands), ``callbacks serve|export`` (Ryng's callbacks, stored durably),
+``reconcile`` (what became of each lead) and ``fake-server`` (a fake Ryng API to test a pipeline
 against, end to end, without an account).
 
 Exit codes: 0 every lead accepted; 1 some failed, unknown or invalid; 2 usage,
@@ -24,7 +25,15 @@ __all__ = ["main"]
 
 # Each module has ``add_parser(commands)``, which adds its subcommand and sets ``run`` (a
 # callable taking the parsed arguments and returning the exit code) as a default.
-COMMANDS = ("_demo", "_append", "_upload_sheet", "_checkpoint", "_fake_server")
+COMMANDS = (
+    "_demo",
+    "_append",
+    "_upload_sheet",
+    "_checkpoint",
+    "_callbacks",
+    "_reconcile",
+    "_fake_server",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

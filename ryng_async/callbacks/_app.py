@@ -1,0 +1,347 @@
+"""The aiohttp.web receiver for Ryng's callbacks: `create_app`, `serve`, and its access log.
+
+One route takes both kinds of callback (their ``callbackType`` tells them apart)::
+
+    POST /callbacks                 no secret configured
+    POST /callbacks/{secret}        a secret configured (or ``/callbacks?secret=...``)
+    GET  /healthz                   200 while the receiver runs
+
+Answers: 200 once the callback is stored (a duplicate too), 400 for a body that is not a
+callback, 403 for a missing or wrong secret, 405 for another method, 413 for a body over
+``max_body``, and 500 only when the store failed, so that Ryng sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Final, Protocol
+
+import msgspec
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http import HttpProcessingError
+
+from .._callback_events import CallbackEvent, parse_callback
+from .._exceptions import ConfigurationError, ValidationError
+from ._stores import DEFAULT_STORE_PATH, CallbackStore, SQLiteCallbackStore, callback_key
+
+__all__ = [
+    "CALLBACK_PATH",
+    "DEFAULT_MAX_BODY",
+    "CallbackHandler",
+    "RedactingAccessLogger",
+    "callback_url",
+    "create_app",
+    "serve",
+]
+
+logger = logging.getLogger("ryng_async.callbacks")
+
+DEFAULT_MAX_BODY: Final = 256 * 1024
+"""The largest callback body accepted, in bytes (the vendor's examples are under 3 KB)."""
+
+CALLBACK_PATH: Final = "/callbacks"
+"""The path callbacks are posted to (followed by ``/{secret}`` when one is set)."""
+
+_HEALTH_PATH: Final = "/healthz"
+_MIN_SECRET: Final = 16
+# RFC 3986 unreserved characters: the secret sits in a URL path segment as it is.
+_SECRET_CHARS: Final = re.compile(r"[A-Za-z0-9._~-]+")
+_REASON_LIMIT: Final = 200
+
+_STORE_KEY: Final = web.AppKey("ryng_callbacks_store", CallbackStore)
+
+_encode = msgspec.json.encode
+_OK: Final = _encode({"ok": True, "duplicate": False})
+_DUPLICATE: Final = _encode({"ok": True, "duplicate": True})
+_HEALTHY: Final = _encode({"ok": True})
+_JSON: Final = "application/json"
+
+
+class CallbackHandler(Protocol):
+    """An async callable the receiver calls with each new callback, after storing it.
+
+    It is not called for a duplicate. Its exceptions are logged and do not change the
+    answer (the callback is already stored); a slow handler delays the 200, so hand long
+    work to a queue. If the process dies between storing and the handler, the handler is
+    not called for that callback: read the store for anything that must not be missed.
+    """
+
+    async def __call__(self, event: CallbackEvent, /) -> None:
+        """Act on one stored callback."""
+        ...
+
+
+def _error(status: int, reason: str) -> web.Response:
+    if len(reason) > _REASON_LIMIT:
+        reason = reason[: _REASON_LIMIT - 3] + "..."
+    return web.Response(status=status, body=_encode({"error": reason}), content_type=_JSON)
+
+
+def _too_large(max_body: int) -> web.Response:
+    response = _error(413, f"body over {max_body} bytes")
+    # Answered before the rest of the body is read; aiohttp then discards what the client
+    # still sends (its lingering close, at most ``lingering_time``, so the client reads
+    # the answer rather than a reset) and closes the connection.
+    response.force_close()
+    return response
+
+
+async def _read_capped(request: web.Request, max_body: int) -> bytes | None:
+    """Read the body, or return None as soon as it exceeds ``max_body`` bytes."""
+    body = bytearray()
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > max_body:
+            return None
+
+
+def _cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+def _check_secret(secret: bytes | None, given: str | None) -> bool:
+    if secret is None:
+        return True
+    if given is None:
+        return False
+    # Non-ASCII cannot match, but compare_digest on str refuses it: compare bytes.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret)
+
+
+def _validate_options(secret: str | None, max_body: int) -> None:
+    if secret is not None:
+        if not isinstance(secret, str) or not _SECRET_CHARS.fullmatch(secret):
+            raise ConfigurationError(
+                "secret must be a non-empty string of letters, digits and '-._~' "
+                "(e.g. secrets.token_urlsafe(32))"
+            )
+        if len(secret) < _MIN_SECRET:
+            raise ConfigurationError(
+                f"secret must be at least {_MIN_SECRET} characters long, got {len(secret)}"
+            )
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
+        raise ConfigurationError(f"max_body must be a positive int, got {max_body!r}")
+
+
+def create_app(
+    *,
+    store: CallbackStore | None = None,
+    handler: CallbackHandler | None = None,
+    secret: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> web.Application:
+    """Build the aiohttp.web application that receives Ryng's callbacks.
+
+    Give Ryng ``http(s)://<your host>/callbacks`` (or ``.../callbacks/<secret>``) as both
+    ``connectCallbackUrl`` and ``terminalCallbackUrl``; see `callback_url`.
+
+    Args:
+        store: where callbacks are kept; the caller opens and closes it. None: a
+            `SQLiteCallbackStore` at ``ryng-callbacks.db`` in the working directory,
+            opened when the app starts and closed when it stops.
+        handler: an async callable called with each new callback once it is stored.
+        secret: a shared secret Ryng must send in the path (``/callbacks/<secret>``) or
+            the query (``?secret=<secret>``); letters, digits and ``-._~``, at least 16
+            characters. Compared in constant time and never logged by this app; serve the
+            app with `RedactingAccessLogger` (as `serve` does) to keep it out of the
+            access log too.
+        max_body: the largest body accepted, in bytes; a larger one is answered 413
+            without being read whole.
+
+    Returns:
+        The application, for ``web.run_app``, an ``AppRunner``, or a test server.
+
+    Raises:
+        ConfigurationError: ``secret`` or ``max_body`` is unusable.
+    """
+    _validate_options(secret, max_body)
+    app = web.Application(client_max_size=max_body)
+    if store is not None:
+        app[_STORE_KEY] = store
+    else:
+        app.cleanup_ctx.append(_default_store)
+    receive = _Receiver(handler=handler, secret=secret, max_body=max_body).receive
+    app.router.add_post(CALLBACK_PATH, receive)
+    if secret is not None:
+        app.router.add_post(CALLBACK_PATH + "/{secret}", receive)
+    app.router.add_get(_HEALTH_PATH, _health)
+    return app
+
+
+def _open_default_store() -> tuple[SQLiteCallbackStore, Path]:
+    path = Path(DEFAULT_STORE_PATH)
+    return SQLiteCallbackStore(path), path.resolve()
+
+
+async def _default_store(app: web.Application) -> AsyncIterator[None]:
+    store, where = await asyncio.to_thread(_open_default_store)
+    app[_STORE_KEY] = store
+    logger.info("storing callbacks in %s", where)
+    try:
+        yield
+    finally:
+        await store.aclose()
+
+
+async def _health(_: web.Request) -> web.Response:
+    return web.Response(body=_HEALTHY, content_type=_JSON)
+
+
+class _Receiver:
+    """The POST handler: check the secret, read within the cap, parse, store, answer."""
+
+    def __init__(
+        self, *, handler: CallbackHandler | None, secret: str | None, max_body: int
+    ) -> None:
+        self.handler = handler
+        self.expected = None if secret is None else secret.encode()
+        self.max_body = max_body
+
+    async def receive(self, request: web.Request) -> web.Response:
+        given = request.match_info.get("secret", request.query.get("secret"))
+        if not _check_secret(self.expected, given):
+            return _error(403, "missing or wrong secret")
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return _too_large(self.max_body)
+        try:
+            body = await _read_capped(request, self.max_body)
+        except (HttpProcessingError, web.RequestPayloadError) as exc:
+            # Bad chunked framing or compressed data: the body cannot be read.
+            return _error(400, f"unreadable body: {_cause(exc)}")
+        if body is None:
+            return _too_large(self.max_body)
+        try:
+            event = parse_callback(body)
+        except ValidationError as exc:
+            logger.info("refused a callback body (400): %s", exc)
+            return _error(400, str(exc))
+        key = callback_key(event)
+        try:
+            stored = await request.app[_STORE_KEY].add(event, body)
+        except ValidationError as exc:  # a store may refuse what parsed (e.g. not UTF-8)
+            logger.info("refused a callback body (400): %s", exc)
+            return _error(400, str(exc))
+        except Exception:
+            logger.exception("could not store callback %s; answered 500 so Ryng resends it", key)
+            return _error(500, "could not store the callback; send it again")
+        if not stored:
+            logger.debug("duplicate callback %s", key)
+            return web.Response(body=_DUPLICATE, content_type=_JSON)
+        if self.handler is not None:
+            try:
+                await self.handler(event)
+            except Exception:
+                logger.exception("callback handler failed on %s (the callback is stored)", key)
+        return web.Response(body=_OK, content_type=_JSON)
+
+
+_SECRET_IN_PATH: Final = re.compile(r"^(" + re.escape(CALLBACK_PATH) + r"/)[^/?#]+")
+_SECRET_IN_QUERY: Final = re.compile(r"([?&]secret=)[^&#]*")
+
+
+def redact(path_qs: str) -> str:
+    """Return a request path with the callback secret (path or query) replaced by ``***``."""
+    path_qs = _SECRET_IN_PATH.sub(r"\1***", path_qs)
+    return _SECRET_IN_QUERY.sub(r"\1***", path_qs)
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """An aiohttp access logger that never writes the callback secret.
+
+    aiohttp's default access log writes each request line, secret included. Pass this
+    class instead: ``web.run_app(app, access_log_class=RedactingAccessLogger)``. A line
+    reads ``127.0.0.1 "POST /callbacks/*** HTTP/1.1" 200 33 0.001234s``.
+    """
+
+    @property
+    def enabled(self) -> bool:
+        """Whether lines would be written (aiohttp skips the call otherwise)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """Write one request's line to the access log."""
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %s %.6fs',
+            request.remote,
+            request.method,
+            redact(request.path_qs),
+            request.version.major,
+            request.version.minor,
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
+def callback_url(host: str, port: int, secret: str | None = None, *, scheme: str = "http") -> str:
+    """Return the URL to give Ryng for a receiver listening on ``host:port``.
+
+    Behind a proxy or load balancer, give Ryng the public address instead, with the same
+    path.
+    """
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    path = CALLBACK_PATH if secret is None else f"{CALLBACK_PATH}/{secret}"
+    return f"{scheme}://{host}:{port}{path}"
+
+
+async def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    store_path: str | Path = DEFAULT_STORE_PATH,
+    secret: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    handler: CallbackHandler | None = None,
+    on_ready: Callable[[str], object] | None = None,
+) -> None:
+    """Run the receiver with a `SQLiteCallbackStore` until cancelled.
+
+    For ``ryng-async callbacks serve``. The access log goes through
+    `RedactingAccessLogger`.
+
+    Args:
+        host: the address to listen on.
+        port: the port; 0 picks a free one (``on_ready`` gets the real URL).
+        store_path: the SQLite store's file.
+        secret: the shared secret (see `create_app`).
+        max_body: the largest body accepted, in bytes.
+        handler: called with each new callback once stored.
+        on_ready: called once listening, with the URL to give Ryng.
+
+    Raises:
+        ConfigurationError: bad options or an unusable store file.
+        OSError: the address cannot be bound.
+    """
+    _validate_options(secret, max_body)
+    store = await asyncio.to_thread(SQLiteCallbackStore, store_path)
+    try:
+        app = create_app(store=store, handler=handler, secret=secret, max_body=max_body)
+        runner = web.AppRunner(app, access_log_class=RedactingAccessLogger, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = port
+            for address in runner.addresses:
+                bound = int(address[1])
+                break
+            if on_ready is not None:
+                on_ready(callback_url(host, bound, secret))
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            await runner.cleanup()
+    finally:
+        await store.aclose()

@@ -1,0 +1,104 @@
+"""``ryng-async reconcile FILE --report load.json --store callbacks.db``: what became of each lead.
+
+Joins the leads of a load (the same file, read the same way as ``append`` read it), its
+report (``append --report``) and the callbacks received (``callbacks serve``), lead by
+lead, matched by a key you name (a custom field such as a CRM id, or the number). Writes
+one line per lead as CSV or JSON Lines and a summary table; streaming, in bounded memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+from .. import ConfigurationError, ValidationError
+from ..callbacks import reconcile, reconcile_to_file
+from ._common import CliError, Commands, ExitCode, non_negative_float, run_async, say
+from ._readers import FORMATS, InputError, aiter_leads, open_source
+
+__all__ = ["add_parser"]
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``reconcile`` to the command line."""
+    parser = commands.add_parser(
+        "reconcile", help="say, lead by lead, what became of a load", description=__doc__
+    )
+    parser.set_defaults(run=run)
+    parser.add_argument("file", metavar="FILE", help="the lead file the load read ('-': stdin)")
+    parser.add_argument(
+        "--report", type=Path, required=True, metavar="PATH", help="the load's JSON report"
+    )
+    parser.add_argument(
+        "--store", type=Path, required=True, metavar="PATH", help="the callback store"
+    )
+    parser.add_argument(
+        "--key",
+        default="number",
+        help="the field leads and callbacks are matched by: 'number' (the default; a number "
+        "called for several leads is ambiguous and reported so) or a custom field such as "
+        "customField3",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=non_negative_float,
+        default=None,
+        metavar="SECONDS",
+        help="flag accepted leads with no callback this long after the load as overdue",
+    )
+    parser.add_argument("--format", dest="out_format", choices=["csv", "jsonl"], default="csv")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="PATH", help="a file (default: stdout)"
+    )
+    reading = parser.add_argument_group("reading the file (as the load did)")
+    reading.add_argument("--input-format", dest="format", choices=sorted(FORMATS), default=None)
+    reading.add_argument("--encoding", default="utf-8")
+    reading.add_argument("--delimiter", default=None)
+    reading.add_argument("--number-column", default="number")
+    reading.add_argument("--agents-column", default="agentsAssigned")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``reconcile``; return the exit code."""
+    for path, what in ((args.report, "report"), (args.store, "callback store")):
+        if not path.is_file():
+            say(f"ryng-async reconcile: error: no such {what}: {str(path)!r}")
+            return ExitCode.USAGE
+    loaded_at = datetime.fromtimestamp(args.report.stat().st_mtime, tz=UTC)
+
+    async def write(out: IO[bytes]) -> int:
+        source = open_source(
+            args.file,
+            fmt=args.format,
+            encoding=args.encoding,
+            delimiter=args.delimiter,
+            number_column=args.number_column,
+            agents_column=args.agents_column,
+        )
+        lines = reconcile(
+            aiter_leads(source),
+            args.report,
+            args.store,
+            key=args.key,
+            deadline=None if args.deadline is None else timedelta(seconds=args.deadline),
+            loaded_at=loaded_at,
+        )
+        summary = await reconcile_to_file(lines, out, format=args.out_format)
+        out.flush()
+        say(summary.table())
+        return ExitCode.OK
+
+    async def main() -> int:
+        if args.out is None:
+            return await write(sys.stdout.buffer)
+        with args.out.open("wb") as out:
+            return await write(out)
+
+    try:
+        return run_async(main)
+    except (CliError, InputError, ConfigurationError, ValidationError, OSError) as exc:
+        say(f"ryng-async reconcile: error: {exc}")
+        return ExitCode.USAGE

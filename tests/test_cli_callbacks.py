@@ -1,0 +1,154 @@
+"""``ryng-async callbacks serve|export`` and ``reconcile``, through the real entry point."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from anyio.streams.text import TextReceiveStream
+from test_callback_events import CONNECT_EXAMPLE, TERMINAL_EXAMPLE
+from test_callbacks_reconcile import callback
+
+from ryng_async.testing import FakeRyngServer
+
+TOKEN = "tok-SECRET-cb-1d2e3f"
+SECRET = "s3cr3t-callback-path-0123456789"
+CLI = [sys.executable, "-m", "ryng_async"]
+TIMEOUT = 60
+
+pytestmark = pytest.mark.anyio
+
+
+def env(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+    return {**clean, "PYTHONUNBUFFERED": "1", **extra}
+
+
+async def run_cli(*args: str | Path, **extra: str) -> tuple[int, str, str]:
+    with anyio.fail_after(TIMEOUT):
+        done = await anyio.run_process([*CLI, *map(str, args)], check=False, env=env(**extra))
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert TOKEN not in out + err
+    assert SECRET not in out + err
+    return done.returncode, out, err
+
+
+async def test_serve_stores_what_ryng_posts_and_export_reads_it_back(tmp_path: Path) -> None:
+    store = tmp_path / "callbacks.db"
+    command = [*CLI, "callbacks", "serve", "--port", "0", "--store", str(store)]
+    with anyio.fail_after(TIMEOUT):
+        process = await anyio.open_process(
+            command,
+            env=env(RYNG_CALLBACK_SECRET=SECRET),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        async with process:
+            assert process.stdout is not None
+            shown = ""
+            async for text in TextReceiveStream(process.stdout):
+                shown += text
+                if "Give Ryng:" in shown and "\n" in shown.split("Give Ryng:")[1]:
+                    break
+            match = re.search(r"Give Ryng: (http://\S+)/callbacks/<secret>", shown)
+            assert match is not None, shown
+            url = f"{match.group(1)}/callbacks/{SECRET}"
+            async with aiohttp.ClientSession() as session:
+                for body in (CONNECT_EXAMPLE, TERMINAL_EXAMPLE, TERMINAL_EXAMPLE):
+                    async with session.post(url, data=body) as response:
+                        assert response.status == 200
+                async with session.post(
+                    url.replace(SECRET, "wrong-secret-xxxxxxxx"), data=b"{}"
+                ) as response:
+                    assert response.status == 403
+            process.terminate()
+            rest = "".join([text async for text in TextReceiveStream(process.stdout)])
+            await process.wait()
+    assert SECRET not in shown + rest
+    code, out, err = await run_cli("callbacks", "export", "--store", store, "--format", "jsonl")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["callback_type"] for line in lines] == ["connect", "terminal"]  # resend once
+    assert "exported 2 callbacks" in err
+    code, out, _ = await run_cli("callbacks", "export", "--store", store, "--format", "csv")
+    assert code == 0
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 2
+
+
+async def test_export_of_a_missing_store_exits_2(tmp_path: Path) -> None:
+    code, _, err = await run_cli("callbacks", "export", "--store", tmp_path / "none.db")
+    assert code == 2
+    assert "no such store" in err
+
+
+async def test_reconcile_tells_what_became_of_each_lead(tmp_path: Path) -> None:
+    from ryng_async.callbacks import SQLiteCallbackStore
+
+    rows: list[dict[str, Any]] = [
+        {"number": f"+9198{i:08d}", "customField1": f"name {i}", "customField3": f"crm-{i}"}
+        for i in range(30)
+    ]
+    data = tmp_path / "leads.csv"
+    data.write_text(
+        "number,name,crm\n"
+        + "".join(f"{r['number']},{r['customField1']},{r['customField3']}\n" for r in rows)
+    )
+    # The CSV's columns become customField1 (name) and customField2 (crm).
+    for row in rows:
+        row["customField2"] = row.pop("customField3")
+    report = tmp_path / "load.json"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        code, _, err = await run_cli(
+            "append",
+            "42",
+            data,
+            "--report",
+            report,
+            RYNG_BASE_URL=server.base_url,
+            RYNG_ACCESS_TOKEN=TOKEN,
+        )
+        assert code == 0, err
+    store = SQLiteCallbackStore(tmp_path / "callbacks.db")
+    try:
+        for i, row in enumerate(rows[:10]):
+            lead = {
+                "number": row["number"],
+                "customField1": row["customField1"],
+                "customField3": row["customField2"],
+            }
+            body = callback("terminal", 1000 + i, lead)
+            await store.add(_parse(body), body)
+    finally:
+        await store.aclose()
+    out = tmp_path / "status.csv"
+    code, _, err = await run_cli(
+        "reconcile",
+        data,
+        "--report",
+        report,
+        "--store",
+        tmp_path / "callbacks.db",
+        "--out",
+        out,
+    )
+    assert code == 0, err
+    statuses = [line["status"] for line in csv.DictReader(io.StringIO(out.read_text()))]
+    assert len(statuses) == 30
+    assert statuses.count("ended") == 10
+    assert "ended" in err
+
+
+def _parse(body: bytes) -> Any:
+    from ryng_async import parse_callback
+
+    return parse_callback(body)
