@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 from itertools import islice
@@ -56,7 +56,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._exchange import Exchange, SendStoppedError, StopSignal
-from ._models import CampaignOptions, LeadInput
+from ._models import CampaignOptions, Lead, LeadInput
 from ._ratelimit import AdaptiveLimiter, Limiter
 from ._report import BatchResult, BulkReport, InvalidLead, Outcome
 from ._sender import Sender
@@ -153,6 +153,8 @@ class _Load:
         self.consecutive_failures = 0
         self.input_done = False
         self.seen: set[str] | None = set() if options.get("dedupe", False) else None
+        region = options.get("default_region")
+        self.normalize = None if region is None else _normalizing(region)
         check_lead_source(leads)
         self.leads = leads
         report = options.get("report")
@@ -307,7 +309,7 @@ class _Load:
         if self.shard is not None and (start // self.batch_size) % self.shard[1] != self.shard[0]:
             return []  # another worker's block of the input (chunks are batch_size-aligned)
         self.report.total += len(chunk)
-        if self.seen is None and leads_are_valid(chunk):
+        if self.seen is None and self.normalize is None and leads_are_valid(chunk):
             rows = chunk
             positions = list(range(start, start + len(chunk)))
         else:
@@ -331,9 +333,10 @@ class _Load:
         rows: list[dict[str, Any]] = []
         positions: list[int] = []
         invalid: list[InvalidLead] = []
+        normalize = self.normalize
         for position, lead in enumerate(chunk, start):
             try:
-                row = validate_lead(lead, position)
+                row = validate_lead(lead if normalize is None else normalize(lead), position)
             except ValidationError as exc:
                 invalid.append(InvalidLead(position=position, field=exc.field, reason=exc.reason))
                 continue
@@ -573,6 +576,9 @@ class BulkOptions(CampaignOptions, total=False):
             input exactly once; ``BulkReport.merge`` joins their reports.
         on_progress: a plain callable given a `Progress` after every batch.
         dedupe: refuse a lead whose number was already sent in this load, as invalid.
+        default_region: normalize national numbers (``09876543210``, ``98765 43210``) to
+            E.164 with libphonenumber's rules for this region (``"IN"``; the ``phone``
+            extra); a number it calls invalid is an invalid lead with its reason.
         max_consecutive_failures: stop the load after this many batches in a row end
             failed or unknown (default 20); None never stops.
         keep_failed_leads: most leads of batches not accepted the report holds for
@@ -596,6 +602,7 @@ class BulkOptions(CampaignOptions, total=False):
     shard: tuple[int, int] | None
     on_progress: ProgressHook | None
     dedupe: bool
+    default_region: str | None
     max_consecutive_failures: int | None
     keep_failed_leads: int | None
     report: BulkReport | None
@@ -783,6 +790,24 @@ def start_stream(
     return BatchStream(
         _new_load(sender, url, campaign_id, leads, options, caller="stream_append"), sender
     )
+
+
+def _normalizing(region: str) -> Callable[[Any], Any]:
+    """A lead's copy with its number in E.164 form, by libphonenumber's rules for ``region``.
+
+    Anything but a mapping or a `Lead` with a string number is left for validation to refuse.
+    """
+    from ._phone import normalizer
+
+    to_e164 = normalizer(region)
+
+    def normalize(lead: Any) -> Any:
+        row = lead.to_wire() if isinstance(lead, Lead) else lead
+        if not isinstance(row, Mapping) or not isinstance(row.get("number"), str):
+            return lead
+        return {**row, "number": to_e164(row["number"])}
+
+    return normalize
 
 
 def _as_journal(checkpoint: object) -> SQLiteJournal | None:

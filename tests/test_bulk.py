@@ -1141,3 +1141,45 @@ async def test_a_report_under_keep_failed_leads_keeps_them_to_send_again() -> No
     assert {lead["number"] for lead in again} == {
         lead(i)["number"] for start in starts for i in range(start, start + 10)
     }
+
+
+# -- numbers as files hold them; batches that may be in Ryng twice ---------------------
+
+
+@pytest.mark.anyio
+async def test_default_region_normalizes_national_numbers_and_refuses_invalid_ones() -> None:
+    rows = [
+        {"number": "09876543210", "customField1": "a"},
+        {"number": "98765 43210"},
+        {"number": "+91-98765-43210"},
+        {"number": "12"},
+        {"number": "+919876543211"},
+    ]
+    async with serve() as (server, client):
+        report = await client.bulk_append(CAMPAIGN, rows, default_region="IN")
+    check_invariant(report)
+    assert report.accepted == 4
+    (invalid,) = report.invalid_leads
+    assert invalid.position == 3
+    assert invalid.field == "number"
+    assert "libphonenumber" in invalid.reason
+    assert [lead["number"] for lead in server.leads] == ["+919876543210"] * 3 + ["+919876543211"]
+    assert server.leads[0]["customField1"] == "a"
+    assert rows[0]["number"] == "09876543210"  # the caller's rows are left as they were
+
+
+@pytest.mark.anyio
+async def test_a_batch_resent_after_an_ambiguous_attempt_is_marked_maybe_duplicated() -> None:
+    plan = FaultPlan(script=[Fault.DROP])  # recorded, then the connection dropped
+    retry = RetryPolicy(initial_delay=0.0, max_delay=0.0, retry_ambiguous=True)
+    async with serve(faults=plan, retry=retry) as (server, client):
+        report = await client.bulk_append(CAMPAIGN, leads(30), batch_size=10, concurrency=1)
+    check_invariant(report)
+    assert report.accepted == 30
+    assert report.maybe_duplicated == 10
+    (twice,) = [r for r in report.batches if r.maybe_duplicated]
+    assert twice.outcome is Outcome.ACCEPTED
+    assert twice.attempts == 2
+    assert "may be in Ryng twice" in str(report)
+    assert report.to_dict()["maybe_duplicated"] == 10
+    assert server.lead_count() == 40  # the dropped batch's leads are there twice
