@@ -153,8 +153,7 @@ class _Load:
         self.consecutive_failures = 0
         self.input_done = False
         self.seen: set[str] | None = set() if options.get("dedupe", False) else None
-        region = options.get("default_region")
-        self.normalize = None if region is None else _normalizing(region)
+        self.normalize = _normalizing(options.get("default_region"))
         check_lead_source(leads)
         self.leads = leads
         report = options.get("report")
@@ -175,6 +174,7 @@ class _Load:
         self.exchanges: dict[int, Exchange] = {}
         self.stop_signal = StopSignal()
         self.fatal: BaseException | None = None
+        self.stop_reason: str | None = None
         self.emit: Callable[[BatchResult], Any] | None = None
 
     def _observers(self, options: BulkOptions) -> Observers:
@@ -388,7 +388,7 @@ class _Load:
             )
             message = response.message
         except SendStoppedError:
-            message = f"not sent: {self.report.stop_reason}"
+            message = f"not sent: {self.stop_reason}"
         except ConfigurationError as exc:  # the client was closed under the load
             message = f"not sent: {exc}"
             self.fail(exc, str(exc))
@@ -497,7 +497,10 @@ class _Load:
             return
         self.fatal = exc
         self.stop_signal.fire()
-        self.report.stop(reason)
+        self.stop_reason = reason
+        if not isinstance(exc, _StreamClosedError):
+            self.report.stop(reason)
+        # else: settle() says the load stopped early only if something was left undone.
         level = logging.DEBUG if isinstance(exc, _StreamClosedError) else logging.WARNING
         logger.log(level, "bulk load of campaign %s stops: %s", self.report.campaign_id, reason)
 
@@ -511,7 +514,8 @@ class _Load:
         """
         if not self.input_done or self.held or self.packer.pending or self.unfinished:
             if not self.stopping:
-                self.report.stop("cancelled")
+                self.stop_reason = "cancelled"
+                self.report.stop(self.stop_reason)
             if self.held:
                 self.take()
             self.flush()
@@ -523,7 +527,7 @@ class _Load:
             message = (
                 "cancelled after sending: may have been appended"
                 if outcome is Outcome.UNKNOWN
-                else f"not sent: {self.report.stop_reason}"
+                else f"not sent: {self.stop_reason}"
             )
             result = self._result(
                 batch=batch,
@@ -535,6 +539,10 @@ class _Load:
             )
             self.record(batch, result)
             settled.append(result)
+        if isinstance(self.fatal, _StreamClosedError) and (
+            not self.input_done or any(r.outcome is Outcome.SKIPPED for r in settled)
+        ):
+            self.report.stop(self.stop_reason or "the result stream was closed")
         self.report.finish(self.clock.now())
         return settled
 
@@ -792,11 +800,14 @@ def start_stream(
     )
 
 
-def _normalizing(region: str) -> Callable[[Any], Any]:
+def _normalizing(region: str | None) -> Callable[[Any], Any] | None:
     """A lead's copy with its number in E.164 form, by libphonenumber's rules for ``region``.
 
     Anything but a mapping or a `Lead` with a string number is left for validation to refuse.
+    None (no region) normalizes nothing.
     """
+    if region is None:
+        return None
     from ._phone import normalizer
 
     to_e164 = normalizer(region)

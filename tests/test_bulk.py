@@ -1183,3 +1183,19 @@ async def test_a_batch_resent_after_an_ambiguous_attempt_is_marked_maybe_duplica
     assert "may be in Ryng twice" in str(report)
     assert report.to_dict()["maybe_duplicated"] == 10
     assert server.lead_count() == 40  # the dropped batch's leads are there twice
+
+
+@pytest.mark.anyio
+async def test_closing_a_stream_whose_input_is_all_sent_is_not_an_early_stop() -> None:
+    async with serve(latency=0.05) as (_, client):
+        async with client.stream_append(
+            CAMPAIGN, leads(40), batch_size=10, concurrency=4
+        ) as results:
+            first = await anext(results)
+            assert first.outcome is Outcome.ACCEPTED
+            # Every batch is in flight or done: closing now leaves nothing undone.
+        report = results.report
+    check_invariant(report)
+    assert report.accepted == 40
+    assert not report.stopped_early
+    assert report.ok

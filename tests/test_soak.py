@@ -131,7 +131,9 @@ def _run_soak(tmp_path: Path, count: int) -> tuple[dict[str, Any], dict[str, Any
     return load, recorded
 
 
-def _check(load: dict[str, Any], recorded: dict[str, Any], count: int) -> None:
+def _check(
+    load: dict[str, Any], recorded: dict[str, Any], count: int, *, rss_margin_mb: int
+) -> None:
     report = load["report"]
     assert report["finished"]
     assert report["total"] == count
@@ -164,16 +166,18 @@ def _check(load: dict[str, Any], recorded: dict[str, Any], count: int) -> None:
     # Flat: nothing grows with the load past its first tenth but a small margin.
     assert last["fds"] <= first["fds"] + 4
     assert last["tasks"] <= first["tasks"] + 2
-    assert last["rss"] <= first["rss"] + 25 * 2**20
+    assert last["rss"] <= first["rss"] + rss_margin_mb * 2**20
 
 
 @pytest.mark.slow
 def test_a_million_leads_through_mixed_faults(tmp_path: Path) -> None:
     load, recorded = _run_soak(tmp_path, COUNT)
-    _check(load, recorded, COUNT)
+    _check(load, recorded, COUNT, rss_margin_mb=25)
 
 
 def test_a_small_soak_checks_the_same_things(tmp_path: Path) -> None:
-    # The same harness at a size the default run affords, so it cannot rot.
+    # The same harness at a size the default run affords, so it cannot rot. Its first
+    # tenth is a few batches into the run, before the pool and buffers have warmed up,
+    # so the memory margin is wider; the million-lead run holds the tight one.
     load, recorded = _run_soak(tmp_path, 60_000)
-    _check(load, recorded, 60_000)
+    _check(load, recorded, 60_000, rss_margin_mb=60)
