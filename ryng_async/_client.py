@@ -16,6 +16,7 @@ from ._bulk import BatchStream, BulkOptions, run_bulk, start_stream
 from ._clock import Clock, EventLoopClock
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
@@ -42,6 +43,7 @@ from ._validate import (
     agents_field,
     build_request,
     check_campaign_id,
+    check_keepalive,
     check_keywords,
     check_limiter,
     check_positive,
@@ -74,7 +76,10 @@ class RyngClient:
         subdomain: the account's subdomain (one DNS label); defaults to ``RYNG_SUBDOMAIN``.
         access_token: the ``x-access-token``; defaults to ``RYNG_ACCESS_TOKEN``.
         base_url: replaces ``https://{subdomain}.ryng.in`` (proxies, tests, the fake
-            server); defaults to ``RYNG_BASE_URL``.
+            server); defaults to ``RYNG_BASE_URL``. Plain ``http://`` is refused unless
+            the host is loopback or ``allow_insecure_http`` is true.
+        allow_insecure_http: accept a plain ``http://`` base URL to a host that is not
+            loopback (the token then travels unencrypted: only on a trusted path).
         timeout: seconds allowed for one attempt, connecting and reading included.
         connect_timeout: seconds allowed to open a connection, or None.
         rate_limit: the most requests per second this client sends, or None.
@@ -83,6 +88,9 @@ class RyngClient:
         session: an `aiohttp.ClientSession` to use instead of an owned one; the client
             never closes it.
         max_connections: size of the owned connection pool.
+        keepalive_timeout: seconds an owned pool's connection may idle before it is
+            closed instead of reused (0: never reused); a server's shorter
+            ``Keep-Alive: timeout=N`` is honoured too, less a second.
         max_response_bytes: the longest response body read; longer is an `APIError`.
         on_retry: called with a `RetryDetails` before every retry.
         observers: callables given every request's load events (`AttemptStarting`,
@@ -101,6 +109,7 @@ class RyngClient:
         access_token: str | None = None,
         *,
         base_url: str | None = None,
+        allow_insecure_http: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         rate_limit: float | None = None,
@@ -108,6 +117,7 @@ class RyngClient:
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         on_retry: RetryHook | None = None,
         observers: Sequence[LoadObserver] = (),
@@ -118,7 +128,13 @@ class RyngClient:
         if base_url is None and subdomain is None:
             base_url = os.environ.get("RYNG_BASE_URL") or None
             subdomain = None if base_url else (os.environ.get("RYNG_SUBDOMAIN") or None)
-        self._base_url = resolve_base_url(subdomain, base_url)
+        if not isinstance(allow_insecure_http, bool):
+            raise ConfigurationError(
+                f"allow_insecure_http must be True or False, got {allow_insecure_http!r}"
+            )
+        self._base_url = resolve_base_url(
+            subdomain, base_url, allow_insecure_http=allow_insecure_http
+        )
         check_positive(timeout, "timeout")
         check_positive(connect_timeout, "connect_timeout", allow_none=True)
         check_positive(max_connections, "max_connections")
@@ -142,6 +158,7 @@ class RyngClient:
             max_connections=int(max_connections),
             max_response_bytes=int(max_response_bytes),
             random_seed=random_seed,
+            keepalive_timeout=check_keepalive(keepalive_timeout),
         )
 
     def __repr__(self) -> str:
@@ -216,8 +233,12 @@ class RyngClient:
             RateLimitError: still 429 after the retries allowed.
             ServerError: 5xx, or ``"error": true``, after the retries allowed.
             APIError: any other error answer.
-            ConnectError: the server could not be reached.
-            AmbiguousError: no answer after sending; the leads may have been appended.
+            ConnectError: the server could not be reached (the request surely never
+                reached it).
+            AmbiguousError: no usable answer after sending (a timeout, a drop, or an
+                `UnreadableResponseError`: a 2xx answer that could not be read); the leads
+                may have been appended.
+            ResourceLimitError: the process ran out of file descriptors or memory.
             Exception: what an ``on_retry`` hook, an observer or the limiter raised.
         """
         check_keywords(options, CAMPAIGN_OPTION_NAMES, "append")

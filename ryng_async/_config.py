@@ -10,11 +10,13 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_KEEP_FAILED_LEADS",
     "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES",
     "DEFAULT_TIMEOUT",
+    "KEEPALIVE_MARGIN",
     "MAX_RESPONSE_BYTES",
     "RetryPolicy",
 ]
@@ -25,6 +27,14 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds allowed to open a connection (part of `DEFAULT_TIMEOUT`)."""
 DEFAULT_MAX_CONNECTIONS = 100
 """Size of the client's connection pool."""
+DEFAULT_KEEPALIVE_TIMEOUT = 4.0
+"""Seconds a pooled connection may idle before it is closed instead of reused.
+
+Below the 5 s of Node, uvicorn and Apache (undici's default too): a request written onto a
+connection the server has just closed would end without an answer, ``unknown``.
+"""
+KEEPALIVE_MARGIN = 1.0
+"""Seconds taken off a server's ``Keep-Alive: timeout=N`` hint (undici's threshold)."""
 MAX_RESPONSE_BYTES = 1 << 20
 """Largest response body the client reads; a longer one is an `APIError`."""
 

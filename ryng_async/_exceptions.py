@@ -4,6 +4,7 @@ Every error the SDK raises derives from one root::
 
     RyngError
     ├── ConfigurationError      bad client settings (missing token, bad subdomain, ...)
+    │   └── ResourceLimitError      the process ran out of file descriptors or memory
     ├── ValidationError         bad input found before sending; nothing was sent
     ├── APIError                the server answered with an error   (.status, .message, .body)
     │   ├── AuthenticationError     403 / "Unauthorized Token"
@@ -12,6 +13,7 @@ Every error the SDK raises derives from one root::
     └── TransportError          no usable answer
         ├── ConnectError            the request surely never reached the server
         └── AmbiguousError          it may have been processed (timeout or drop after sending)
+            └── UnreadableResponseError a 2xx answer that could not be read (.status, .body)
 
 Foreign errors (aiohttp, OSError, asyncio timeouts) never escape raw: they are wrapped
 with ``raise ... from exc``. No error message ever contains the access token.
@@ -28,9 +30,11 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "RateLimitError",
+    "ResourceLimitError",
     "RyngError",
     "ServerError",
     "TransportError",
+    "UnreadableResponseError",
     "ValidationError",
 ]
 
@@ -59,6 +63,24 @@ class RyngError(Exception):
 
 class ConfigurationError(RyngError):
     """The client's settings are unusable (missing token, bad subdomain, bad option)."""
+
+
+class ResourceLimitError(ConfigurationError):
+    """The process ran out of a local resource (file descriptors, memory) while connecting.
+
+    Not the server's fault and not worth a retry: a bulk load stops at once (its remaining
+    batches end ``skipped``) instead of charging every batch a ``ConnectError``.
+
+    Attributes:
+        errno: the operating system's error number (``EMFILE``, ``ENFILE`` or ``ENOMEM``).
+        limit: the process's file descriptor limit (``ulimit -n``) when it is the one
+            reached, else None.
+    """
+
+    def __init__(self, message: str, *, errno: int, limit: int | None = None) -> None:
+        self.errno = errno
+        self.limit = limit
+        super().__init__(message)
 
 
 class ValidationError(RyngError):
@@ -139,3 +161,22 @@ class AmbiguousError(TransportError):
     The Append Campaign API has no idempotency key, so resending could append the
     same leads twice; the SDK does not resend unless ``RetryPolicy.retry_ambiguous``.
     """
+
+
+class UnreadableResponseError(AmbiguousError):
+    """A 2xx answer that could not be read: empty, not the vendor's JSON, or too long.
+
+    The server said yes in some form, so the leads may have been appended; like any
+    `AmbiguousError`, the request is not resent unless ``RetryPolicy.retry_ambiguous``.
+
+    Attributes:
+        status: the HTTP status code (2xx).
+        message: what was wrong with the answer.
+        body: the response body, decoded as text and cut to a preview.
+    """
+
+    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+        self.status = status
+        self.message = message
+        self.body = body[:_BODY_PREVIEW]
+        super().__init__(f"HTTP {status}: {message}; the request may have been processed")

@@ -22,7 +22,6 @@ from ._exceptions import (
     ConnectError,
     RateLimitError,
     RyngError,
-    ServerError,
 )
 
 __all__ = [
@@ -60,17 +59,11 @@ class RetryDetails:
 def may_have_been_processed(error: RyngError) -> bool:
     """Say whether a failed attempt may still have appended its leads.
 
-    The one home of that rule: an ambiguous transport failure (a timeout or a drop after
-    sending) may have; so may a 2xx answer we could not read. ``"error": true`` (a
-    `ServerError`) is the vendor's definite refusal, and every other error is definite.
+    The one home of that rule: an `AmbiguousError` may have (a timeout or a drop after
+    sending, or a 2xx answer that could not be read: `UnreadableResponseError`); every
+    other error is definite (``"error": true``, a `ServerError`, is the vendor's refusal).
     """
-    if isinstance(error, AmbiguousError):
-        return True
-    return (
-        isinstance(error, APIError)
-        and 200 <= error.status < 300
-        and not isinstance(error, ServerError)
-    )
+    return isinstance(error, AmbiguousError)
 
 
 def is_retryable(error: RyngError, policy: RetryPolicy) -> bool:

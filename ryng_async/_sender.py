@@ -4,23 +4,42 @@
 one attempt at a time, each status mapped to the error tree, retried under the client's
 `RetryPolicy` and its retry budget, paced by a `Limiter`, held by the client's
 ``Retry-After`` pauses, and told to the observers as load events.
+
+Keep-alive is part of correctness for a POST that must not be sent twice: a request written
+onto a connection the server has just closed fails without an answer, which would make its
+batch ``unknown`` although the server never read it. So the owned pool (`_KeepAliveConnector`)
+never reuses a connection idle longer than ``keepalive_timeout`` (4 s by default, below the
+5 s of Node, uvicorn and Apache), nor longer than a server's own ``Keep-Alive: timeout=N``
+minus a margin of 1 s (undici's ``keepAliveTimeoutThreshold``; a hint of 1 s or less means
+no reuse at all). And every JSON body is a `_Body`, which knows whether any of it was handed
+to a connection: a request that failed before that provably never reached the server, and
+is a `ConnectError` (retried), not an `AmbiguousError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
+import time
+import warnings
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import aiohttp
 import msgspec
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.tracing import Trace
 from yarl import URL
 
 from ._clock import Clock
-from ._config import RetryPolicy
+from ._config import KEEPALIVE_MARGIN, RetryPolicy
 from ._events import AttemptEnded, AttemptStarting, ExtensionError, Observers
 from ._exceptions import (
     AmbiguousError,
@@ -29,8 +48,10 @@ from ._exceptions import (
     ConfigurationError,
     ConnectError,
     RateLimitError,
+    ResourceLimitError,
     RyngError,
     ServerError,
+    UnreadableResponseError,
 )
 from ._exchange import Exchange, SendStoppedError, StopSignal
 from ._models import AppendResponse, decode_response
@@ -50,6 +71,133 @@ logger = logging.getLogger("ryng_async")
 
 _USER_AGENT = "ryng-async"
 _READ_CHUNK = 64 * 1024
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+_LARGE_BODY = 1 << 20  # aiohttp warns of raw bodies past this size
+# The connection the current task's request went out on: a small answer is read whole with
+# its headers and its connection released before the caller sees the response.
+_CONNECTION: ContextVar[ResponseHandler | None] = ContextVar("ryng_connection", default=None)
+
+
+class _KeepAliveConnector(aiohttp.TCPConnector):
+    """The owned pool: aiohttp's, plus the server's ``Keep-Alive: timeout=N`` honoured.
+
+    aiohttp itself drops connections idle longer than ``keepalive_timeout``. This adds,
+    through the connector's public ``connect``, the per-connection limit a server announces:
+    a connection idle longer than its server's hint minus `KEEPALIVE_MARGIN` is closed
+    instead of reused (with no hint seen, nothing is added to aiohttp's own path).
+    """
+
+    def __init__(self, *, limit: int, keepalive_timeout: float) -> None:
+        if keepalive_timeout > 0:
+            super().__init__(limit=limit, limit_per_host=limit, keepalive_timeout=keepalive_timeout)
+        else:
+            super().__init__(limit=limit, limit_per_host=limit, force_close=True)
+        self._idle_limits: WeakKeyDictionary[ResponseHandler, float] = WeakKeyDictionary()
+        self._released: WeakKeyDictionary[ResponseHandler, float] = WeakKeyDictionary()
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature, overridden
+    ) -> aiohttp.connector.Connection:
+        """Return a connection from the pool that has not idled past its limit, or a new one."""
+        connection = await super().connect(req, traces, timeout)
+        if self._idle_limits:
+            # Bounded: each pass closes one idle connection of the pool (at most `limit`
+            # of them); a new connection ends the loop.
+            for _ in range(self.limit):
+                protocol = connection.protocol
+                if protocol is None or not self._idled_too_long(protocol):
+                    break
+                connection.close()
+                connection = await super().connect(req, traces, timeout)
+        _CONNECTION.set(connection.protocol)
+        return connection
+
+    def _idled_too_long(self, protocol: ResponseHandler) -> bool:
+        released = self._released.pop(protocol, None)
+        limit = self._idle_limits.get(protocol)
+        return released is not None and limit is not None and time.monotonic() - released > limit
+
+    def honour_keep_alive(self, response: aiohttp.ClientResponse) -> None:
+        """Note the ``Keep-Alive: timeout=N`` of the current task's answer, for its connection."""
+        hint = keep_alive_timeout(response.headers.get("Keep-Alive"))
+        protocol = _CONNECTION.get()
+        if hint is not None and protocol is not None:
+            self._idle_limits[protocol] = max(hint - KEEPALIVE_MARGIN, 0.0)
+
+    def released(self) -> None:
+        """Note that the current task's connection went back to the pool, idle from now."""
+        protocol = _CONNECTION.get()
+        limit = None if protocol is None else self._idle_limits.get(protocol)
+        if protocol is None or limit is None:
+            return
+        if limit <= 0:
+            protocol.close()  # a hint too short to reuse the connection safely
+        else:
+            self._released[protocol] = time.monotonic()
+
+
+def keep_alive_timeout(header: str | None) -> float | None:
+    """Return the ``timeout`` of a ``Keep-Alive`` header in seconds, or None.
+
+    ``Keep-Alive: timeout=5, max=1000`` gives 5.0; an absent, malformed, negative or
+    non-finite value gives None (no hint: the client's own keep-alive applies).
+    """
+    if not header:
+        return None
+    for part in header.split(","):
+        name, _, value = part.partition("=")
+        if name.strip().lower() != "timeout":
+            continue
+        try:
+            seconds = float(value.strip().strip('"'))
+        except ValueError:
+            return None
+        return seconds if 0 <= seconds < float("inf") else None
+    return None
+
+
+class _Body(aiohttp.BytesPayload):
+    """A request body that knows whether any of it was handed to a connection.
+
+    aiohttp writes a request's headers together with its body's first bytes. If the
+    connection is already closing when the body is about to be written, nothing is written
+    and the request provably never reached the server. Once `seal` has been called, no
+    later write goes out either, so its answer stays true.
+    """
+
+    def __init__(self, value: bytes | bytearray | memoryview, content_type: str) -> None:
+        if len(value) <= _LARGE_BODY:
+            super().__init__(value, content_type=content_type)
+        else:
+            with warnings.catch_warnings():
+                # aiohttp advises streaming bodies over 1 MB; a batch (up to max_batch_bytes)
+                # is encoded whole once and kept to be resent: there is nothing to stream.
+                warnings.simplefilter("ignore", ResourceWarning)
+                super().__init__(value, content_type=content_type)
+        self.handed_over = False
+        self._sealed = False
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        """Write the whole body (see `write_with_length`)."""
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        """Write the body, unless the connection is closing (then nothing at all)."""
+        transport = writer.transport
+        if self._sealed or (transport is not None and transport.is_closing()):
+            raise ConnectionResetError("the connection closed before the request was written")
+        self.handed_over = True
+        await super().write_with_length(writer, content_length)
+
+    def seal(self) -> bool:
+        """Refuse any later write; return True if none of the body was ever handed over."""
+        self._sealed = True
+        return not self.handed_over
 
 
 class Sender:
@@ -64,6 +212,8 @@ class Sender:
         observers: the client's observers (on_retry, logging, the user's).
         session: a caller's session (never closed here), or None for an owned pool.
         max_connections: size of an owned pool.
+        keepalive_timeout: the longest an owned pool's connection idles before it is
+            closed instead of reused (0: never reused).
         max_response_bytes: the longest response body read.
         random_seed: seeds the backoff jitter.
     """
@@ -81,6 +231,7 @@ class Sender:
         max_connections: int,
         max_response_bytes: int,
         random_seed: int | None,
+        keepalive_timeout: float,
     ) -> None:
         self.headers: Mapping[str, str] = {"x-access-token": token, "User-Agent": _USER_AGENT}
         self.json_headers: Mapping[str, str] = {
@@ -96,6 +247,8 @@ class Sender:
         self._budget = RetryBudget.for_policy(retry)
         self._rng = random.Random(random_seed)
         self._max_connections = max_connections
+        self._keepalive_timeout = keepalive_timeout
+        self._connector: _KeepAliveConnector | None = None
         self._max_response_bytes = max_response_bytes
         self._session = session
         self._owns_session = session is None
@@ -122,10 +275,10 @@ class Sender:
                 else "the client's connection pool is closed"
             )
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=self._max_connections
+            self._connector = _KeepAliveConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive_timeout
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(connector=self._connector)
         return self._session
 
     def adopt(self, task: asyncio.Task[None], stop: Callable[[], None]) -> None:
@@ -145,6 +298,7 @@ class Sender:
             # the attempt timeout) before the pool they run on is closed.
             await asyncio.wait(list(self._loads))
         self.closed = True
+        self._connector = None
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
@@ -207,8 +361,9 @@ class Sender:
             try:
                 response = await self._attempt(url, make_data(), headers)
             except RyngError as error:
-                if isinstance(error, APIError):
-                    exchange.status = error.status
+                status = _status(error)
+                if status is not None:
+                    exchange.status = status
                 exchange.maybe_processed = doubt_before or may_have_been_processed(error)
                 delay = await self._after_failure(
                     error,
@@ -270,7 +425,7 @@ class Sender:
                     campaign_id=exchange.campaign_id,
                     batch_index=exchange.batch_index,
                     attempt=exchange.attempts,
-                    status=error.status if isinstance(error, APIError) else None,
+                    status=_status(error),
                     error=error,
                     maybe_processed=exchange.maybe_processed,
                     elapsed=self.clock.now() - started,
@@ -317,45 +472,126 @@ class Sender:
 
     async def _attempt(self, url: URL, data: Any, headers: Mapping[str, str]) -> AppendResponse:
         session = self.session()
+        connector = self._connector
+        raw_body = isinstance(data, bytes | bytearray | memoryview)
+        body = _Body(data, headers["Content-Type"]) if raw_body else None
         try:
             async with session.post(
                 url,
-                data=data,
+                data=data if body is None else body,
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
+                if connector is not None:
+                    connector.honour_keep_alive(response)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
                 raw = await self._read_capped(response)
+            if connector is not None:
+                connector.released()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            _raise_if_out_of_resources(exc)
             raise ConnectError(f"could not connect to {url.host}: {exc}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            detail = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
+            if body is not None and body.seal():
+                # Not one byte of the request went out: the server cannot have read it.
+                _raise_if_out_of_resources(exc)
+                raise ConnectError(
+                    f"the connection to {url.host} closed before the request was sent "
+                    f"({_describe(exc)})"
+                ) from exc
             raise AmbiguousError(
-                f"no answer from {url.host} after sending ({detail}); "
+                f"no answer from {url.host} after sending ({_describe(exc)}); "
                 "the request may have been processed"
             ) from exc
         return interpret(status, raw, retry_after)
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes
+        status = response.status
         if response.content_length is not None and response.content_length > limit:
-            raise APIError(
-                f"response body of {response.content_length} bytes exceeds "
-                f"max_response_bytes={limit}",
-                status=response.status,
-            )
+            _raise_too_long(f"{response.content_length} bytes exceeds", limit, status)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(_READ_CHUNK):
             size += len(chunk)
             if size > limit:
-                raise APIError(
-                    f"response body exceeds max_response_bytes={limit}", status=response.status
-                )
+                _raise_too_long("exceeds", limit, status)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _raise_too_long(what: str, limit: int, status: int) -> None:
+    message = f"response body {what} max_response_bytes={limit}"
+    if 200 <= status < 300:
+        raise UnreadableResponseError(message, status=status)
+    raise APIError(message, status=status)
+
+
+def _status(error: RyngError) -> int | None:
+    """The HTTP status an error came with, if it came with one."""
+    if isinstance(error, APIError | UnreadableResponseError):
+        return error.status
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
+
+
+def _raise_if_out_of_resources(exc: BaseException) -> None:
+    """Raise `ResourceLimitError` if ``exc`` comes from a local resource running out.
+
+    Running out of file descriptors or memory is the client's problem, not the server's:
+    retrying would only fail again and charge every batch a ``ConnectError``.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    # Bounded: each pass follows one link of the chain, and a link seen twice ends it.
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        code = cause.errno if isinstance(cause, OSError) else None
+        if code in _OUT_OF_RESOURCES:
+            raise ResourceLimitError(_resource_message(code), errno=code, limit=_fd_limit(code))
+        os_error = cause.os_error if isinstance(cause, aiohttp.ClientConnectorError) else None
+        cause = (
+            os_error
+            if os_error is not None and id(os_error) not in seen
+            else (cause.__cause__ or cause.__context__)
+        )
+
+
+def _fd_limit(code: int) -> int | None:
+    if code != errno.EMFILE:
+        return None
+    try:
+        import resource  # POSIX only, and needed on this rare path only
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _resource_message(code: int) -> str:
+    if code == errno.EMFILE:
+        limit = _fd_limit(code)
+        shown = "unknown" if limit is None else str(limit)
+        return (
+            f"the process ran out of file descriptors (ulimit -n is {shown}) while "
+            "opening a connection: lower max_connections or the load's concurrency, or "
+            "raise the limit (ulimit -n)"
+        )
+    if code == errno.ENFILE:
+        return (
+            "the system ran out of file descriptors (its system-wide limit) while opening "
+            "a connection: lower max_connections or the load's concurrency, or raise the "
+            "system's limit (fs.file-max)"
+        )
+    return (
+        "the system ran out of memory (ENOMEM) while opening a connection: lower "
+        "max_connections or the load's concurrency, or free memory"
+    )
 
 
 def interpret(status: int, raw: bytes, retry_after: str | None) -> AppendResponse:
@@ -379,8 +615,8 @@ def interpret(status: int, raw: bytes, retry_after: str | None) -> AppendRespons
         raise ServerError(message or "server error", status=status, body=text)
     if 200 <= status < 300:
         if parsed is None:
-            raise APIError(
-                "unexpected response body (not the vendor's JSON answer)",
+            raise UnreadableResponseError(
+                "empty response body" if not raw else "response body is not the vendor's JSON",
                 status=status,
                 body=text,
             )

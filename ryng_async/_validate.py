@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import AsyncIterable, Collection, Iterable, Mapping, Sequence
 from functools import partial
+from ipaddress import ip_address
 from itertools import chain, repeat
 from operator import is_not, itemgetter
 from typing import Any, Protocol, Unpack
@@ -34,6 +35,7 @@ __all__ = [
     "check_campaign_id",
     "check_hook",
     "check_int",
+    "check_keepalive",
     "check_keywords",
     "check_lead_source",
     "check_limiter",
@@ -66,6 +68,7 @@ _is_present = partial(is_not, _MISSING)
 _FIXED_KEYS = frozenset({"number", "agentsAssigned"})
 
 
+_MAX_CAMPAIGN_ID = 256
 _SUBDOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
@@ -85,17 +88,36 @@ def check_token(token: object) -> str:
     return token
 
 
-def resolve_base_url(subdomain: object, base_url: object) -> str:
-    """Return the API base URL (no trailing slash) from a subdomain or an explicit URL."""
+def resolve_base_url(
+    subdomain: object, base_url: object, *, allow_insecure_http: bool = False
+) -> str:
+    """Return the API base URL (no trailing slash) from a subdomain or an explicit URL.
+
+    Plain ``http://`` is refused unless its host is loopback (``localhost``, 127.0.0.0/8,
+    ``::1``) or ``allow_insecure_http`` is true: every request carries the access token,
+    which would travel in clear. A URL carrying a user or password is refused too.
+    """
     if base_url is not None:
         try:
             url = URL(base_url)  # type: ignore[arg-type]  # anything else is refused below
             usable = bool(url.scheme in {"http", "https"} and url.host and url.port)
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"base_url is not a usable URL: {base_url!r}") from exc
-        if not usable or url.query or url.fragment:
+            raise ConfigurationError(f"base_url is not a usable URL: {_shown(base_url)}") from exc
+        if not usable or url.query_string or url.fragment:
             raise ConfigurationError(
-                f"base_url must be an absolute http(s) URL without query, got {base_url!r}"
+                "base_url must be an absolute http(s) URL without query or fragment, "
+                f"got {_shown(base_url)}"
+            )
+        if url.user is not None or url.password is not None:
+            raise ConfigurationError(
+                "base_url must not carry a user or password (the API authenticates with "
+                "the access token)"
+            )
+        if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+            raise ConfigurationError(
+                f"base_url {_shown(base_url)} is plain http to {url.host}, which is not a "
+                "loopback address: the access token would travel unencrypted. Use https://, "
+                "or pass allow_insecure_http=True if the network path is trusted"
             )
         return str(url).rstrip("/")
     if subdomain is None:
@@ -104,9 +126,43 @@ def resolve_base_url(subdomain: object, base_url: object) -> str:
         )
     if not isinstance(subdomain, str) or not _SUBDOMAIN.fullmatch(subdomain):
         raise ConfigurationError(
-            f"subdomain must be one DNS label (letters, digits, '-'), got {subdomain!r}"
+            f"subdomain must be one DNS label (letters, digits, '-'), got {preview(subdomain)}"
         )
     return f"https://{subdomain.lower()}.ryng.in"
+
+
+def _is_loopback(host: str | None) -> bool:
+    """Say whether ``host`` is loopback: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _shown(value: object) -> str:
+    """A URL setting as shown in an error: cut, and without its user and password."""
+    if isinstance(value, str):
+        try:
+            url = URL(value)
+            if url.user is not None or url.password is not None:
+                value = str(url.with_user(None))
+        except (TypeError, ValueError):
+            value = "<unparsable URL>"
+    return preview(value, 120)
+
+
+def check_keepalive(value: object) -> float:
+    """Return the keep-alive timeout if it is a finite number of seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ConfigurationError(
+            f"keepalive_timeout must be a number of seconds >= 0 (0: never reuse a "
+            f"connection), got {value!r}"
+        )
+    return float(value)
 
 
 def check_campaign_id(campaign_id: object) -> str:
@@ -119,6 +175,12 @@ def check_campaign_id(campaign_id: object) -> str:
         )
     if campaign_id in {".", ".."}:
         raise ValidationError(f"{campaign_id!r} is not a usable path segment", field="campaign_id")
+    if len(campaign_id) > _MAX_CAMPAIGN_ID:
+        # Percent-encoded into the request line, which servers cap at about 8 kB.
+        raise ValidationError(
+            f"must be at most {_MAX_CAMPAIGN_ID} characters, got {len(campaign_id)}",
+            field="campaign_id",
+        )
     return campaign_id
 
 

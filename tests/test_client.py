@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ from ryng_async import (
     ServerError,
     ValidationError,
 )
+from ryng_async._exceptions import UnreadableResponseError
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
 
 pytestmark = pytest.mark.anyio
@@ -459,22 +461,63 @@ async def test_400_is_api_error_not_retried() -> None:
     assert server.received_requests == 1
 
 
-async def test_non_json_body_is_api_error_with_status_and_truncated_body() -> None:
+async def test_non_json_200_is_ambiguous_with_status_and_truncated_body() -> None:
+    # Issue 11 defect 6: a 2xx we cannot read may have appended the leads, so it is an
+    # AmbiguousError (with its status and body), not a plain APIError.
     page = "<html><body>" + "gateway says hi " * 100 + "</body></html>"
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=200, text=page, content_type="text/html")
 
     async with tiny_server(handler) as base_url, client_for(base_url) as client:
-        with pytest.raises(APIError) as info:
+        with pytest.raises(AmbiguousError) as info:
             await client.append("42", [LEAD])
 
     error = info.value
-    assert type(error) is APIError
+    assert isinstance(error, UnreadableResponseError)
+    assert not isinstance(error, APIError)
     assert error.status == 200
     assert error.body.startswith("<html><body>gateway says hi")
     assert 0 < len(error.body) < len(page)
     assert len(error.body) <= 200
+    assert "may have been processed" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, b""), (200, b'{"message": "ok?"}'), (201, b"OK"), (204, b"")],
+    ids=["empty", "no-error-flag", "plain-text", "no-content"],
+)
+async def test_an_unreadable_2xx_is_ambiguous_and_not_resent(status: int, body: bytes) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        await request.read()
+        return web.Response(status=status, body=body)
+
+    async with tiny_server(handler) as base_url, client_for(base_url) as client:
+        with pytest.raises(AmbiguousError) as info:
+            await client.append("42", [LEAD])
+    assert isinstance(info.value, UnreadableResponseError)
+    assert info.value.status == status
+    assert calls == 1  # ambiguous: not resent by default
+
+
+async def test_an_unreadable_2xx_ends_its_bulk_batch_unknown_with_an_ambiguous_error() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200, body=b"")
+
+    async with tiny_server(handler) as base_url, client_for(base_url) as client:
+        report = await client.bulk_append("42", [LEAD, {"number": "+919876543211"}], batch_size=1)
+    assert report.unknown == 2
+    for result in report.batches:
+        assert isinstance(result.error, AmbiguousError)
+        assert result.status == 200
+    with pytest.raises(AmbiguousError):
+        report.raise_for_failures()
 
 
 async def test_html_502_from_a_proxy_is_a_retried_server_error() -> None:
@@ -494,12 +537,12 @@ async def test_html_502_from_a_proxy_is_a_retried_server_error() -> None:
     assert calls == FAST_RETRY.max_attempts
 
 
-async def test_200_without_the_error_flag_is_api_error() -> None:
+async def test_200_without_the_error_flag_is_ambiguous() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({"message": "ok?"})
 
     async with tiny_server(handler) as base_url, client_for(base_url) as client:
-        with pytest.raises(APIError) as info:
+        with pytest.raises(UnreadableResponseError) as info:
             await client.append("42", [LEAD])
 
     assert info.value.status == 200
@@ -520,7 +563,7 @@ async def test_a_success_with_an_odd_data_field_is_still_a_success(data: bytes) 
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-async def test_oversized_response_body_is_api_error(chunked: bool) -> None:
+async def test_oversized_2xx_body_is_ambiguous(chunked: bool) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         if not chunked:
             return web.Response(status=200, body=b"x" * 5000, content_type="application/json")
@@ -536,12 +579,23 @@ async def test_oversized_response_body_is_api_error(chunked: bool) -> None:
         return response
 
     async with tiny_server(handler) as base_url, client_for(base_url, max_response_bytes=100) as c:
-        with pytest.raises(APIError) as info:
+        with pytest.raises(AmbiguousError) as info:
             await c.append("42", [LEAD])
 
-    assert type(info.value) is APIError
+    assert type(info.value) is UnreadableResponseError
     assert info.value.status == 200
     assert "max_response_bytes" in str(info.value)
+
+
+async def test_oversized_error_body_stays_a_definite_api_error() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=400, body=b"x" * 5000, content_type="application/json")
+
+    async with tiny_server(handler) as base_url, client_for(base_url, max_response_bytes=100) as c:
+        with pytest.raises(APIError) as info:
+            await c.append("42", [LEAD])
+    assert type(info.value) is APIError
+    assert info.value.status == 400
 
 
 async def test_connection_refused_is_connect_error_and_retried() -> None:
@@ -841,6 +895,76 @@ def test_bad_base_url_is_configuration_error(base_url: str) -> None:
         RyngClient(base_url=base_url, access_token=TOKEN)
 
 
+# -- plain http (issue 11 defect 5) ----------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://10.1.2.3",
+        "http://acme.ryng.in",
+        "http://example.com:8080/proxy",
+        "http://[2001:db8::1]:8080",
+        "http://0.0.0.0:8080",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+        "HTTP://10.1.2.3",
+    ],
+)
+def test_plain_http_to_a_host_not_loopback_is_refused(base_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="unencrypted") as info:
+        RyngClient(base_url=base_url, access_token=TOKEN)
+    assert "allow_insecure_http=True" in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+@pytest.mark.usefixtures("no_env")
+def test_plain_http_from_the_environment_alone_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RYNG_BASE_URL", "http://10.1.2.3:8080")
+    with pytest.raises(ConfigurationError, match="unencrypted"):
+        RyngClient(access_token=TOKEN)
+    client = RyngClient(access_token=TOKEN, allow_insecure_http=True)
+    assert client.base_url == "http://10.1.2.3:8080"
+
+
+@pytest.mark.usefixtures("no_env")
+def test_plain_http_is_accepted_when_the_caller_opts_in() -> None:
+    client = RyngClient(base_url="http://10.1.2.3", access_token=TOKEN, allow_insecure_http=True)
+    assert client.base_url == "http://10.1.2.3"
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:8080",
+        "http://127.5.6.7",
+        "http://localhost:9000",
+        "http://LOCALHOST",
+        "http://[::1]:8080",
+        "https://10.1.2.3",
+        "https://acme.ryng.in",
+    ],
+)
+def test_loopback_http_and_any_https_are_accepted(base_url: str) -> None:
+    RyngClient(base_url=base_url, access_token=TOKEN)
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize("flag", [1, "yes", None])
+def test_allow_insecure_http_must_be_a_bool(flag: object) -> None:
+    with pytest.raises(ConfigurationError, match="allow_insecure_http"):
+        RyngClient(base_url="https://x.example", access_token=TOKEN, allow_insecure_http=flag)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("no_env")
+def test_a_base_url_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigurationError, match="user or password") as info:
+        RyngClient(base_url="https://bob:hunter2@acme.example", access_token=TOKEN)
+    assert "hunter2" not in str(info.value)
+
+
 @pytest.mark.usefixtures("no_env")
 def test_base_url_replaces_the_subdomain_and_trailing_slash_is_dropped() -> None:
     client = RyngClient("acme", TOKEN, base_url="http://127.0.0.1:8080/proxy/")
@@ -1051,3 +1175,68 @@ async def test_token_never_in_repr_urls_errors_or_logs(
     assert TOKEN not in caplog.text  # ...without the token
     for record in caplog.records:
         assert TOKEN not in record.getMessage()
+
+
+# -- out of file descriptors (issue 11 defect 8) ----------------------------------------
+
+_FD_CHILD = r"""
+import asyncio, json, os, resource, sys
+from ryng_async import ConfigurationError, RyngClient
+from ryng_async import BulkReport
+
+async def main() -> None:
+    report = BulkReport()
+    out = {}
+    async with RyngClient(
+        base_url=sys.argv[1], access_token=sys.argv[2], max_connections=64, random_seed=0
+    ) as client:
+        await client.append("42", [{"number": "+919800000000"}])  # warm up: imports, loop
+        # Leave room for four more sockets: the rest of the load's connections fail.
+        open_now = len(os.listdir("/proc/self/fd"))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, hard))
+        try:
+            await client.append("42", [{"number": "+919800000001"}])  # fits: one socket
+            leads = [{"number": f"+9198{i:08d}"} for i in range(2, 402)]
+            await client.bulk_append("42", leads, batch_size=10, concurrency=32, report=report)
+        except ConfigurationError as exc:
+            out["error"] = type(exc).__name__
+            out["message"] = str(exc)
+            out["errno"] = getattr(exc, "errno", None)
+            out["limit"] = getattr(exc, "limit", None)
+            out["soft"] = open_now + 4
+    out["report"] = {
+        "total": report.total, "accepted": report.accepted, "failed": report.failed,
+        "unknown": report.unknown, "skipped": report.skipped, "invalid": report.invalid,
+        "stopped_early": report.stopped_early, "finished": report.finished,
+    }
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+async def test_running_out_of_file_descriptors_stops_the_load_with_one_clear_error() -> None:
+    pytest.importorskip("resource")
+    # The server (here) answers slowly, so the child's connections stay open at once.
+    async with FakeRyngServer(access_token=TOKEN, latency=0.2) as server:
+        done = await anyio.run_process(
+            [sys.executable, "-c", _FD_CHILD, server.base_url, TOKEN], check=False
+        )
+        received = server.received_requests
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    out = json.loads(done.stdout)
+    assert out.get("error") == "ResourceLimitError", out
+    assert f"ulimit -n is {out['soft']}" in out["message"]
+    assert "max_connections" in out["message"]
+    assert out["limit"] == out["soft"]
+    report = out["report"]
+    # Not charged to the server: nothing failed; what was not sent is skipped.
+    assert report["failed"] == 0
+    assert report["unknown"] == 0
+    assert report["skipped"] > 0
+    assert report["stopped_early"]
+    assert report["finished"]
+    assert report["accepted"] + report["skipped"] + report["invalid"] == report["total"]
+    assert report["accepted"] // 10 + 2 <= received  # each accepted batch reached the server

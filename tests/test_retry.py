@@ -23,10 +23,12 @@ from ryng_async import (
     TransportError,
     ValidationError,
 )
+from ryng_async._exceptions import ResourceLimitError, UnreadableResponseError
 from ryng_async._retry import (
     RetryBudget,
     backoff_delay,
     is_retryable,
+    may_have_been_processed,
     parse_retry_after,
     retry_delay,
 )
@@ -60,6 +62,8 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
         (APIError("unreadable body", status=200), False),
         (ConnectError("refused"), True),
         (AmbiguousError("timeout"), False),
+        (UnreadableResponseError("empty response body", status=200), False),
+        (ResourceLimitError("out of file descriptors", errno=24), False),
         (TransportError("something"), False),
         (ValidationError("bad lead", field="number"), False),
         (ConfigurationError("closed"), False),
@@ -69,6 +73,33 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
 )
 def test_is_retryable_under_the_default_policy(error: RyngError, retryable: bool) -> None:
     assert is_retryable(error, DEFAULT) is retryable
+
+
+@pytest.mark.parametrize(
+    ("error", "maybe"),
+    [
+        (AmbiguousError("timeout"), True),
+        (UnreadableResponseError("empty response body", status=200), True),
+        (ConnectError("refused"), False),
+        (ServerError("error: true", status=200), False),
+        (ServerError("Failed to create Campaign", status=500), False),
+        (RateLimitError("Too Many Requests"), False),
+        (AuthenticationError("Unauthorized Token", status=403), False),
+        (APIError("Bad Request", status=400), False),
+        (ResourceLimitError("out of file descriptors", errno=24), False),
+        (ConfigurationError("closed"), False),
+    ],
+    ids=lambda value: value if isinstance(value, bool) else type(value).__name__,
+)
+def test_only_an_ambiguous_error_may_have_been_processed(error: RyngError, maybe: bool) -> None:
+    # One rule (issue 11 defect 6): whatever may have been appended is an AmbiguousError.
+    assert may_have_been_processed(error) is maybe
+
+
+def test_an_unreadable_2xx_is_resent_only_when_ambiguous_retries_are_on() -> None:
+    unreadable = UnreadableResponseError("empty response body", status=200)
+    assert is_retryable(unreadable, DEFAULT) is False
+    assert is_retryable(unreadable, AMBIGUOUS_OK) is True
 
 
 def test_ambiguous_only_retried_when_the_policy_says_so() -> None:
