@@ -115,7 +115,11 @@ class Packer:
 
     def _cut(self, out: list[Batch]) -> None:
         rows = self._rows[: self._batch_size]
-        body = self._template.body(rows)
+        try:
+            body = self._template.body(rows)
+        except UnicodeEncodeError:
+            self._drop_unencodable(len(rows))
+            return
         count = len(rows)
         if len(body) > self._max_bytes:
             count, body = self._fit(rows)
@@ -135,6 +139,32 @@ class Packer:
         self._next_index += 1
         del self._rows[:count], self._positions[:count]
 
+    def _drop_unencodable(self, count: int) -> None:
+        """Refuse, as invalid, the leads among the next ``count`` that are not UTF-8 text.
+
+        The batched validity check does not look for lone surrogates; the encoder does.
+        """
+        kept_rows: list[dict[str, Any]] = []
+        kept_positions: list[int] = []
+        for row, position in zip(self._rows[:count], self._positions[:count], strict=True):
+            try:
+                _encoder.encode(row)
+            except UnicodeEncodeError:
+                field = next((key for key, value in row.items() if not _is_utf8(value)), None)
+                self.invalid.append(
+                    InvalidLead(
+                        position=position,
+                        field=field,
+                        reason="holds a lone surrogate, which is not text and cannot be "
+                        "sent as UTF-8",
+                    )
+                )
+            else:
+                kept_rows.append(row)
+                kept_positions.append(position)
+        self._rows[:count] = kept_rows
+        self._positions[:count] = kept_positions
+
     def _fit(self, rows: list[dict[str, Any]]) -> tuple[int, bytearray]:
         """Return how many leading rows fit in ``max_batch_bytes``, and their body."""
         size = self._template.overhead + 2 - 1  # brackets; the first lead has no comma
@@ -145,3 +175,11 @@ class Packer:
                 break
             count += 1
         return count, (self._template.body(rows[:count]) if count else bytearray())
+
+
+def _is_utf8(value: object) -> bool:
+    try:
+        _encoder.encode(value)
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -50,6 +50,7 @@ from ._validate import (
     check_rate,
     check_token,
     resolve_base_url,
+    validate_lead,
     validate_leads,
 )
 
@@ -243,7 +244,16 @@ class RyngClient:
         """
         check_keywords(options, CAMPAIGN_OPTION_NAMES, "append")
         url = URL(self.campaign_url(campaign_id), encoded=True)
-        body = BodyTemplate(build_request(**options)).body(validate_leads(leads))
+        template = BodyTemplate(build_request(**options))
+        rows = validate_leads(leads)
+        try:
+            body = template.body(rows)
+        except UnicodeEncodeError:
+            # The batched check does not look for lone surrogates; the lead-by-lead one
+            # names the lead and field that holds one.
+            for position, row in enumerate(rows):
+                validate_lead(row, position)
+            raise
         return await self._send(Exchange(campaign_id=str(campaign_id)), url, lambda: body)
 
     async def upload_sheet(

@@ -43,6 +43,7 @@ __all__ = [
     "check_rate",
     "check_retry_policy",
     "check_shard",
+    "check_text",
     "check_token",
     "leads_are_valid",
     "resolve_base_url",
@@ -394,6 +395,21 @@ def leads_are_valid(rows: list[Any]) -> bool:
     return True
 
 
+def check_text(value: str, field: str, position: int | None = None) -> str:
+    """Return ``value`` if it can be encoded as UTF-8 (no lone surrogate); else refuse it."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"holds a lone surrogate, which is not text and cannot be sent as UTF-8: "
+                f"{preview(value)}",
+                field=field,
+                position=position,
+            ) from None
+    return value
+
+
 def _check_agents(value: object, field: str, position: int | None) -> list[str]:
     if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
         raise ValidationError(
@@ -413,6 +429,7 @@ def _check_agents(value: object, field: str, position: int | None) -> list[str]:
                 field=field,
                 position=position,
             )
+        check_text(agent, field, position)
     return agents
 
 
@@ -459,6 +476,7 @@ def validate_lead(lead: object, position: int | None = None) -> dict[str, Any]:
                     field=key,
                     position=position,
                 )
+            check_text(value, key, position)
         else:
             raise ValidationError(
                 f"unknown lead field {preview(key)}: expected 'number', 'agentsAssigned' "
@@ -489,6 +507,7 @@ def validate_leads(leads: Iterable[object]) -> list[dict[str, Any]]:
 def _check_url(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(f"must be a URL string, got {preview(value)}", field=field)
+    check_text(value, field)
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValidationError(f"must be an absolute http(s) URL, got {preview(value)}", field=field)
@@ -509,6 +528,8 @@ def build_request(**options: Unpack[CampaignOptions]) -> AppendRequest:
     connect_callback_url = options.get("connect_callback_url")
     if name is not None and not isinstance(name, str):
         raise ValidationError(f"must be a string, got {preview(name)}", field="name")
+    if name is not None:
+        check_text(name, "name")
     mapping: str | None = None
     if agent_mapping is not None:
         try:
@@ -546,6 +567,7 @@ def build_request(**options: Unpack[CampaignOptions]) -> AppendRequest:
                 raise ValidationError(
                     f"values must be strings, got {preview(value)}", field=f"customFieldNames.{key}"
                 )
+            check_text(value, f"customFieldNames.{key}")
             names[key] = value
     return AppendRequest(
         name=name,

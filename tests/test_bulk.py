@@ -1199,3 +1199,20 @@ async def test_closing_a_stream_whose_input_is_all_sent_is_not_an_early_stop() -
     assert report.accepted == 40
     assert not report.stopped_early
     assert report.ok
+
+
+@pytest.mark.anyio
+async def test_a_lead_holding_a_lone_surrogate_is_invalid_and_the_rest_load() -> None:
+    rows = leads(25)
+    rows[7] = {**rows[7], "customField1": "bad \ud800 text"}
+    rows[19] = {**rows[19], "agentsAssigned": ["agent\udfff"]}
+    async with serve() as (server, client):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=10)
+    check_invariant(report)
+    assert report.accepted == 23
+    assert [(lead.position, lead.field) for lead in report.invalid_leads] == [
+        (7, "customField1"),
+        (19, "agentsAssigned"),
+    ]
+    assert "lone surrogate" in report.invalid_leads[0].reason
+    assert server.lead_count() == 23

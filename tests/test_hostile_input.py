@@ -516,11 +516,6 @@ def test_huge_values_are_refused_or_sent_whole(servers: Servers, lead: dict[str,
     assert fake.requests[-1].leads == [lead]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead and option validation let lone surrogates through; the encoder then "
-    "raises UnicodeEncodeError (the fix belongs in _validate's lead and option checks)",
-)
 @pytest.mark.parametrize(
     ("lead", "campaign_options"),
     [
