@@ -846,7 +846,7 @@ def _resumed_outcome(prior: JournalledBatch | None, *, resend_unknown: bool) -> 
 
 
 class _JournalObserver:
-    """Journals each attempt before it is written and each outcome once known."""
+    """Journals each attempt durably before it is written, and each outcome once known."""
 
     __slots__ = ("_load",)
 
@@ -869,7 +869,9 @@ class _JournalObserver:
             )
         elif isinstance(event, BatchSettled) and not event.result.resumed:
             result = event.result
-            await journal.settled(
+            # Queued, committed with the next group (or at close): a load does not wait on
+            # it. Lost to a crash, the batch reads as in flight, so unknown: never resent.
+            journal.settled_nowait(
                 result.index,
                 state=BatchState(result.outcome.value),
                 attempts=result.attempts,
