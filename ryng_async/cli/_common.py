@@ -30,6 +30,7 @@ __all__ = [
     "ExitCode",
     "add_connection_options",
     "env_option",
+    "fraction",
     "make_client",
     "non_negative_float",
     "positive_float",
@@ -108,6 +109,14 @@ def shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"must be I/N, e.g. 0/4, got {text!r}") from None
     if not 0 <= value[0] < value[1]:
         raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number from 0 to 1 (argparse type): a share of requests."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 

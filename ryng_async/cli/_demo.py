@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from .. import BulkReport, Outcome, RetryPolicy, RyngClient
 from ..testing import FakeRyngServer, Fault, FaultPlan
-from ._common import Commands, ExitCode, non_negative_float, positive_int, run_async, say
+from ._common import Commands, ExitCode, fraction, non_negative_float, positive_int, run_async, say
 from ._progress import Meter, make_view, tick
 
 __all__ = ["add_parser", "fault_plan", "synthetic_leads"]
@@ -51,13 +51,6 @@ def fault_plan(rate: float, seed: int) -> FaultPlan:
     )
 
 
-def _rate(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def add_parser(commands: Commands) -> None:
     """Add ``demo`` to the command line."""
     demo = commands.add_parser(
@@ -68,13 +61,17 @@ def add_parser(commands: Commands) -> None:
     )
     demo.set_defaults(run=run)
     demo.add_argument("--leads", type=positive_int, default=100_000, help="leads to load")
-    demo.add_argument("--batch-size", type=positive_int, default=500)
-    demo.add_argument("--concurrency", type=positive_int, default=8)
+    demo.add_argument("--batch-size", type=positive_int, default=500, help="leads per request")
+    demo.add_argument(
+        "--concurrency", type=positive_int, default=8, help="requests in flight at once"
+    )
     demo.add_argument("--rate-limit", type=float, default=None, help="requests per second")
     demo.add_argument(
         "--latency", type=non_negative_float, default=0.005, help="server latency, seconds"
     )
-    demo.add_argument("--fault-rate", type=_rate, default=0.04, help="share of requests that fail")
+    demo.add_argument(
+        "--fault-rate", type=fraction, default=0.04, help="share of requests that fail"
+    )
     demo.add_argument("--seed", type=int, default=7, help="seeds faults and jitter")
     demo.add_argument(
         "--progress", choices=["auto", "bar", "log", "none"], default="auto", help="progress view"

@@ -16,7 +16,16 @@ import sys
 from typing import TextIO
 
 from ..testing import FakeRyngServer, Fault, FaultPlan
-from ._common import CliError, Commands, ExitCode, non_negative_float, positive_int, run_async, say
+from ._common import (
+    CliError,
+    Commands,
+    ExitCode,
+    fraction,
+    non_negative_float,
+    positive_int,
+    run_async,
+    say,
+)
 from ._demo import fault_plan
 
 __all__ = ["add_parser"]
@@ -30,13 +39,6 @@ _FAULT_FLAGS = {
     Fault.DROP: ("--fault-drop", "record the leads, then drop the connection unanswered"),
     Fault.HANG: ("--fault-hang", "never answer (nothing recorded)"),
 }
-
-
-def _rate(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def add_parser(commands: Commands) -> None:
@@ -64,10 +66,12 @@ def add_parser(commands: Commands) -> None:
         "faults", "The share of requests (0 to 1) that get each fault, drawn with --seed."
     )
     for fault, (flag, meaning) in _FAULT_FLAGS.items():
-        faults.add_argument(flag, type=_rate, default=0.0, dest=f"fault_{fault.name}", help=meaning)
+        faults.add_argument(
+            flag, type=fraction, default=0.0, dest=f"fault_{fault.name}", help=meaning
+        )
     faults.add_argument(
         "--fault-rate",
-        type=_rate,
+        type=fraction,
         default=0.0,
         help="a mix like the demo's: 70%% of it 500s, 25%% 429s, 5%% drops (added to the above)",
     )
