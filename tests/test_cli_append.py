@@ -121,6 +121,23 @@ async def test_failed_batches_exit_1(tmp_path: Path) -> None:
         run = await run_cli("append", "42", data, server=server)
     assert run.code == 1
     assert re.search(r"failed\s+1\b", run.out), run.out
+    assert "1 batch failed: HTTP 400" in run.out  # why, not only how many
+
+
+@pytest.mark.anyio
+async def test_the_summary_says_why_batches_failed_and_what_was_resumed(tmp_path: Path) -> None:
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(40))
+    journal = tmp_path / "load.db"
+    plan = FaultPlan(seed=1, rates={Fault.ERROR_500: 0.5})
+    common = ["--batch-size", "10", "--max-attempts", "1", "--checkpoint", journal]
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        first = await run_cli("append", "42", data, *common, server=server)
+        assert first.code == 1
+        assert "failed: HTTP 500" in first.out
+        server.faults = FaultPlan()
+        again = await run_cli("append", "42", data, *common, server=server)
+    assert again.code == 0, again.out + again.err
+    assert "resumed from the checkpoint" in again.out
 
 
 @pytest.mark.anyio

@@ -13,14 +13,14 @@ import contextlib
 import json
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 import anyio
 
-from .. import BulkReport, Progress
+from .. import BatchResult, BulkReport, Outcome, Progress
 
 __all__ = ["Meter", "Snapshot", "View", "make_view", "summary_table"]
 
@@ -287,6 +287,21 @@ async def tick(view: View) -> None:
         view.refresh()
 
 
+_REASONS_SHOWN = 5
+
+
+def _why(result: BatchResult) -> str:
+    """Why a batch was not accepted, in a few words: its outcome, status or error, message."""
+    if result.status is not None:
+        cause = f"HTTP {result.status}"
+    elif result.error is not None:
+        cause = type(result.error).__name__
+    else:
+        cause = "no answer"
+    message = result.message if len(result.message) <= 80 else result.message[:77] + "..."
+    return f"{result.outcome.value}: {cause}: {message}"
+
+
 def summary_table(report: BulkReport, *, extra: dict[str, str] | None = None) -> str:
     """The end-of-load table: leads by outcome, with what each outcome means."""
     rows = [
@@ -307,6 +322,22 @@ def summary_table(report: BulkReport, *, extra: dict[str, str] | None = None) ->
         f"  {batches:,} batches in {report.elapsed:.1f}s, {report.leads_per_second:,.0f} "
         "leads/s accepted"
     )
+    if report.resumed:
+        lines.append(f"  {report.resumed:,} leads resumed from the checkpoint, not sent again")
+    if report.maybe_duplicated:
+        lines.append(
+            f"  {report.maybe_duplicated:,} accepted leads were resent after an ambiguous "
+            "attempt and may be in Ryng twice"
+        )
+    reasons = Counter(
+        _why(result)
+        for result in report.batches
+        if result.outcome in {Outcome.FAILED, Outcome.UNKNOWN} and not result.resumed
+    )
+    for why, count in reasons.most_common(_REASONS_SHOWN):
+        lines.append(f"  {count:,} {'batch' if count == 1 else 'batches'} {why}")
+    if len(reasons) > _REASONS_SHOWN:
+        lines.append(f"  ... and {len(reasons) - _REASONS_SHOWN} more reasons (--report)")
     if report.stopped_early:
         lines.append(f"  stopped early: {report.stop_reason}")
     for key, value in (extra or {}).items():
