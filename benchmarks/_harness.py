@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import re
+import resource
 import statistics
 import sys
 import time
@@ -101,6 +102,23 @@ async def alternate_async(
             gc.collect()
             results[name].append(await contenders[name]())
     return results
+
+
+def peak_rss() -> int:
+    """This process's peak RSS in bytes.
+
+    ``VmHWM`` is the high-water mark of this process's own memory map. ``ru_maxrss`` is
+    not: Linux carries the parent's RSS at fork over the exec, so a child of a big parent
+    would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 class Stopwatch:

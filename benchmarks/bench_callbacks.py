@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ._harness import HERE, BenchResult, Context, Table, Target
+from ._harness import HERE, BenchResult, Context, Table, Target, peak_rss
 
 NAME = "callbacks"
 TITLE = "Callback receiver (SQLite store) and reconciliation"
@@ -109,14 +108,6 @@ def body(call_id: int) -> bytes:
     """Callback ``call_id``: connect for even ids, terminal for odd ones."""
     head, tail = _TEMPLATES[call_id % 2]
     return head + str(call_id).encode() + tail
-
-
-def _peak_rss() -> int:
-    with contextlib.suppress(OSError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # -- the receiver process ------------------------------------------------------------------
@@ -510,7 +501,7 @@ def _reconcile_child(argv: list[str]) -> None:
         db.execute("COMMIT")
     build_seconds = time.perf_counter() - build_started
 
-    rss_before = _peak_rss()
+    rss_before = peak_rss()
     results = {}
     for key in ("customField1", "number"):
         started = time.perf_counter()
@@ -537,7 +528,7 @@ def _reconcile_child(argv: list[str]) -> None:
                 "callbacks": stored,
                 "build_seconds": build_seconds,
                 "rss_before": rss_before,
-                "peak_rss": _peak_rss(),
+                "peak_rss": peak_rss(),
                 "results": results,
             }
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,18 @@ from typing import Annotated, Any
 import msgspec
 
 from . import _data
-from ._harness import HERE, BenchResult, Context, Table, Target, alternate, median, ratio, spread
+from ._harness import (
+    HERE,
+    BenchResult,
+    Context,
+    Table,
+    Target,
+    alternate,
+    median,
+    peak_rss,
+    ratio,
+    spread,
+)
 from ._server import CAMPAIGN, TOKEN, ServerProcess
 
 NAME = "cli"
@@ -40,17 +50,6 @@ CONCURRENCY = 8
 MB = 1e6
 API, CSV, JSONL = "Python API (generator)", "ryng-async append CSV", "ryng-async append JSONL"
 NAMES_OPTION = {"customField1Name": "name", "customField2Name": "city"}
-
-
-def _peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def write_files(folder: Path, rows: int) -> tuple[Path, Path]:
@@ -87,7 +86,7 @@ def _child(argv: list[str]) -> None:
     from ryng_async import BulkReport, RyngClient
     from ryng_async.cli import main
 
-    rss_ready = _peak_rss()
+    rss_ready = peak_rss()
     cpu0 = time.process_time()
     started = time.perf_counter()
     if args.mode == "api":
@@ -125,7 +124,7 @@ def _child(argv: list[str]) -> None:
                 "cpu": cpu,
                 "accepted": accepted,
                 "code": code,
-                "peak_rss": _peak_rss(),
+                "peak_rss": peak_rss(),
                 "ready_rss": rss_ready,
             }
         )

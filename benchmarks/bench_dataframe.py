@@ -30,7 +30,7 @@ from itertools import islice
 from typing import Any
 
 from . import _data
-from ._harness import HERE, BenchResult, Context, Table, Target, alternate, median, ratio
+from ._harness import HERE, BenchResult, Context, Table, Target, alternate, median, peak_rss, ratio
 from ._server import TOKEN, ServerProcess
 
 NAME = "dataframe"
@@ -40,18 +40,6 @@ CONCURRENCY = 8
 MB = 1e6
 SOURCES = ("generator", "polars", "pandas", "arrow")
 CHUNKS = (1024, 4096, 16384)
-
-
-def _peak_rss() -> int:
-    """This process's peak RSS in bytes (``VmHWM``: its own, not the parent's at fork)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def _cpu() -> float:
@@ -152,7 +140,7 @@ def _child(argv: list[str]) -> None:
     leads, options = leads_of(args.source, args.leads)
     gc.collect()
     rss_ready = _rss_now()
-    build_peak = _peak_rss()
+    build_peak = peak_rss()
     # Building the frame peaks above what it then holds; reset the high-water mark so
     # that the peak measured is the load's own (Linux >= 4.0; else it stays the build's).
     try:
@@ -176,7 +164,7 @@ def _child(argv: list[str]) -> None:
     print(
         json.dumps(
             {
-                "peak_rss": _peak_rss(),
+                "peak_rss": peak_rss(),
                 "ready_rss": rss_ready,
                 "build_peak_rss": build_peak,
                 "accepted": report.accepted,

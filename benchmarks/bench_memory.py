@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import subprocess
 import sys
 from functools import partial
@@ -29,6 +28,7 @@ from ._harness import (
     Target,
     alternate,
     median,
+    peak_rss,
     ratio,
 )
 from ._server import TOKEN, ServerProcess
@@ -38,23 +38,6 @@ TITLE = "Peak memory of a bulk load"
 BATCH = 1000
 CONCURRENCY = 8
 MB = 1e6
-
-
-def _peak_rss() -> int:
-    """This process's peak RSS in bytes.
-
-    ``VmHWM`` is the high-water mark of this process's own memory map. ``ru_maxrss`` is
-    not: Linux carries the parent's RSS at fork over the exec, so a child of a big parent
-    would report the parent's size.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def _child(argv: list[str]) -> None:
@@ -86,7 +69,7 @@ def _child(argv: list[str]) -> None:
 
     with Stopwatch() as watch:
         asyncio.run(load())
-    peak = _peak_rss()
+    peak = peak_rss()
     print(
         json.dumps(
             {
