@@ -11,10 +11,9 @@ left there when the load ends (cancel, 403, input error) is accounted for in one
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 from itertools import islice
@@ -265,7 +264,7 @@ class _Load:
     async def resume_from_journal(self, batch: Batch) -> bool:
         """Settle ``batch`` from an earlier run's record if it must not be sent; say so."""
         assert self.journal is not None  # noqa: S101 - only called with a journal
-        digest = hashlib.blake2b(batch.body, digest_size=16).digest()
+        digest = self.journal.digest(batch.body)
         try:
             prior = self.journal.prior(
                 batch.index, start=batch.start, count=batch.count, digest=digest
@@ -832,6 +831,7 @@ def _as_journal(checkpoint: object) -> SQLiteJournal | None:
 
 
 _MAYBE_IN_RYNG = frozenset({BatchState.IN_FLIGHT, BatchState.UNKNOWN})
+_JOURNAL_STATE = {outcome: BatchState(outcome.value) for outcome in Outcome}
 
 
 def _resumed_outcome(prior: JournalledBatch | None, *, resend_unknown: bool) -> Outcome | None:
@@ -846,36 +846,41 @@ def _resumed_outcome(prior: JournalledBatch | None, *, resend_unknown: bool) -> 
 
 
 class _JournalObserver:
-    """Journals each attempt durably before it is written, and each outcome once known."""
+    """Journals each attempt durably before it is written, and each outcome once known.
+
+    Synchronous, returning the commit's future only for an attempt about to start: the
+    hot path makes no coroutine for the events it ignores.
+    """
 
     __slots__ = ("_load",)
 
     def __init__(self, load: _Load) -> None:
         self._load = load
 
-    async def __call__(self, event: LoadEvent) -> None:
+    def __call__(self, event: LoadEvent) -> Awaitable[None] | None:
         load = self._load
         journal = load.journal
         if journal is None:  # pragma: no cover - attached only with a journal
-            return
+            return None
         if isinstance(event, AttemptStarting) and event.batch_index is not None:
             batch = load.unfinished[event.batch_index]
-            await journal.in_flight(
+            return journal.in_flight_future(
                 batch.index,
                 start=batch.start,
                 count=batch.count,
                 digest=load.digests[batch.index],
                 attempt=event.attempt,
             )
-        elif isinstance(event, BatchSettled) and not event.result.resumed:
+        if isinstance(event, BatchSettled) and not event.result.resumed:
             result = event.result
             # Queued, committed with the next group (or at close): a load does not wait on
             # it. Lost to a crash, the batch reads as in flight, so unknown: never resent.
             journal.settled_nowait(
                 result.index,
-                state=BatchState(result.outcome.value),
+                state=_JOURNAL_STATE[result.outcome],
                 attempts=result.attempts,
                 status=result.status,
                 message=result.message,
                 maybe_duplicated=result.maybe_duplicated,
             )
+        return None

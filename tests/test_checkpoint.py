@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import random
@@ -334,6 +335,22 @@ async def test_an_older_format_without_a_migration_is_refused(tmp_path: Path) ->
         await journal_with(path)
 
 
+async def test_a_journal_digesting_with_an_unknown_algorithm_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    async with await journal_with(path) as journal:
+        assert journal.digest(b"body") == journal.digest(bytearray(b"body"))
+        assert len(journal.digest(b"body")) == 16
+        assert journal.digest(b"body") != journal.digest(b"bodY")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE load SET digest_algorithm = 'sha3-999'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CheckpointError, match="digests batches with 'sha3-999', which this"):
+        await journal_with(path)
+    with pytest.raises(CheckpointError, match="not open"):
+        SQLiteJournal(path).digest(b"body")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -664,6 +681,81 @@ async def test_concurrent_writes_share_commits(
     assert len(groups) <= 25  # grouped: far fewer commits than records
 
 
+async def loop_turns_until(done: anyio.Event) -> int:
+    """How many turns of the event loop pass before ``done`` is set."""
+    turns = 0
+    while not done.is_set():
+        await anyio.lowlevel.checkpoint()
+        turns += 1
+        assert turns < 10_000, "never done"
+    return turns
+
+
+def pretend_the_loop_is(monkeypatch: pytest.MonkeyPatch, *, busy: bool) -> None:
+    """Make the journal read the loop thread as always busy (CPU time = wall) or idle."""
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(checkpoint_module, "_thread_time", loop.time if busy else lambda: 0.0)
+
+
+@pytest.mark.parametrize("busy", [False, True])
+async def test_a_lone_writer_commits_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    pretend_the_loop_is(monkeypatch, busy=busy)
+    async with await journal_with(tmp_path / "j") as journal:
+        for index in range(5):  # one request at a time: waiting could only slow it
+            committed = anyio.Event()
+
+            async def write(index: int = index, committed: anyio.Event = committed) -> None:
+                await journal.in_flight(index, **where(index), attempt=1)
+                committed.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write)
+                assert await loop_turns_until(committed) <= 4
+            journal.settled_nowait(
+                index, state=BatchState.ACCEPTED, attempts=1, status=200, message=""
+            )
+
+
+@pytest.mark.parametrize("busy", [False, True])
+async def test_a_busy_loop_with_requests_in_flight_groups_its_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    pretend_the_loop_is(monkeypatch, busy=busy)
+    groups: list[int] = []
+    commit = SQLiteJournal._commit
+
+    def counting(conn: sqlite3.Connection, writes: list[Any], now: float | None) -> None:
+        groups.append(len(writes))
+        commit(conn, writes, now)
+
+    monkeypatch.setattr(SQLiteJournal, "_commit", staticmethod(counting))
+    async with await journal_with(tmp_path / "j") as journal:
+        for index in range(4):  # four requests in flight
+            await journal.in_flight(index, **where(index), attempt=1)
+        groups.clear()
+        # Then one new request a turn of the loop, as a load whose senders start in turn.
+        writers = []
+        async with anyio.create_task_group() as tg:
+            for index in range(4, 24):
+                done = anyio.Event()
+                writers.append(done)
+
+                async def write(index: int = index, done: anyio.Event = done) -> None:
+                    await journal.in_flight(index, **where(index), attempt=1)
+                    done.set()
+
+                tg.start_soon(write)
+                await anyio.lowlevel.checkpoint()
+        assert all(done.is_set() for done in writers)
+    assert sum(groups) == 20
+    if busy:
+        assert len(groups) < 10  # records of many turns shared a commit
+    else:
+        assert len(groups) >= 10  # an idle loop commits each turn's records at once
+
+
 async def test_a_cancelled_writer_stops_waiting_and_its_record_is_still_written(
     tmp_path: Path,
 ) -> None:
@@ -753,7 +845,10 @@ def user_version(path: Path) -> int:
         conn.close()
 
 
-@pytest.mark.parametrize("future", [2, 3])
+CURRENT = JOURNAL_FORMAT_VERSION
+
+
+@pytest.mark.parametrize("future", [CURRENT + 1, CURRENT + 2])
 async def test_a_journal_of_this_version_survives_a_format_upgrade(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, future: int
 ) -> None:
@@ -761,17 +856,19 @@ async def test_a_journal_of_this_version_survives_a_format_upgrade(
     async with await journal_with(path) as journal:
         await write_some(journal)
         written = dict(journal.batches)
-    assert user_version(path) == JOURNAL_FORMAT_VERSION == 1
+    assert user_version(path) == JOURNAL_FORMAT_VERSION == CURRENT
 
     # A later ryng_async: format `future`, with a migration for each step from this one.
-    steps = {1: add_note_column, 2: add_index}
+    steps = {CURRENT: add_note_column, CURRENT + 1: add_index}
     monkeypatch.setattr(checkpoint_module, "JOURNAL_FORMAT_VERSION", future)
-    monkeypatch.setattr(checkpoint_module, "_MIGRATIONS", {v: steps[v] for v in range(1, future)})
+    monkeypatch.setattr(
+        checkpoint_module, "_MIGRATIONS", {v: steps[v] for v in range(CURRENT, future)}
+    )
 
     summary = SQLiteJournal.inspect(path)  # read through a migrated copy in memory
-    assert summary.format_version == 1
+    assert summary.format_version == CURRENT
     assert summary.batches[BatchState.ACCEPTED] == 2
-    assert user_version(path) == 1  # inspect wrote nothing
+    assert user_version(path) == CURRENT  # inspect wrote nothing
 
     async with await journal_with(path) as journal:
         assert dict(journal.batches) == written
@@ -794,12 +891,12 @@ async def test_a_failed_migration_leaves_the_journal_as_it_was(
         add_note_column(conn)
         conn.execute("SELECT * FROM no_such_table")
 
-    monkeypatch.setattr(checkpoint_module, "JOURNAL_FORMAT_VERSION", 2)
-    monkeypatch.setattr(checkpoint_module, "_MIGRATIONS", {1: broken})
+    monkeypatch.setattr(checkpoint_module, "JOURNAL_FORMAT_VERSION", CURRENT + 1)
+    monkeypatch.setattr(checkpoint_module, "_MIGRATIONS", {CURRENT: broken})
     with pytest.raises(CheckpointError, match="no such table"):
         await journal_with(path)
     monkeypatch.undo()
-    assert user_version(path) == 1
+    assert user_version(path) == CURRENT
     async with await journal_with(path) as journal:
         assert len(journal.batches) == 4
 

@@ -180,6 +180,50 @@ async def test_a_cancelled_load_resumes_from_its_journal(tmp_path: Path) -> None
 # -- refusals ---------------------------------------------------------------------------
 
 
+def as_format_1(path: Path) -> None:
+    """Rewrite a journal as ryng_async's first format wrote it (no digest algorithm)."""
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
+async def test_a_journal_of_the_first_format_resumes_with_its_own_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = tmp_path / "load.db"
+    plan = FaultPlan(seed=4, rates={Fault.BAD_REQUEST: 0.3})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        # The first format digested batches with BLAKE2b-128.
+        monkeypatch.setattr("ryng_async.checkpoint._NEW_JOURNAL_DIGEST", "blake2b-128")
+        async with client_for(server) as client:
+            first = await client.bulk_append(
+                CAMPAIGN, leads(200), batch_size=10, checkpoint=checkpoint
+            )
+        monkeypatch.undo()
+        assert 0 < first.accepted < 200
+        as_format_1(checkpoint)
+        server.faults = FaultPlan()
+        async with client_for(server) as client:
+            second = await client.bulk_append(
+                CAMPAIGN, leads(200), batch_size=10, checkpoint=checkpoint
+            )
+    assert second.accepted == 200
+    assert second.resumed == first.accepted  # its digests matched: no "input changed"
+    assert set(received_numbers(server).values()) == {1}
+    conn = sqlite3.connect(checkpoint)
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("SELECT digest_algorithm FROM load").fetchone() == ("blake2b-128",)
+    conn.close()
+    fresh = tmp_path / "fresh.db"
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server) as client:
+        await client.bulk_append(CAMPAIGN, leads(20), batch_size=10, checkpoint=fresh)
+    conn = sqlite3.connect(fresh)
+    assert conn.execute("SELECT digest_algorithm FROM load").fetchone() == ("xxh3-128",)
+    conn.close()
+
+
 async def test_a_changed_input_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     checkpoint = tmp_path / "load.db"
     async with FakeRyngServer(access_token=TOKEN) as server:
