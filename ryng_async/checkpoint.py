@@ -45,13 +45,14 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Self
 
 import anyio
+import msgspec
 import xxhash
 
 from ._exceptions import ConfigurationError, preview
@@ -268,21 +269,28 @@ _SCHEMA = (
         maybe_duplicated INTEGER NOT NULL
     )""",
 )
+# A load appends its records here, one row a commit (format 2): one short insert however
+# many records a commit holds. Folded into `batch` when the journal is closed or opened.
+_LOG_SCHEMA = """CREATE TABLE log (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        records BLOB NOT NULL
+    )"""
 
 _Migration = Callable[[sqlite3.Connection], None]
 
 
-def _record_the_digest_algorithm(conn: sqlite3.Connection) -> None:
-    """1 -> 2: format 1 journals digested batches with BLAKE2b-128."""
+def _to_format_2(conn: sqlite3.Connection) -> None:
+    """1 -> 2: record the digest algorithm (format 1 used BLAKE2b-128); add the log."""
     conn.execute("ALTER TABLE load ADD COLUMN digest_algorithm TEXT NOT NULL DEFAULT 'blake2b-128'")
+    conn.execute(_LOG_SCHEMA)
 
 
 # version -> the function that turns a journal of that version into one of version + 1,
 # inside the transaction that then sets the new user_version. Add one with each new layout.
-_MIGRATIONS: dict[int, _Migration] = {1: _record_the_digest_algorithm}
+_MIGRATIONS: dict[int, _Migration] = {1: _to_format_2}
 
-# Every record is a whole batch row; one statement upserts a flush's rows (in order, so the
-# last record of a batch wins) and commits them on its own, without BEGIN and COMMIT.
+# Folding the log: one statement upserts up to _ROWS_PER_STATEMENT rows.
 _UPSERT_HEAD = (
     "INSERT INTO batch (idx, start, count, digest, state, attempts, status, message,"
     " maybe_duplicated) VALUES "
@@ -303,8 +311,9 @@ _UPSERTS = [""] + [  # by row count
     for rows in range(1, _ROWS_PER_STATEMENT + 1)
 ]
 # New journals use small pages: a commit appends each page it changed to the WAL, and a
-# commit changes one or two pages of a table whose rows are ~60 bytes.
+# commit adds a few hundred bytes to the log.
 _PAGE_SIZE = 1024
+_LOG_INSERT = "INSERT INTO log (at, records) VALUES (?, ?)"
 _SELECT_BATCHES = (
     "SELECT idx, start, count, digest, state, attempts, status, message, maybe_duplicated"
     " FROM batch"
@@ -313,6 +322,10 @@ _SELECT_BATCHES = (
 # A batch row: idx, start, count, digest, state, attempts, status, message, maybe_duplicated.
 _Write = tuple[int, int, int, bytes, str, int, int | None, str, bool]
 _IN_FLIGHT = str(BatchState.IN_FLIGHT)
+_pack_records = msgspec.msgpack.Encoder().encode
+_unpack_records = msgspec.msgpack.Decoder(
+    list[tuple[int, int, int, bytes, str, int, int | None, str, bool]]
+).decode
 # A record and the future its writer awaits (None for a record queued without waiting).
 _Queued = tuple[_Write, "asyncio.Future[None] | None"]
 
@@ -372,6 +385,49 @@ class _BatchesView(Mapping[int, JournalledBatch]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self)!r})"
+
+
+def _replay(rows: dict[int, _Write], conn: sqlite3.Connection) -> float | None:
+    """Apply the log to ``rows`` in order; return the time of its last commit, if any.
+
+    The last record of a batch wins, except ``maybe_duplicated``, which sticks.
+    """
+    last = None
+    for at, records in conn.execute("SELECT at, records FROM log ORDER BY seq"):
+        for record in _unpack_records(records):
+            known = rows.get(record[0])
+            sticky = known is not None and known[8] and not record[8]
+            rows[record[0]] = (*record[:8], True) if sticky else record
+        last = at
+    return last
+
+
+def _read_rows(conn: sqlite3.Connection) -> tuple[dict[int, _Write], float | None]:
+    """Every batch row (the table, then the log on top), and the log's last commit time."""
+    rows = {row[0]: row for row in map(_row_from_sql, conn.execute(_SELECT_BATCHES))}
+    return rows, _replay(rows, conn)
+
+
+def _fold(conn: sqlite3.Connection) -> None:
+    """Move the log's records into the batch table, in one transaction."""
+    if conn.execute("SELECT 1 FROM log LIMIT 1").fetchone() is None:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        folded: dict[int, _Write] = {}
+        last = _replay(folded, conn)
+        rows = [folded[index] for index in sorted(folded)]
+        for first in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[first : first + _ROWS_PER_STATEMENT]
+            conn.execute(_UPSERTS[len(chunk)], [value for row in chunk for value in row])
+        conn.execute("DELETE FROM log")
+        if last is not None:
+            conn.execute("UPDATE load SET updated_at = max(updated_at, ?)", (last,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _clean_message(message: str) -> str:
@@ -435,21 +491,20 @@ def _read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalS
         raise CheckpointError(f"the checkpoint journal {path!r} is damaged: no load record")
     campaign_id, batch_size, max_batch_bytes, shard_index, shard_count, created, updated = row
     shard = None if shard_index is None else (shard_index, shard_count)
+    rows, last = _read_rows(conn)
+    if last is not None:
+        updated = max(updated, last)
+    ordered = [rows[index] for index in sorted(rows)]
     batches = dict.fromkeys(BatchState, 0)
     leads = dict.fromkeys(BatchState, 0)
     duplicated = 0
-    for state, n_batches, n_leads, n_duplicated in conn.execute(
-        "SELECT state, count(*), sum(count), sum(count * maybe_duplicated) FROM batch"
-        " GROUP BY state"
-    ):
-        batches[BatchState(state)] = n_batches
-        leads[BatchState(state)] = n_leads
-        duplicated += n_duplicated
+    for _, _, count, _, state, _, _, _, maybe_duplicated in ordered:
+        batches[BatchState(state)] += 1
+        leads[BatchState(state)] += count
+        duplicated += count if maybe_duplicated else 0
     next_position = 0
     expected = 0
-    for index, start, count, state in conn.execute(
-        "SELECT idx, start, count, state FROM batch ORDER BY idx"
-    ):
+    for index, start, count, _, state, *_ in ordered:
         if shard is None and index != expected:
             break  # a batch never journalled before this one: its leads were not sent
         if state != BatchState.ACCEPTED:
@@ -458,10 +513,7 @@ def _read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalS
         next_position = start + count
         expected = index + 1
     uncertain = tuple(
-        _batch_from_row(r)
-        for r in conn.execute(
-            _SELECT_BATCHES + " WHERE state IN ('in_flight', 'unknown') ORDER BY idx"
-        )
+        _batch_from_row(r) for r in ordered if r[4] in {BatchState.IN_FLIGHT, BatchState.UNKNOWN}
     )
     return JournalSummary(
         path=path,
@@ -628,11 +680,19 @@ class _Checkpointer:
 
 
 def _shut(conn: sqlite3.Connection, fd: int, checkpointer: _Checkpointer | None) -> None:
-    """Stop the checkpointer, close the file and release the lock (blocking)."""
+    """Fold the log, stop the checkpointer, close the file, release the lock (blocking).
+
+    Folding is housekeeping: one that fails (a full disk) leaves the records in the log,
+    where readers find them and the next open folds them.
+    """
     try:
-        if checkpointer is not None:
-            checkpointer.stop()
-        conn.close()  # the last connection: SQLite checkpoints and removes the WAL
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                _fold(conn)
+        finally:
+            if checkpointer is not None:
+                checkpointer.stop()
+            conn.close()  # the last connection: SQLite checkpoints and removes the WAL
     finally:
         _unlock(fd)
 
@@ -670,7 +730,6 @@ class SQLiteJournal:
         self._pending: list[_Queued] = []
         self._flush_handle: asyncio.Handle | None = None
         self._commits = 0
-        self._touched = 0.0
         self._closed: anyio.Event | None = None
         self._state = "new"
         self._deferred_error: CheckpointError | None = None
@@ -727,7 +786,6 @@ class SQLiteJournal:
         self._pending = []
         self._flush_handle = None
         self._commits = 0
-        self._touched = 0.0
         self._deferred_error = None
         self._checkpointer = None
         with contextlib.suppress(RuntimeError):  # no thread to spare: the writer checkpoints
@@ -785,7 +843,9 @@ class SQLiteJournal:
             _migrate(conn, version)
         self._check_identity(conn, identity)
         self._digest = self._digest_of(conn)
-        return {row[0]: row for row in map(_row_from_sql, conn.execute(_SELECT_BATCHES))}
+        _fold(conn)  # what a run that died left in the log
+        rows, _ = _read_rows(conn)
+        return rows
 
     @staticmethod
     def _create(conn: sqlite3.Connection, identity: LoadIdentity) -> None:
@@ -796,7 +856,7 @@ class SQLiteJournal:
         try:
             conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {int(JOURNAL_FORMAT_VERSION)}")
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, _LOG_SCHEMA):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO load (id, campaign_id, batch_size, max_batch_bytes,"
@@ -1144,15 +1204,12 @@ class SQLiteJournal:
         if not group or self._conn is None:
             return
         error: Exception | None = None
-        now = time.time()
-        touch = now - self._touched >= 1.0  # updated_at to the second: one write fewer
         started = time.perf_counter()
         try:
-            self._commit(self._conn, [write for write, _ in group], now if touch else None)
+            self._commit(self._conn, [write for write, _ in group], time.time())
         except Exception as exc:  # handed to the writers of the group
             error = exc
         else:
-            self._touched = now if touch else self._touched
             self._commits += 1
             if self._checkpointer is not None and self._commits % _CHECKPOINT_EVERY == 0:
                 self._checkpointer.request()
@@ -1196,23 +1253,9 @@ class SQLiteJournal:
                 done.set_exception(failure)
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, writes: list[_Write], now: float | None) -> None:
-        if now is None and len(writes) <= _ROWS_PER_STATEMENT:
-            # One statement is one transaction: the common case costs a single call.
-            conn.execute(_UPSERTS[len(writes)], [value for row in writes for value in row])
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for first in range(0, len(writes), _ROWS_PER_STATEMENT):
-                rows = writes[first : first + _ROWS_PER_STATEMENT]
-                conn.execute(_UPSERTS[len(rows)], [value for row in rows for value in row])
-            if now is not None:
-                conn.execute("UPDATE load SET updated_at = ?", (now,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _commit(conn: sqlite3.Connection, writes: list[_Write], now: float) -> None:
+        # One insert, one transaction: the group's records packed in one row of the log.
+        conn.execute(_LOG_INSERT, (now, _pack_records(writes)))
 
     # --- reading without a load -----------------------------------------------------------
 
@@ -1249,9 +1292,13 @@ class SQLiteJournal:
         name = os.fspath(path)
         conn, _ = _connect_for_reading(name)
         try:
-            rows: Iterable[tuple[Any, ...]] = conn.execute(_SELECT_BATCHES + " ORDER BY idx")
+            rows, _ = _read_rows(conn)
             wanted = None if states is None else {BatchState(s).value for s in states}
-            return [_batch_from_row(r) for r in rows if wanted is None or r[4] in wanted]
+            return [
+                _batch_from_row(rows[index])
+                for index in sorted(rows)
+                if wanted is None or rows[index][4] in wanted
+            ]
         except sqlite3.Error as exc:
             raise CheckpointError(f"cannot read the checkpoint journal {name!r}: {exc}") from exc
         finally:

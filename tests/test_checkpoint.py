@@ -537,6 +537,35 @@ async def test_a_journal_whose_owner_was_killed_reopens_at_once_with_its_records
         check_child_records(dict(journal.batches))
 
 
+def count_rows(path: Path, table: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+    finally:
+        conn.close()
+
+
+async def test_a_killed_load_s_log_is_read_as_it_is_and_folded_by_the_next_owner(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j"
+    async with journal_held_by_a_child(path) as child:
+        os.kill(child.pid, signal.SIGKILL)
+        assert await child.wait() == -signal.SIGKILL
+    assert count_rows(path, "log") > 0  # the records of the killed run, not yet folded
+    summary = SQLiteJournal.inspect(path)  # readers replay the log
+    assert (summary.batches[BatchState.ACCEPTED], summary.batches[BatchState.IN_FLIGHT]) == (3, 2)
+    assert summary.updated_at >= summary.created_at
+    async with await journal_with(path) as journal:
+        assert count_rows(path, "log") == 0  # folded by the new owner, before it sends
+        assert count_rows(path, "batch") == 5
+        check_child_records(dict(journal.batches))
+        await journal.settled(3, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+        assert count_rows(path, "log") == 1
+    assert count_rows(path, "log") == 0  # and by a clean close
+    assert SQLiteJournal.inspect(path).batches[BatchState.ACCEPTED] == 4
+
+
 BUSY_CHILD = """
 import sys, anyio
 from ryng_async.checkpoint import BatchState, LoadIdentity, SQLiteJournal
@@ -627,6 +656,7 @@ def drop_batches(path: Path) -> None:
     """Break the journal under its owner, as a vanished disk would."""
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE batch")
+    conn.execute("DROP TABLE log")
     conn.commit()
     conn.close()
 

@@ -181,9 +181,10 @@ async def test_a_cancelled_load_resumes_from_its_journal(tmp_path: Path) -> None
 
 
 def as_format_1(path: Path) -> None:
-    """Rewrite a journal as ryng_async's first format wrote it (no digest algorithm)."""
+    """Rewrite a journal as ryng_async's first format wrote it (no digest algorithm, no log)."""
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
+    conn.execute("DROP TABLE log")  # empty: a closed journal's log is folded
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
