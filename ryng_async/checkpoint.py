@@ -87,7 +87,7 @@ _WAL_SIZE_LIMIT = 4 * 1024 * 1024
 _CHECKPOINT_EVERY = 64
 # Group commit on a busy loop (see SQLiteJournal._pace).
 _BUSY = 0.8
-_SPACING = 20
+_SPACING = 40
 _MAX_WAIT = 0.005
 _thread_time = time.thread_time  # the loop thread's CPU time (a seam for the tests)
 _WRITER_AUTOCHECKPOINT_PAGES = 1000
@@ -270,7 +270,7 @@ _SCHEMA = (
     )""",
 )
 # A load appends its records here, one row a commit (format 2): one short insert however
-# many records a commit holds. Folded into `batch` when the journal is closed or opened.
+# many records a commit holds. Folded into `batch` by the next open (readers replay it).
 _LOG_SCHEMA = """CREATE TABLE log (
         seq INTEGER PRIMARY KEY,
         at REAL NOT NULL,
@@ -680,19 +680,15 @@ class _Checkpointer:
 
 
 def _shut(conn: sqlite3.Connection, fd: int, checkpointer: _Checkpointer | None) -> None:
-    """Fold the log, stop the checkpointer, close the file, release the lock (blocking).
+    """Stop the checkpointer, close the file and release the lock (blocking).
 
-    Folding is housekeeping: one that fails (a full disk) leaves the records in the log,
-    where readers find them and the next open folds them.
+    The log stays as it is (readers replay it): folding it here would cost the load's end
+    some 10 us a batch; the next open folds it.
     """
     try:
-        try:
-            with contextlib.suppress(sqlite3.Error):
-                _fold(conn)
-        finally:
-            if checkpointer is not None:
-                checkpointer.stop()
-            conn.close()  # the last connection: SQLite checkpoints and removes the WAL
+        if checkpointer is not None:
+            checkpointer.stop()
+        conn.close()  # the last connection: SQLite checkpoints and removes the WAL
     finally:
         _unlock(fd)
 
@@ -1223,7 +1219,7 @@ class SQLiteJournal:
         thread was busy (CPU time >= _BUSY of the wall time since the last commit), with
         other requests in flight whose records would come soon, the next commit waits
         until _SPACING times this one's cost after it (at most _MAX_WAIT), so commits keep
-        under about 5% of a busy loop. An idle loop, or a lone request, commits at once:
+        under about 2.5% of a busy loop. An idle loop, or a lone request, commits at once:
         waiting there would only slow the load.
         """
         if self._loop is None:  # pragma: no cover - set while open

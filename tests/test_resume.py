@@ -26,6 +26,7 @@ from ryng_async import (
     RyngClient,
     RyngError,
 )
+from ryng_async import checkpoint as checkpoint_module
 from ryng_async.checkpoint import BatchState, CheckpointError, SQLiteJournal
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
 
@@ -182,9 +183,10 @@ async def test_a_cancelled_load_resumes_from_its_journal(tmp_path: Path) -> None
 
 def as_format_1(path: Path) -> None:
     """Rewrite a journal as ryng_async's first format wrote it (no digest algorithm, no log)."""
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    checkpoint_module._fold(conn)  # the records into the batch table, as format 1 kept them
     conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
-    conn.execute("DROP TABLE log")  # empty: a closed journal's log is folded
+    conn.execute("DROP TABLE log")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
