@@ -179,11 +179,24 @@ Profiled with pyinstrument (`python -m benchmarks.profile_sdk encoding` and `...
   after in one run, old and new code alternating in fresh processes, 7 rounds of 300,000
   leads at concurrency 16: client CPU 2.24 -> 2.18 us per lead against the validating
   server, 1.78 -> 1.94 against the sink (rounds spread about 15%): no change beyond noise.
-- **Checkpoint (issue #8).** What the journal costs, per the same 200,000-lead load against
-  the sink: the body digest, the journal lookup and the observer 0.37 us of client CPU per
-  lead; the in-flight record awaited before each request about 0.65 us more (the writer
-  thread's SQLite work and its hand-offs with the event loop); queued outcomes next to
-  nothing.
+- **Checkpoint (issue #8).** Profiled in the load (perf, py-spy, timers around each journal
+  call; 200,000-1,000,000 leads against the sink): the first journal cost about 1 us of
+  client CPU a lead. Its writer thread waited twice a commit for the GIL, which a busy event
+  loop gives up only after the 5 ms switch interval, so each request waited ~10 ms for its
+  in-flight record and 8 senders could not keep the loop fed; BLAKE2b took 80 us a batch;
+  each record made frozen dataclasses, a coroutine per event and two UPDATE/UPSERT
+  statements. Now: commits on the loop's thread (an fsync-free WAL append), each group of
+  records packed (msgpack) into one row of a log table (one insert a commit; folded into
+  the batch table by the next open), grouped on a busy loop with requests in flight (a
+  commit waits 40x its cost, at most 5 ms: 3-4 batches a commit), XXH3-128 digests
+  (2 us a batch), rows as tuples, the journal observer synchronous. What is left, per
+  batch of 500 in the load: the commit ~35-40 us (one commit costs 75-130 us in the load
+  against 21-27 us in a tight loop: cold caches, fcntl locks and the WAL's pwrite), the
+  in-flight and outcome records ~20 us, the digest and lookup ~10 us; about 8 ms a load to
+  open and close the file. Measured the same way (the benchmark below, 1,000,000 leads, 11
+  rounds, paired ratios), before -> after: 0.63x -> 0.90-0.95x against the validating
+  server, 0.72x -> 0.92-0.95x against the sink (two runs after); client CPU per lead
+  2.24 -> 3.59 us before, 2.27 -> 2.41 after.
 - **The floor.** After the change the profile is the remaining passes: the `str.join`s over
   the numbers and over the values, the E.164 regex over the joined numbers, the key set and
   the row types, beside the encode itself. One C-level pass that touches each value once

@@ -71,8 +71,9 @@ JOURNAL_FORMAT_VERSION: int = 2
 """The layout this version writes. Older journals are migrated on open; newer are refused.
 
 1: the first layout (batch digests by BLAKE2b-128). 2: the load records its digest
-algorithm; new journals use XXH3-128, about 40x cheaper a batch (a journal of format 1
-keeps BLAKE2b, so its resumes still match).
+algorithm (new journals use XXH3-128, about 40x cheaper a batch; a journal of format 1
+keeps BLAKE2b, so its resumes still match), and a load appends its records to a log
+table, one row a commit, folded into the batch table by the next open.
 """
 
 # PRAGMA application_id: "RYNG" in ASCII, so `file` and sqlite tools can tell our journals.
