@@ -49,8 +49,17 @@ def preview(value: object, limit: int = 60) -> str:
     return text
 
 
+def _rebuilt(cls: type[RyngError], args: tuple[Any, ...], state: dict[str, Any]) -> RyngError:
+    error = cls.__new__(cls, *args)  # BaseException.__new__ sets args; no __init__ needed
+    error.__dict__.update(state)
+    return error
+
+
 class RyngError(Exception):
     """Root of every error raised by ryng_async.
+
+    Errors pickle with their attributes (a report holding failed batches can come back
+    from a worker process).
 
     Attributes:
         report: the partial `BulkReport` when the error ended a bulk load, else None.
@@ -59,6 +68,11 @@ class RyngError(Exception):
     """
 
     report: Any = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls cls(*args), which the keyword-only arguments of
+        # the subclasses (status=, errno=) do not survive.
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigurationError(RyngError):

@@ -228,7 +228,8 @@ class FakeRyngServer:
     async def start(self) -> None:
         """Start listening; `port` is then the port bound."""
         app = web.Application(client_max_size=self.max_body)
-        app.router.add_route("*", _API_PREFIX + "{campaign_id}", self._handle)
+        # Any id but a slash (aiohttp's default pattern refuses braces).
+        app.router.add_route("*", _API_PREFIX + "{campaign_id:[^/]+}", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

@@ -76,6 +76,29 @@ def test_append_help_names_the_environment_variables(
     assert "--token " not in out  # the token never comes from a flag
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["append"],
+        ["upload-sheet"],
+        ["checkpoint", "show"],
+        ["fake-server"],
+        ["callbacks", "serve"],
+        ["callbacks", "export"],
+        ["reconcile"],
+        ["demo"],
+    ],
+    ids=lambda command: " ".join(command) or "ryng-async",
+)
+def test_help_reads_as_plain_text(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert "usage:" in out
+    assert "`" not in out  # the docstrings' reST quotes are dropped
+
+
 def test_module_entry_point_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ryng_async", "--version"],

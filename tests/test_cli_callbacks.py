@@ -148,6 +148,52 @@ async def test_reconcile_tells_what_became_of_each_lead(tmp_path: Path) -> None:
     assert "ended" in err
 
 
+async def test_reconcile_reads_national_numbers_as_the_load_normalized_them(
+    tmp_path: Path,
+) -> None:
+    from ryng_async.callbacks import SQLiteCallbackStore
+
+    national = [f"098{i:08d}" for i in range(6)]  # as a CRM export holds them
+    data = tmp_path / "leads.csv"
+    data.write_text("number\n" + "".join(f"{n}\n" for n in national))
+    report = tmp_path / "load.json"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        code, _, err = await run_cli(
+            "append",
+            "42",
+            data,
+            "--default-region",
+            "IN",
+            "--report",
+            report,
+            RYNG_BASE_URL=server.base_url,
+            RYNG_ACCESS_TOKEN=TOKEN,
+        )
+        assert code == 0, err
+        sent = [lead["number"] for lead in server.leads]
+    assert sent == [f"+9198{i:08d}" for i in range(6)]
+    store = SQLiteCallbackStore(tmp_path / "callbacks.db")
+    try:
+        for i, number in enumerate(sent):  # Ryng calls back with the number it was sent
+            lead = {"number": number, "customField1": "", "customField3": ""}
+            body = callback("terminal", 2000 + i, lead)
+            await store.add(_parse(body), body)
+    finally:
+        await store.aclose()
+
+    async def statuses(*extra: str) -> list[str]:
+        out = tmp_path / "status.csv"
+        code, _, err = await run_cli(
+            "reconcile", data, "--report", report, "--store", tmp_path / "callbacks.db",
+            "--out", out, *extra,
+        )  # fmt: skip
+        assert code == 0, err
+        return [line["status"] for line in csv.DictReader(io.StringIO(out.read_text()))]
+
+    assert set(await statuses("--default-region", "IN")) == {"ended"}
+    assert "ended" not in await statuses()  # read as written, the numbers match nothing
+
+
 def _parse(body: bytes) -> Any:
     from ryng_async import parse_callback
 

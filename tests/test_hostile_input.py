@@ -267,8 +267,7 @@ campaign_ids = (
 def test_any_campaign_id_stays_one_segment_of_the_api_path(
     servers: Servers, campaign_id: Any
 ) -> None:
-    # The catch-all server records every raw path (FakeRyngServer's router would not route
-    # an id with braces, a limit of aiohttp's route patterns, not of the request).
+    # The catch-all server records every raw path, as sent.
     count = len(servers.paths)
 
     async def append() -> Any:
@@ -308,6 +307,29 @@ def test_plain_campaign_ids_reach_the_fake_server_as_given(
     run(append())
     request = fake.requests[-1]
     assert request.campaign_id == str(campaign_id)
+    assert request.accepted
+
+
+@SETTINGS
+@given(campaign_id=campaign_ids)
+def test_any_campaign_id_the_sdk_sends_reaches_the_fake_server_as_given(
+    servers: Servers, campaign_id: Any
+) -> None:
+    fake = servers.fake
+    count = len(fake.requests)
+
+    async def append() -> Any:
+        async with RyngClient(
+            base_url=fake.base_url, access_token=TOKEN, retry=NO_RETRIES
+        ) as client:
+            return await client.append(campaign_id, [{"number": "+919876543210"}])
+
+    refused = refusal(append())
+    if refused is not None:
+        assert len(fake.requests) == count
+        return
+    request = fake.requests[-1]
+    assert request.campaign_id == str(campaign_id)  # braces and newlines included
     assert request.accepted
 
 

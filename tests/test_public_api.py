@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 import itertools
+import pickle
 import re
 from pathlib import Path
 from types import ModuleType
@@ -282,6 +283,33 @@ def test_error_attributes() -> None:
     invalid = ryng_async.ValidationError("is required", field="number", position=4)
     assert (invalid.field, invalid.position, invalid.reason) == ("number", 4, "is required")
     assert ryng_async.RyngError("x").report is None
+
+
+def every_error() -> list[ryng_async.RyngError]:
+    return [
+        ryng_async.RyngError("plain"),
+        ryng_async.ConfigurationError("bad option"),
+        ryng_async.ResourceLimitError("out of fds", errno=24, limit=1024),
+        ryng_async.ValidationError("is required", field="number", position=4),
+        ryng_async.APIError("Bad Request", status=400, body='{"error":true}'),
+        ryng_async.AuthenticationError("Unauthorized Token", status=403),
+        ryng_async.RateLimitError("Too Many Requests", retry_after=2.5),
+        ryng_async.ServerError("Failed to create Campaign", status=500),
+        ryng_async.TransportError("no answer"),
+        ryng_async.ConnectError("refused"),
+        ryng_async.AmbiguousError("timed out after sending"),
+        ryng_async.UnreadableResponseError("empty body", status=200, body=""),
+    ]
+
+
+@pytest.mark.parametrize("error", every_error(), ids=lambda e: type(e).__name__)
+def test_every_error_pickles_with_its_attributes(error: ryng_async.RyngError) -> None:
+    error.report = {"stand-in": "report"}
+    again = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert type(again) is type(error)
+    assert str(again) == str(error)
+    assert again.args == error.args
+    assert vars(again) == vars(error)
 
 
 def test_exceptions_module_draws_the_tree() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from conftest import FAST_RETRY, TOKEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ryng_async import BulkReport, ConfigurationError, RyngClient
-from ryng_async.testing import FakeRyngServer
+from ryng_async import APIError, BulkReport, ConfigurationError, RyngClient
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
 
 CAMPAIGN = "42"
 
@@ -76,6 +77,33 @@ async def test_four_shards_send_the_input_exactly_once_and_merge() -> None:
     assert not merged.ok  # the planted invalid leads
     assert merged.finished
     assert not merged.stopped_early
+
+
+@pytest.mark.anyio
+async def test_reports_with_failed_batches_cross_a_process_boundary_and_merge() -> None:
+    # What a worker pool does with each shard's report: pickle it back to the driver.
+    rows = leads(400)
+    plan = FaultPlan(seed=7, rates={Fault.BAD_REQUEST: 0.3, Fault.ERROR_500: 0.1})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        reports = await _load_in_shards(server, rows, 2, 20)
+    assert sum(report.failed for report in reports) > 0
+    returned = [pickle.loads(pickle.dumps(report)) for report in reports]  # noqa: S301
+
+    def seen(report: BulkReport) -> list[tuple[Any, ...]]:
+        return [
+            (r.index, r.outcome, r.status, r.message, r.leads, type(r.error), str(r.error))
+            for r in report.batches
+        ]
+
+    for before, after in zip(reports, returned, strict=True):
+        assert seen(after) == seen(before)
+        failed = [r for r in after.batches if r.error is not None]
+        assert failed
+        assert all(isinstance(r.error, APIError) and r.error.status >= 400 for r in failed)
+    merged = BulkReport.merge(returned)
+    check_invariant(merged)
+    assert merged.failed == sum(report.failed for report in reports)
+    assert len(merged.failed_leads()) == merged.failed
 
 
 @settings(

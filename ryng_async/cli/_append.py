@@ -218,8 +218,9 @@ def add_parser(commands: Commands) -> None:
     output.add_argument(
         "--dry-run",
         action="store_true",
-        help="read and validate only: print the invalid rows with their line numbers, "
-        "send nothing; exit 0 when every row is valid (no token needed)",
+        help="read and validate only: print every invalid row to standard output, one a "
+        "line as FILE:LINE: FIELD: REASON (the dry run's product, ready for grep), send "
+        "nothing; exit 0 when every row is valid (no token needed)",
     )
     output.add_argument(
         "--report", type=Path, metavar="PATH", help="write the whole report here as JSON"
@@ -229,7 +230,8 @@ def add_parser(commands: Commands) -> None:
         type=int,
         default=20,
         metavar="N",
-        help="invalid rows listed at the end of a load (default: 20; all with --dry-run)",
+        help="invalid rows listed on standard error at the end of a load, where standard "
+        "output carries the summary (default: 20; --dry-run lists all)",
     )
     env_option(
         output,

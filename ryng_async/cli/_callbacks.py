@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import ConfigurationError
 from ..callbacks import DEFAULT_MAX_BODY, DEFAULT_STORE_PATH, export, serve
-from ._common import Commands, ExitCode, positive_int, run_async, say
+from ._common import Commands, ExitCode, plain, positive_int, run_async, say
 
 __all__ = ["add_parser"]
 
@@ -27,7 +27,7 @@ def add_parser(commands: Commands) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     serve_parser = actions.add_parser(
-        "serve", help="run the callback receiver", description=__doc__
+        "serve", help="run the callback receiver", description=plain(__doc__)
     )
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve_parser.add_argument("--port", type=int, default=8080, help="port to listen on")
@@ -54,7 +54,7 @@ def add_parser(commands: Commands) -> None:
     serve_parser.set_defaults(run=run_serve)
 
     export_parser = actions.add_parser(
-        "export", help="write a store's callbacks as CSV or JSON Lines", description=__doc__
+        "export", help="write a store's callbacks as CSV or JSON Lines", description=plain(__doc__)
     )
     export_parser.add_argument("--store", type=Path, required=True, metavar="PATH")
     export_parser.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from ..checkpoint import BatchState, CheckpointError, JournalSummary, SQLiteJournal
-from ._common import Commands, ExitCode, say
+from ._common import Commands, ExitCode, plain, say
 
 __all__ = ["add_parser"]
 
@@ -24,10 +24,10 @@ _SHOWN_UNCERTAIN = 20
 def add_parser(commands: Commands) -> None:
     """Add ``checkpoint show`` to the command line."""
     parser = commands.add_parser(
-        "checkpoint", help="inspect a checkpoint journal", description=__doc__
+        "checkpoint", help="inspect a checkpoint journal", description=plain(__doc__)
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    show = actions.add_parser("show", help="what a journal holds", description=__doc__)
+    show = actions.add_parser("show", help="what a journal holds", description=plain(__doc__))
     show.add_argument("path", type=Path, metavar="PATH", help="the checkpoint journal")
     show.add_argument("--json", action="store_true", help="print it as JSON")
     show.set_defaults(run=run)

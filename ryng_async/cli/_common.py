@@ -13,6 +13,7 @@ import asyncio
 import enum
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "fraction",
     "make_client",
     "non_negative_float",
+    "plain",
     "positive_float",
     "positive_int",
     "resolve_env",
@@ -77,6 +79,13 @@ class CliError(RyngError):
     def __init__(self, message: str, *, code: ExitCode = ExitCode.USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+def plain(text: str | None) -> str | None:
+    """A docstring as ``--help`` shows it: reST backquotes dropped (``x`` and `x` read x)."""
+    if text is None:
+        return None
+    return re.sub(r"`{1,2}([^`]+)`{1,2}", r"\1", text)
 
 
 def say(message: str, stream: TextIO | None = None) -> None:

@@ -17,7 +17,16 @@ from typing import Any, TextIO
 
 from .. import BulkReport, Outcome, RetryPolicy, RyngClient
 from ..testing import FakeRyngServer, Fault, FaultPlan
-from ._common import Commands, ExitCode, fraction, non_negative_float, positive_int, run_async, say
+from ._common import (
+    Commands,
+    ExitCode,
+    fraction,
+    non_negative_float,
+    plain,
+    positive_int,
+    run_async,
+    say,
+)
 from ._progress import Meter, make_view, tick
 
 __all__ = ["add_parser", "fault_plan", "synthetic_leads"]
@@ -56,7 +65,7 @@ def add_parser(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="bulk-load synthetic leads into an in-process fake Ryng server",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.set_defaults(run=run)

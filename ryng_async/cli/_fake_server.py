@@ -22,6 +22,7 @@ from ._common import (
     ExitCode,
     fraction,
     non_negative_float,
+    plain,
     positive_int,
     run_async,
     say,
@@ -46,7 +47,7 @@ def add_parser(commands: Commands) -> None:
     fake = commands.add_parser(
         "fake-server",
         help="run a fake Ryng server on 127.0.0.1 (test a pipeline without an account)",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     fake.set_defaults(run=run)

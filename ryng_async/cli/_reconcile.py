@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .. import ConfigurationError, ValidationError
 from ..callbacks import reconcile, reconcile_to_file
-from ._common import CliError, Commands, ExitCode, non_negative_float, run_async, say
+from ._common import (
+    CliError,
+    Commands,
+    ExitCode,
+    env_option,
+    non_negative_float,
+    plain,
+    run_async,
+    say,
+)
 from ._readers import FORMATS, InputError, aiter_leads, open_source
 
 __all__ = ["add_parser"]
@@ -25,7 +35,7 @@ __all__ = ["add_parser"]
 def add_parser(commands: Commands) -> None:
     """Add ``reconcile`` to the command line."""
     parser = commands.add_parser(
-        "reconcile", help="say, lead by lead, what became of a load", description=__doc__
+        "reconcile", help="say, lead by lead, what became of a load", description=plain(__doc__)
     )
     parser.set_defaults(run=run)
     parser.add_argument("file", metavar="FILE", help="the lead file the load read ('-': stdin)")
@@ -59,6 +69,40 @@ def add_parser(commands: Commands) -> None:
     reading.add_argument("--delimiter", default=None)
     reading.add_argument("--number-column", default="number")
     reading.add_argument("--agents-column", default="agentsAssigned")
+    env_option(
+        reading,
+        parser,
+        "--default-region",
+        env="RYNG_DEFAULT_REGION",
+        metavar="REGION",
+        help="the region the load normalized numbers with (append --default-region), so "
+        "that the file's national numbers match the E.164 numbers of the callbacks",
+    )
+
+
+async def _normalized(leads: AsyncIterator[Any], region: str | None) -> AsyncIterator[Any]:
+    """The leads with their numbers in E.164, as ``append --default-region`` sent them.
+
+    A number that does not parse is left as it is: the load refused it as invalid.
+    """
+    if not region:
+        async for lead in leads:
+            yield lead
+        return
+    from .._phone import normalizer
+
+    normalize = normalizer(region)
+
+    def normalized(lead: Any) -> Any:
+        if not isinstance(lead, dict) or "number" not in lead:
+            return lead
+        try:
+            return {**lead, "number": normalize(lead["number"])}
+        except ValidationError:
+            return lead
+
+    async for lead in leads:
+        yield normalized(lead)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             agents_column=args.agents_column,
         )
         lines = reconcile(
-            aiter_leads(source),
+            _normalized(aiter_leads(source), args.default_region),
             args.report,
             args.store,
             key=args.key,

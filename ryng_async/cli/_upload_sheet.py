@@ -23,6 +23,7 @@ from ._common import (
     ExitCode,
     add_connection_options,
     make_client,
+    plain,
     run_async,
     say,
 )
@@ -35,7 +36,7 @@ def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "upload-sheet",
         help="append the leads of a CSV sheet, sent as multipart/form-data",
-        description=__doc__,
+        description=plain(__doc__),
     )
     parser.set_defaults(run=run)
     parser.add_argument("campaign", metavar="CAMPAIGN", help="the campaign id")
