@@ -3,18 +3,28 @@
 Read-only, and safe while the load runs: the campaign and settings of the load, its
 batches and leads by state, the first input position not yet accepted, and the batches
 that may or may not be in Ryng (in flight or unknown), to check before sending them again.
+With ``--file`` (the load's input, read as ``append`` read it), positions are also given as
+the file's line numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
-from ..checkpoint import BatchState, CheckpointError, JournalSummary, SQLiteJournal
+from ..checkpoint import (
+    BatchState,
+    CheckpointError,
+    JournalledBatch,
+    JournalSummary,
+    SQLiteJournal,
+)
 from ._common import Commands, ExitCode, plain, say
+from ._readers import FORMATS, InputError, open_source
 
 __all__ = ["add_parser"]
 
@@ -30,10 +40,63 @@ def add_parser(commands: Commands) -> None:
     show = actions.add_parser("show", help="what a journal holds", description=plain(__doc__))
     show.add_argument("path", type=Path, metavar="PATH", help="the checkpoint journal")
     show.add_argument("--json", action="store_true", help="print it as JSON")
+    reading = show.add_argument_group("the load's input, for line numbers (as append read it)")
+    reading.add_argument("--file", default=None, metavar="FILE", help="the lead file the load read")
+    reading.add_argument("--input-format", dest="format", choices=sorted(FORMATS), default=None)
+    reading.add_argument("--encoding", default="utf-8")
+    reading.add_argument("--delimiter", default=None)
+    reading.add_argument("--number-column", default="number")
+    reading.add_argument("--agents-column", default="agentsAssigned")
     show.set_defaults(run=run)
 
 
-def _as_dict(summary: JournalSummary) -> dict[str, object]:
+Lines = Callable[[int], int | None]
+
+
+def _line_map(args: argparse.Namespace, summary: JournalSummary) -> Lines | None:
+    """Read the input as far as the journal's positions reach; map a position to its line."""
+    if args.file is None:
+        return None
+    wanted = max(
+        [summary.next_position, *(b.start + b.count for b in summary.uncertain)], default=0
+    )
+    source = open_source(
+        args.file,
+        fmt=args.format,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+        number_column=args.number_column,
+        agents_column=args.agents_column,
+    )
+    try:
+        read = 0
+        for chunk in source.chunks():
+            read += len(chunk)
+            if read > wanted:
+                break
+    finally:
+        source.close()
+    return source.line_of
+
+
+def _lines(lines: Lines | None, start: int, count: int) -> tuple[int | None, int | None]:
+    if lines is None:
+        return None, None
+    return lines(start), lines(start + count - 1)
+
+
+def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
+    def batch(b: JournalledBatch) -> dict[str, object]:
+        out: dict[str, object] = {
+            "index": b.index,
+            "start": b.start,
+            "count": b.count,
+            "state": b.state.value,
+        }
+        if lines is not None:
+            out["first_line"], out["last_line"] = _lines(lines, b.start, b.count)
+        return out
+
     return {
         "path": summary.path,
         "format_version": summary.format_version,
@@ -47,17 +110,22 @@ def _as_dict(summary: JournalSummary) -> dict[str, object]:
         "leads": {state.value: n for state, n in summary.leads.items()},
         "maybe_duplicated_leads": summary.maybe_duplicated_leads,
         "next_position": summary.next_position,
-        "uncertain": [
-            {"index": b.index, "start": b.start, "count": b.count, "state": b.state.value}
-            for b in summary.uncertain
-        ],
+        "next_line": None if lines is None else lines(summary.next_position),
+        "uncertain": [batch(b) for b in summary.uncertain],
         "size_bytes": summary.size_bytes,
     }
 
 
-def _text(summary: JournalSummary) -> str:
+def _where(b: JournalledBatch, lines: Lines | None, name: str) -> str:
+    first, last = _lines(lines, b.start, b.count)
+    if first is None or last is None:
+        return b.positions
+    return f"{b.positions}, lines {first}-{last} of {name}"
+
+
+def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
     shard = "" if summary.shard is None else f", shard {summary.shard[0]} of {summary.shard[1]}"
-    lines = [
+    out = [
         f"checkpoint {summary.path} (format {summary.format_version}, "
         f"{summary.size_bytes:,} bytes)",
         f"campaign {summary.campaign_id}: batches of {summary.batch_size} leads, at most "
@@ -67,44 +135,47 @@ def _text(summary: JournalSummary) -> str:
         "",
         f"{'state':<10} {'batches':>9} {'leads':>11}",
     ]
-    lines.extend(
+    out.extend(
         f"{state.value:<10} {summary.batches[state]:>9,} {summary.leads[state]:>11,}"
         for state in BatchState
     )
-    lines.append(f"{'total':<10} {summary.total_batches:>9,} {summary.total_leads:>11,}")
-    lines.append("")
-    lines.append(
-        f"every lead before input position {summary.next_position:,} was accepted; "
+    out.append(f"{'total':<10} {summary.total_batches:>9,} {summary.total_leads:>11,}")
+    out.append("")
+    next_line = None if lines is None else lines(summary.next_position)
+    at_line = "" if next_line is None else f" (line {next_line} of {name})"
+    out.append(
+        f"every lead before input position {summary.next_position:,}{at_line} was accepted; "
         "running the same load again sends only what was not"
     )
     if summary.maybe_duplicated_leads:
-        lines.append(
+        out.append(
             f"{summary.maybe_duplicated_leads:,} leads were resent after an ambiguous "
             "attempt and may be in Ryng twice"
         )
     if summary.uncertain:
-        lines.append(
+        out.append(
             f"{len(summary.uncertain)} batches may or may not be in Ryng (in flight or unknown): "
             "check their leads there before resending them (--resend-unknown)"
         )
-        lines.extend(
-            f"  batch {b.index}: {b.positions} ({b.state.value})"
+        out.extend(
+            f"  batch {b.index}: {_where(b, lines, name)} ({b.state.value})"
             for b in summary.uncertain[:_SHOWN_UNCERTAIN]
         )
         if len(summary.uncertain) > _SHOWN_UNCERTAIN:
-            lines.append(f"  ... and {len(summary.uncertain) - _SHOWN_UNCERTAIN} more (--json)")
-    return "\n".join(lines)
+            out.append(f"  ... and {len(summary.uncertain) - _SHOWN_UNCERTAIN} more (--json)")
+    return "\n".join(out)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``checkpoint show``; return the exit code."""
     try:
         summary = SQLiteJournal.inspect(args.path)
-    except CheckpointError as exc:
+        lines = _line_map(args, summary)
+    except (CheckpointError, InputError, OSError) as exc:
         say(f"ryng-async checkpoint show: error: {exc}")
         return ExitCode.USAGE
     if args.json:
-        sys.stdout.write(msgspec.json.encode(_as_dict(summary)).decode() + "\n")
+        sys.stdout.write(msgspec.json.encode(_as_dict(summary, lines)).decode() + "\n")
     else:
-        sys.stdout.write(_text(summary) + "\n")
+        sys.stdout.write(_text(summary, lines, str(args.file)) + "\n")
     return ExitCode.OK
