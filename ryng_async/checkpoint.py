@@ -11,22 +11,25 @@ killed at any instant, even by SIGKILL, leaves a consistent journal. One load at
 it, by an OS advisory lock on the sidecar file ``<path>-lock`` that the OS releases when the
 owner dies; readers (`SQLiteJournal.inspect`) need no lock and read while a load runs.
 
-Records are committed on the event loop's thread, in groups, one SQL statement a group:
-the records queued during one turn of the loop are committed together at its end, and on
-a busy loop (its thread's CPU time near the wall time) with several requests in flight a
-commit waits a few milliseconds for the records of the next requests, so commits stay a
-small share of the loop's time. In WAL mode with ``synchronous=NORMAL`` a commit appends
-to the WAL without an fsync (tens of microseconds), far cheaper than a hand-off to a
-thread, which on a busy loop waits up to the interpreter's 5 ms switch interval for the
-GIL twice a commit. The slow part, copying the WAL into the database and syncing it, runs
-in a checkpointer thread of its own. A commit is durable against a killed process; an OS
-crash or power cut can lose the last commits, never corrupt the journal. Like the rest
-of the SDK, it runs on asyncio.
+Records are committed on the event loop's thread, in groups: the records queued during one
+turn of the loop are committed together at its end, packed into one row of a log table (one
+short insert a commit, however many records), and on a busy loop (its thread's CPU time
+near the wall time) with several requests in flight a commit waits a few milliseconds for
+the records of the next requests, so commits stay a small share of the loop's time. The
+next open folds the log into the batch table; readers replay it on top of that table.
+
+In WAL mode with ``synchronous=NORMAL`` a commit appends to the WAL without an fsync (tens
+of microseconds), far cheaper than a hand-off to a thread, which on a busy loop waits up
+to the interpreter's 5 ms switch interval for the GIL twice a commit. The slow part,
+copying the WAL into the database and syncing it, runs in a checkpointer thread of its
+own. A commit is durable against a killed process; an OS crash or power cut can lose the
+last commits, never corrupt the journal. Like the rest of the SDK, it runs on asyncio.
 
 Example::
 
     journal = SQLiteJournal("load-42.journal")
     async with await journal.open(identity):
+        digest = journal.digest(body)  # the batch's encoded request body
         seen = journal.prior(0, start=0, count=500, digest=digest)
         await journal.in_flight(0, start=0, count=500, digest=digest, attempt=1)
         ...  # send the batch

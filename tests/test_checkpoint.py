@@ -687,17 +687,23 @@ async def test_a_failed_queued_write_is_raised_by_aclose_after_releasing(tmp_pat
         await journal_with(path)  # not "in use": the lock was released
 
 
-async def test_concurrent_writes_share_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def count_commit_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each group of records the journal commits from now on, in order."""
     groups: list[int] = []
     commit = SQLiteJournal._commit
 
-    def counting(conn: sqlite3.Connection, writes: list[Any], now: float | None) -> None:
+    def counting(conn: sqlite3.Connection, writes: list[Any], now: float) -> None:
         groups.append(len(writes))
         commit(conn, writes, now)
 
     monkeypatch.setattr(SQLiteJournal, "_commit", staticmethod(counting))
+    return groups
+
+
+async def test_concurrent_writes_share_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups = count_commit_groups(monkeypatch)
     async with await journal_with(tmp_path / "j") as journal:
 
         async def batch(index: int) -> None:
@@ -756,14 +762,7 @@ async def test_a_busy_loop_with_requests_in_flight_groups_its_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: bool
 ) -> None:
     pretend_the_loop_is(monkeypatch, busy=busy)
-    groups: list[int] = []
-    commit = SQLiteJournal._commit
-
-    def counting(conn: sqlite3.Connection, writes: list[Any], now: float | None) -> None:
-        groups.append(len(writes))
-        commit(conn, writes, now)
-
-    monkeypatch.setattr(SQLiteJournal, "_commit", staticmethod(counting))
+    groups = count_commit_groups(monkeypatch)
     async with await journal_with(tmp_path / "j") as journal:
         for index in range(4):  # four requests in flight
             await journal.in_flight(index, **where(index), attempt=1)

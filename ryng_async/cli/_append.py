@@ -53,7 +53,14 @@ from ._common import (
     shard,
 )
 from ._progress import Meter, View, make_view, summary_table, tick
-from ._readers import FORMATS, InputError, LeadSource, aiter_leads, open_source, run_blocking
+from ._readers import (
+    FORMATS,
+    InputError,
+    LeadSource,
+    aiter_leads,
+    run_blocking,
+    source_from_args,
+)
 
 __all__ = ["add_parser", "load_options", "resume_hint"]
 
@@ -346,15 +353,7 @@ def _normalizer(args: argparse.Namespace) -> Callable[[object], str] | None:
 
 
 def _open(args: argparse.Namespace) -> LeadSource:
-    return open_source(
-        args.file,
-        fmt=args.format,
-        encoding=args.encoding,
-        delimiter=args.delimiter,
-        number_column=args.number_column,
-        agents_column=args.agents_column,
-        normalize=_normalizer(args),
-    )
+    return source_from_args(args, normalize=_normalizer(args))
 
 
 def _check_report_path(path: Path | None) -> None:

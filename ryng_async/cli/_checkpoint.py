@@ -23,8 +23,8 @@ from ..checkpoint import (
     JournalSummary,
     SQLiteJournal,
 )
-from ._common import Commands, ExitCode, plain, say
-from ._readers import FORMATS, InputError, open_source
+from ._common import Commands, ExitCode, add_reading_options, plain, say
+from ._readers import InputError, source_from_args
 
 __all__ = ["add_parser"]
 
@@ -42,11 +42,7 @@ def add_parser(commands: Commands) -> None:
     show.add_argument("--json", action="store_true", help="print it as JSON")
     reading = show.add_argument_group("the load's input, for line numbers (as append read it)")
     reading.add_argument("--file", default=None, metavar="FILE", help="the lead file the load read")
-    reading.add_argument("--input-format", dest="format", choices=sorted(FORMATS), default=None)
-    reading.add_argument("--encoding", default="utf-8")
-    reading.add_argument("--delimiter", default=None)
-    reading.add_argument("--number-column", default="number")
-    reading.add_argument("--agents-column", default="agentsAssigned")
+    add_reading_options(reading)
     show.set_defaults(run=run)
 
 
@@ -60,14 +56,7 @@ def _line_map(args: argparse.Namespace, summary: JournalSummary) -> Lines | None
     wanted = max(
         [summary.next_position, *(b.start + b.count for b in summary.uncertain)], default=0
     )
-    source = open_source(
-        args.file,
-        fmt=args.format,
-        encoding=args.encoding,
-        delimiter=args.delimiter,
-        number_column=args.number_column,
-        agents_column=args.agents_column,
-    )
+    source = source_from_args(args)
     try:
         read = 0
         for chunk in source.chunks():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 
 from .. import DEFAULT_TIMEOUT, ConfigurationError, RetryPolicy, RyngClient, RyngError
+from ._readers import FORMATS
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction  # argparse names no public type for it
@@ -30,6 +31,7 @@ __all__ = [
     "Commands",
     "ExitCode",
     "add_connection_options",
+    "add_reading_options",
     "env_option",
     "fraction",
     "make_client",
@@ -164,6 +166,15 @@ class _EnvOption:
     env: str
     convert: Callable[[str], Any]
     default: Any
+
+
+def add_reading_options(group: _AddsArguments) -> None:
+    """Add the options that read a lead file as ``append`` read it (defaults as its own)."""
+    group.add_argument("--input-format", dest="format", choices=sorted(FORMATS), default=None)
+    group.add_argument("--encoding", default="utf-8")
+    group.add_argument("--delimiter", default=None)
+    group.add_argument("--number-column", default="number")
+    group.add_argument("--agents-column", default="agentsAssigned")
 
 
 def env_option(

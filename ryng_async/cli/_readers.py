@@ -21,6 +21,7 @@ entry and a row's line is found by bisection.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import codecs
 import contextlib
@@ -51,6 +52,7 @@ __all__ = [
     "guess_format",
     "open_source",
     "run_blocking",
+    "source_from_args",
 ]
 
 T = TypeVar("T")
@@ -606,3 +608,18 @@ async def aiter_leads(source: LeadSource) -> AsyncIterator[Any]:
             return
         for lead in chunk:
             yield lead
+
+
+def source_from_args(
+    args: argparse.Namespace, normalize: Callable[[object], str] | None = None
+) -> LeadSource:
+    """`open_source` of ``args.file`` with the reading options a command was given."""
+    return open_source(
+        args.file,
+        fmt=args.format,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+        number_column=args.number_column,
+        agents_column=args.agents_column,
+        normalize=normalize,
+    )

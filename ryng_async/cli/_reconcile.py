@@ -21,13 +21,14 @@ from ._common import (
     CliError,
     Commands,
     ExitCode,
+    add_reading_options,
     env_option,
     non_negative_float,
     plain,
     run_async,
     say,
 )
-from ._readers import FORMATS, InputError, aiter_leads, open_source
+from ._readers import InputError, aiter_leads, source_from_args
 
 __all__ = ["add_parser"]
 
@@ -64,11 +65,7 @@ def add_parser(commands: Commands) -> None:
         "--out", type=Path, default=None, metavar="PATH", help="a file (default: stdout)"
     )
     reading = parser.add_argument_group("reading the file (as the load did)")
-    reading.add_argument("--input-format", dest="format", choices=sorted(FORMATS), default=None)
-    reading.add_argument("--encoding", default="utf-8")
-    reading.add_argument("--delimiter", default=None)
-    reading.add_argument("--number-column", default="number")
-    reading.add_argument("--agents-column", default="agentsAssigned")
+    add_reading_options(reading)
     env_option(
         reading,
         parser,
@@ -114,14 +111,7 @@ def run(args: argparse.Namespace) -> int:
     loaded_at = datetime.fromtimestamp(args.report.stat().st_mtime, tz=UTC)
 
     async def write(out: IO[bytes]) -> int:
-        source = open_source(
-            args.file,
-            fmt=args.format,
-            encoding=args.encoding,
-            delimiter=args.delimiter,
-            number_column=args.number_column,
-            agents_column=args.agents_column,
-        )
+        source = source_from_args(args)
         lines = reconcile(
             _normalized(aiter_leads(source), args.default_region),
             args.report,
