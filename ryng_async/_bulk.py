@@ -243,8 +243,13 @@ class _Load:
         for batch in batches:
             if self.stopping:
                 return  # left unfinished: settle() accounts for it
-            if self.journal is not None and await self.resume_from_journal(batch):
-                continue
+            if self.journal is not None:
+                resumed = self.resumed_from_journal(batch)
+                if resumed is not None:
+                    await self.finish_batch(batch, resumed)
+                    continue
+                if self.fatal is not None:
+                    return  # the input changed under the journal: fail() said so
             if self.observers:
                 try:
                     await self.observers.emit(
@@ -261,8 +266,12 @@ class _Load:
                     return
             await send.send(batch)
 
-    async def resume_from_journal(self, batch: Batch) -> bool:
-        """Settle ``batch`` from an earlier run's record if it must not be sent; say so."""
+    def resumed_from_journal(self, batch: Batch) -> BatchResult | None:
+        """The result of ``batch`` from an earlier run's record, if it must not be sent.
+
+        Synchronous (no coroutine a batch on the hot path). A batch whose content changed
+        since the journal was written fails the load (``fatal`` is then set).
+        """
         assert self.journal is not None  # noqa: S101 - only called with a journal
         digest = self.journal.digest(batch.body)
         try:
@@ -271,13 +280,13 @@ class _Load:
             )
         except RyngError as exc:  # the input changed under the journal
             self.fail(exc, str(exc))
-            return True
+            return None
         outcome = _resumed_outcome(prior, resend_unknown=self.resend_unknown)
         if prior is None or outcome is None:
             self.digests[batch.index] = digest
             if prior is not None and prior.state in _MAYBE_IN_RYNG:
                 self.resent_after_doubt.add(batch.index)  # resend_unknown: maybe twice now
-            return False
+            return None
         if outcome is Outcome.ACCEPTED:
             message = f"accepted in an earlier run: {prior.message}"
         else:
@@ -285,7 +294,7 @@ class _Load:
                 "in flight when an earlier run stopped: it may have been appended; check "
                 "these leads in Ryng before resending them (resend_unknown=True sends them)"
             )
-        result = BatchResult(
+        return BatchResult(
             index=batch.index,
             start=batch.start,
             count=batch.count,
@@ -297,8 +306,6 @@ class _Load:
             resumed=True,
             maybe_duplicated=prior.maybe_duplicated,
         )
-        await self.finish_batch(batch, result)
-        return True
 
     def take(self) -> list[Batch]:
         """Validate and pack the leads read so far; return (and hold) the batches made."""
