@@ -194,9 +194,10 @@ Profiled with pyinstrument (`python -m benchmarks.profile_sdk encoding` and `...
   against 21-27 us in a tight loop: cold caches, fcntl locks and the WAL's pwrite), the
   in-flight and outcome records ~20 us, the digest and lookup ~10 us; about 8 ms a load to
   open and close the file. Measured the same way (the benchmark below, 1,000,000 leads, 11
-  rounds, paired ratios), before -> after: 0.63x -> 0.90-0.95x against the validating
-  server, 0.72x -> 0.92-0.95x against the sink (two runs after); client CPU per lead
-  2.24 -> 3.59 us before, 2.27 -> 2.41 after.
+  rounds, paired ratios), before -> after: 0.63x -> 0.89-0.95x against the validating
+  server (median of five runs 0.90x), 0.72x -> 0.91-0.97x against the sink (median 0.92x);
+  client CPU per lead 2.24 -> 3.59 us before, 2.30 -> 2.45 after. Rounds of identical loads
+  differ by about 5% on this machine, so the validating server's figure sits at the target.
 - **The floor.** After the change the profile is the remaining passes: the `str.join`s over
   the numbers and over the values, the E.164 regex over the joined numbers, the key set and
   the row types, beside the encode itself. One C-level pass that touches each value once
