@@ -18,7 +18,7 @@ import asyncio
 import json
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -185,17 +185,20 @@ def expected_wire(leads: Any) -> list[dict[str, Any]]:
 # -- leads -------------------------------------------------------------------------------
 
 
+async def append_once(base_url: str, campaign_id: Any, leads: Any, **options: Any) -> Any:
+    """One append through a fresh client that never retries."""
+    async with RyngClient(base_url=base_url, access_token=TOKEN, retry=NO_RETRIES) as client:
+        return await client.append(campaign_id, leads, **options)
+
+
 @SETTINGS
 @given(leads=lead_lists)
 def test_hostile_leads_are_refused_or_sent_exactly(servers: Servers, leads: Any) -> None:
     fake = servers.fake
     before = fake.received_requests
 
-    async def append() -> Any:
-        async with RyngClient(
-            base_url=fake.base_url, access_token=TOKEN, retry=NO_RETRIES
-        ) as client:
-            return await client.append("42", leads)
+    def append() -> Coroutine[Any, Any, Any]:
+        return append_once(fake.base_url, "42", leads)
 
     try:
         response = run(append())
@@ -270,13 +273,9 @@ def test_any_campaign_id_stays_one_segment_of_the_api_path(
     # The catch-all server records every raw path, as sent.
     count = len(servers.paths)
 
-    async def append() -> Any:
-        async with RyngClient(
-            base_url=f"http://127.0.0.1:{servers.catch_all_port}",
-            access_token=TOKEN,
-            retry=NO_RETRIES,
-        ) as client:
-            return await client.append(campaign_id, [{"number": "+919876543210"}])
+    def append() -> Coroutine[Any, Any, Any]:
+        catch_all = f"http://127.0.0.1:{servers.catch_all_port}"
+        return append_once(catch_all, campaign_id, [{"number": "+919876543210"}])
 
     refused = refusal(append())
     if refused is not None:
@@ -298,11 +297,8 @@ def test_plain_campaign_ids_reach_the_fake_server_as_given(
 ) -> None:
     fake = servers.fake
 
-    async def append() -> Any:
-        async with RyngClient(
-            base_url=fake.base_url, access_token=TOKEN, retry=NO_RETRIES
-        ) as client:
-            return await client.append(campaign_id, [{"number": "+919876543210"}])
+    def append() -> Coroutine[Any, Any, Any]:
+        return append_once(fake.base_url, campaign_id, [{"number": "+919876543210"}])
 
     run(append())
     request = fake.requests[-1]
@@ -318,11 +314,8 @@ def test_any_campaign_id_the_sdk_sends_reaches_the_fake_server_as_given(
     fake = servers.fake
     count = len(fake.requests)
 
-    async def append() -> Any:
-        async with RyngClient(
-            base_url=fake.base_url, access_token=TOKEN, retry=NO_RETRIES
-        ) as client:
-            return await client.append(campaign_id, [{"number": "+919876543210"}])
+    def append() -> Coroutine[Any, Any, Any]:
+        return append_once(fake.base_url, campaign_id, [{"number": "+919876543210"}])
 
     refused = refusal(append())
     if refused is not None:
@@ -375,11 +368,8 @@ def test_hostile_campaign_options_are_refused_or_sent_as_given(
     fake = servers.fake
     before = fake.received_requests
 
-    async def append() -> Any:
-        async with RyngClient(
-            base_url=fake.base_url, access_token=TOKEN, retry=NO_RETRIES
-        ) as client:
-            return await client.append("42", [{"number": "+919876543210"}], **campaign_options)
+    def append() -> Coroutine[Any, Any, Any]:
+        return append_once(fake.base_url, "42", [{"number": "+919876543210"}], **campaign_options)
 
     try:
         run(append())
@@ -524,11 +514,8 @@ def test_huge_values_are_refused_or_sent_whole(servers: Servers, lead: dict[str,
     fake = servers.fake
     before = fake.received_requests
 
-    async def append() -> Any:
-        async with RyngClient(
-            base_url=fake.base_url, access_token=TOKEN, retry=NO_RETRIES
-        ) as client:
-            return await client.append("42", [lead])
+    def append() -> Coroutine[Any, Any, Any]:
+        return append_once(fake.base_url, "42", [lead])
 
     try:
         run(append())
@@ -554,11 +541,8 @@ def test_lone_surrogates_are_refused_before_sending(
     fake = servers.fake
     before = fake.received_requests
 
-    async def append() -> Any:
-        async with RyngClient(
-            base_url=fake.base_url, access_token=TOKEN, retry=NO_RETRIES
-        ) as client:
-            return await client.append("42", [lead], **campaign_options)
+    def append() -> Coroutine[Any, Any, Any]:
+        return append_once(fake.base_url, "42", [lead], **campaign_options)
 
     with pytest.raises(ValidationError):
         run(append())
