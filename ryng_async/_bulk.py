@@ -455,6 +455,8 @@ class _Load:
         error: RyngError | None,
         started: float | None,
     ) -> BatchResult:
+        if error is not None:
+            _drop_tracebacks(error)
         return BatchResult(
             index=batch.index,
             start=batch.start,
@@ -825,6 +827,21 @@ def _normalizing(region: str | None) -> Callable[[Any], Any] | None:
         return {**row, "number": to_e164(row["number"])}
 
     return normalize
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Let the frames of a failed attempt go: its error lives as long as the report.
+
+    A traceback keeps every frame of the attempt alive, the batch's body among their
+    locals: about 20 MB over a million leads with one batch in five failing. The chain
+    (cause, context) is cleared too, at most a few links deep.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen and len(seen) < 8:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
 
 
 def _as_journal(checkpoint: object) -> SQLiteJournal | None:
