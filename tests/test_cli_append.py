@@ -46,11 +46,18 @@ def cli_env(server: FakeRyngServer | None, **extra: str) -> dict[str, str]:
     return env
 
 
+def assert_no_token(*outputs: str) -> None:
+    """The token is in no output of a CLI run (every run's output goes through here)."""
+    for output in outputs:
+        assert TOKEN not in output
+
+
 async def run_cli(
     *args: str | Path,
     server: FakeRyngServer | None,
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Run:
     with anyio.fail_after(TIMEOUT):
         done = await anyio.run_process(
@@ -58,10 +65,10 @@ async def run_cli(
             input=stdin,
             check=False,
             env=dict(env) if env is not None else cli_env(server),
+            cwd=cwd,
         )
     run = Run(done.returncode, done.stdout.decode(), done.stderr.decode())
-    assert TOKEN not in run.out
-    assert TOKEN not in run.err
+    assert_no_token(run.out, run.err)
     return run
 
 
@@ -174,12 +181,9 @@ async def test_usage_and_configuration_errors_exit_2(
 ) -> None:
     write(tmp_path / "leads.csv", "number\n+919800000001\n")
     write(tmp_path / "leads.xml", "<leads/>")
-    run_env = cli_env(server, **env)
-    with anyio.fail_after(TIMEOUT):
-        done = await anyio.run_process([*CLI, *args], check=False, env=run_env, cwd=tmp_path)
-    err = done.stderr.decode()
-    assert done.returncode == 2, err
-    assert message in err
+    run = await run_cli(*args, server=server, env=cli_env(server, **env), cwd=tmp_path)
+    assert run.code == 2, run.err
+    assert message in run.err
     assert server.received_requests == 0
 
 
@@ -479,7 +483,11 @@ async def test_ctrl_c_while_stdin_stalls_exits_at_once(server: FakeRyngServer) -
                 if "loading <stdin>" in err:
                     break
             process.send_signal(signal.SIGINT)
+            assert process.stdout is not None
+            out = "".join([text async for text in TextReceiveStream(process.stdout)])
+            err += "".join([text async for text in TextReceiveStream(process.stderr)])
             returncode = await process.wait()
+    assert_no_token(out, err)
     assert returncode == 130
     assert server.received_requests == 0  # the one row was still waiting for a batch
 
@@ -526,6 +534,7 @@ async def test_a_large_csv_streams_in_bounded_memory(tmp_path: Path) -> None:
                     check=False,
                     env=cli_env(server),
                 )
+            assert_no_token(done.stdout.decode(), done.stderr.decode())
             assert done.returncode == 0, done.stderr.decode()[-2000:]
             peaks[rows] = _peak_rss_of(done.stderr.decode())
         assert server.lead_count() == 420_000
@@ -562,6 +571,7 @@ async def test_ctrl_c_then_the_same_command_resumes_with_nothing_sent_twice(
                 out = "".join([text async for text in TextReceiveStream(process.stdout)])
                 err += "".join([text async for text in TextReceiveStream(process.stderr)])
                 assert await process.wait() == 130, err
+        assert_no_token(out, err)
         assert "run the same command again" in out + err
         shown = await run_cli("checkpoint", "show", journal, server=None)
         assert shown.code == 0
