@@ -35,20 +35,19 @@ import tempfile
 import threading
 from pathlib import Path
 
-SKIPPED = 77  # the exit status of a run that could not load anything (as in automake)
-
 try:
     from dask.distributed import Client, LocalCluster
 
     import ryng_async.redis  # noqa: F401 - checks that redis-py is there
 except ImportError as missing:
     print(f"skipped: {missing} (pip install 'ryng-async[redis,fleet-example]')")
-    sys.exit(SKIPPED)
+    sys.exit(77)  # SKIPPED, below
 
 from ryng_async import BulkReport, RyngClient
 from ryng_async.redis import RedisLimiter
 from ryng_async.testing import FakeRyngServer
 
+SKIPPED = 77  # the exit status of a run that could not load anything (as in automake)
 WORKERS = 4
 LEADS = 3_000
 BATCH = 25
