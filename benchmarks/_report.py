@@ -162,6 +162,7 @@ _SERVERS = (
     " own client-side cost shows in full; the client CPU per lead is given for both."
 )
 
+
 def _profile_section(benchmarks: dict[str, Any]) -> list[str]:
     """What this run measured of the SDK's own costs (the profile history: HISTORY.md)."""
     out = [
