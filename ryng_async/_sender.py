@@ -22,6 +22,7 @@ import asyncio
 import errno
 import logging
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -59,9 +60,12 @@ from ._ratelimit import Limiter, PauseGate
 from ._retry import (
     RetryBudget,
     RetryDetails,
+    is_definite,
     is_retryable,
     may_have_been_processed,
+    paces,
     parse_retry_after,
+    retry_after_of,
     retry_delay,
 )
 
@@ -234,6 +238,7 @@ class Sender:
         keepalive_timeout: float,
     ) -> None:
         self.headers: Mapping[str, str] = {"x-access-token": token, "User-Agent": _USER_AGENT}
+        self._token = token.encode()
         self.json_headers: Mapping[str, str] = {
             **self.headers,
             "Content-Type": "application/json",
@@ -432,8 +437,8 @@ class Sender:
                 ),
                 request_error=error,
             )
-        if isinstance(error, RateLimitError):
-            pause = error.retry_after
+        if paces(error):  # a 429 or a 503
+            pause = retry_after_of(error)
             if pause is not None:
                 pause = min(pause, self.retry.max_retry_after)
                 self.pauses.pause(pause)
@@ -487,6 +492,7 @@ class Sender:
                     connector.honour_keep_alive(response)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+                location = response.headers.get("Location")
                 raw = await self._read_capped(response)
             if connector is not None:
                 connector.released()
@@ -505,7 +511,19 @@ class Sender:
                 f"no answer from {url.host} after sending ({_describe(exc)}); "
                 "the request may have been processed"
             ) from exc
-        return interpret(status, raw, retry_after)
+        token = self._token
+        if token and token in raw:  # a proxy's page echoing the request: never show it
+            raw = raw.replace(token, b"<token>")
+        if location is not None and token and token.decode() in location:
+            location = location.replace(token.decode(), "<token>")
+        return interpret(
+            status,
+            raw,
+            retry_after,
+            location=location,
+            sent=len(data) if raw_body else None,
+            policy=self.retry,
+        )
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes
@@ -531,7 +549,7 @@ def _raise_too_long(what: str, limit: int, status: int) -> None:
 
 def _status(error: RyngError) -> int | None:
     """The HTTP status an error came with, if it came with one."""
-    if isinstance(error, APIError | UnreadableResponseError):
+    if isinstance(error, APIError | AmbiguousError):
         return error.status
     return None
 
@@ -594,25 +612,40 @@ def _resource_message(code: int) -> str:
     )
 
 
-def interpret(status: int, raw: bytes, retry_after: str | None) -> AppendResponse:
-    """Map an HTTP answer to the vendor's response, or raise the matching `APIError`."""
+_DEFAULT_POLICY = RetryPolicy()
+_EXCERPT = 80
+_TAGS = re.compile(r"<[^>]*>")
+
+
+def excerpt(text: str, limit: int = _EXCERPT) -> str:
+    """Return a short one-line excerpt of a body that is not Ryng's JSON (tags dropped)."""
+    plain = " ".join(_TAGS.sub(" ", text).split())
+    if not plain:
+        return "(empty body)"
+    return plain if len(plain) <= limit else plain[: limit - 3] + "..."
+
+
+def interpret(
+    status: int,
+    raw: bytes,
+    retry_after: str | None,
+    *,
+    location: str | None = None,
+    sent: int | None = None,
+    policy: RetryPolicy = _DEFAULT_POLICY,
+) -> AppendResponse:
+    """Map an HTTP answer to the vendor's response, or raise the matching error.
+
+    What is definite and what is ambiguous is `is_definite`'s table: a 5xx that does not
+    prove the request was not processed (a proxy's 502 or 504) is an `AmbiguousError`
+    keeping its ``.status`` and ``.body``. ``location`` is a redirect's ``Location`` (never
+    followed), ``sent`` the size of the request body (named by a 413's message).
+    """
     text = raw.decode("utf-8", "replace")
     try:
         parsed: AppendResponse | None = decode_response(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         parsed = None
-    message = parsed.message if parsed is not None and parsed.message else None
-    if status == 403:
-        raise AuthenticationError(message or "Unauthorized Token", status=status, body=text)
-    if status == 429:
-        raise RateLimitError(
-            message or "Too Many Requests",
-            status=status,
-            body=text,
-            retry_after=parse_retry_after(retry_after),
-        )
-    if status >= 500:
-        raise ServerError(message or "server error", status=status, body=text)
     if 200 <= status < 300:
         if parsed is None:
             raise UnreadableResponseError(
@@ -623,7 +656,57 @@ def interpret(status: int, raw: bytes, retry_after: str | None) -> AppendRespons
         if parsed.error:
             raise ServerError(parsed.message or "error: true", status=status, body=text)
         return parsed
-    raise APIError(message or "unexpected HTTP status", status=status, body=text)
+    ryng_error = parsed is not None and parsed.error
+    if not is_definite(status, ryng_error=ryng_error, policy=policy):
+        raise AmbiguousError(
+            f"HTTP {status} from a proxy or gateway (not Ryng's JSON): {excerpt(text)}; "
+            "the request may have been processed",
+            status=status,
+            body=text,
+        )
+    if parsed is not None and ryng_error:
+        message = parsed.message or _REASONS.get(status, "error: true")
+    else:
+        message = (
+            f"{_REASONS.get(status, 'unexpected HTTP status')} (not Ryng's JSON): {excerpt(text)}"
+        )
+    if 300 <= status < 400:
+        message = (
+            f"redirect to {location or '(no Location header)'} not followed: the token is "
+            "sent only to the configured address; set base_url to where Ryng's API answers"
+        )
+    if status == 403:
+        raise AuthenticationError(
+            parsed.message if parsed is not None and parsed.message else "Unauthorized Token",
+            status=status,
+            body=text,
+        )
+    if status == 429:
+        raise RateLimitError(
+            message, status=status, body=text, retry_after=parse_retry_after(retry_after)
+        )
+    if status == 413:
+        size = "the request body" if sent is None else f"a request body of {sent:,} bytes"
+        message = (
+            f"{size} is larger than the server accepts ({message}); send fewer or smaller "
+            "leads a request (max_batch_bytes)"
+        )
+    if status >= 500:
+        raise ServerError(
+            message,
+            status=status,
+            body=text,
+            retry_after=parse_retry_after(retry_after) if status == 503 else None,
+        )
+    raise APIError(message, status=status, body=text)
+
+
+_REASONS = {
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "server error",
+    503: "Service Unavailable",
+}
 
 
 async def _feedback(call: Any, *, request_error: RyngError | None = None) -> None:
