@@ -77,18 +77,34 @@ _USER_AGENT = "ryng-async"
 _READ_CHUNK = 64 * 1024
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 _LARGE_BODY = 1 << 20  # aiohttp warns of raw bodies past this size
+UNPROVEN_IDLE = 0.5
+"""Seconds of idleness after which a connection is reused only on proof it stays open."""
+_REUSE, _PROBE, _CLOSE = "reuse", "probe", "close"
+_idle_clock = time.monotonic  # how long pooled connections idle (tests move it by hand)
 # The connection the current task's request went out on: a small answer is read whole with
 # its headers and its connection released before the caller sees the response.
 _CONNECTION: ContextVar[ResponseHandler | None] = ContextVar("ryng_connection", default=None)
 
 
 class _KeepAliveConnector(aiohttp.TCPConnector):
-    """The owned pool: aiohttp's, plus the server's ``Keep-Alive: timeout=N`` honoured.
+    """The owned pool: aiohttp's, plus a connection reused only while surely still open.
 
     aiohttp itself drops connections idle longer than ``keepalive_timeout``. This adds,
-    through the connector's public ``connect``, the per-connection limit a server announces:
-    a connection idle longer than its server's hint minus `KEEPALIVE_MARGIN` is closed
-    instead of reused (with no hint seen, nothing is added to aiohttp's own path).
+    through the connector's ``connect``, two limits on reusing an idle connection:
+
+    - a server's ``Keep-Alive: timeout=N``: not reused once idle past ``N`` less
+      `KEEPALIVE_MARGIN`;
+    - without that hint (nginx and gunicorn send none), proof: a connection idle up to
+      `UNPROVEN_IDLE` is reused (no server we know closes faster than 1 s); past it, only if
+      the pool has already seen one of this server's connections still open at an idle age
+      that much longer (the longest seen, less a margin: `KEEPALIVE_MARGIN` or half of it).
+      Each connection handed back by aiohttp is such an observation, so a server that
+      closes idle connections after 2 s is never sent a request at 2 s: a new connection
+      is opened instead, and the one refused is kept open, out of the pool and never
+      sent on, as a probe (up to ``keepalive_timeout``): if it survives, the proof grows. The cost,
+      against a server that keeps connections longer: a new connection for the first
+      requests after idle spells longer than anything proven yet (nothing for a busy
+      load, whose connections idle for milliseconds).
     """
 
     def __init__(self, *, limit: int, keepalive_timeout: float) -> None:
@@ -98,6 +114,10 @@ class _KeepAliveConnector(aiohttp.TCPConnector):
             super().__init__(limit=limit, limit_per_host=limit, force_close=True)
         self._idle_limits: WeakKeyDictionary[ResponseHandler, float] = WeakKeyDictionary()
         self._released: WeakKeyDictionary[ResponseHandler, float] = WeakKeyDictionary()
+        self._longest_idle = keepalive_timeout
+        self.proven_idle = 0.0  # the longest idle time a connection was seen to survive
+        self.refused_idle = 0  # idle connections not reused (unproven)
+        self._probe: tuple[aiohttp.connector.Connection, ResponseHandler, float] | None = None
 
     async def connect(
         self,
@@ -105,24 +125,67 @@ class _KeepAliveConnector(aiohttp.TCPConnector):
         traces: list[Trace],
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature, overridden
     ) -> aiohttp.connector.Connection:
-        """Return a connection from the pool that has not idled past its limit, or a new one."""
+        """Return a connection from the pool that is surely still open, or a new one."""
+        self._watch_probe()
         connection = await super().connect(req, traces, timeout)
-        if self._idle_limits:
-            # Bounded: each pass closes one idle connection of the pool (at most `limit`
-            # of them); a new connection ends the loop.
-            for _ in range(self.limit):
-                protocol = connection.protocol
-                if protocol is None or not self._idled_too_long(protocol):
-                    break
+        # Bounded: each pass takes one idle connection out of the pool (at most `limit`
+        # of them); a new connection ends the loop.
+        for _ in range(self.limit):
+            protocol = connection.protocol
+            if protocol is None:
+                break
+            released = self._released.pop(protocol, None)
+            verdict = _REUSE if released is None else self._verdict(protocol, released)
+            if verdict is _REUSE:
+                break
+            if verdict is _PROBE and self._probe is None and self.limit > 1:
+                # Kept open, never sent on, only to see how long the server keeps it. One
+                # at most: it holds one place of the pool, and the others can go on.
+                self._probe = (connection, protocol, released or 0.0)
+            else:
                 connection.close()
-                connection = await super().connect(req, traces, timeout)
+            connection = await super().connect(req, traces, timeout)
         _CONNECTION.set(connection.protocol)
         return connection
 
-    def _idled_too_long(self, protocol: ResponseHandler) -> bool:
-        released = self._released.pop(protocol, None)
-        limit = self._idle_limits.get(protocol)
-        return released is not None and limit is not None and time.monotonic() - released > limit
+    def _verdict(self, protocol: ResponseHandler, released: float) -> str:
+        """Reuse an idle connection, keep it idle as a probe, or close it."""
+        idle = _idle_clock() - released
+        hint = self._idle_limits.get(protocol)
+        if idle > self._longest_idle or (hint is not None and idle > hint):
+            return _CLOSE
+        # aiohttp hands back only a connection still open: it survived ``idle``.
+        proven = self.proven_idle
+        self._survived(idle)
+        if (
+            hint is not None
+            or idle <= UNPROVEN_IDLE
+            or idle <= proven - min(KEEPALIVE_MARGIN, proven / 2)
+        ):
+            return _REUSE
+        self.refused_idle += 1
+        return _PROBE
+
+    def _survived(self, idle: float) -> None:
+        self.proven_idle = max(self.proven_idle, min(idle, self._longest_idle))
+
+    def _watch_probe(self) -> None:
+        """Note how long the probe has stayed open; close it once it proved all it can."""
+        if self._probe is None:
+            return
+        _, protocol, released = self._probe
+        idle = _idle_clock() - released
+        if protocol.is_connected():
+            self._survived(idle)
+            if idle < self._longest_idle:
+                return
+        self.close_probe()
+
+    def close_probe(self) -> None:
+        """Close the probe connection, if any (before the pool closes)."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe[0].close()  # not back to the pool: never reused
 
     def honour_keep_alive(self, response: aiohttp.ClientResponse) -> None:
         """Note the ``Keep-Alive: timeout=N`` of the current task's answer, for its connection."""
@@ -134,13 +197,13 @@ class _KeepAliveConnector(aiohttp.TCPConnector):
     def released(self) -> None:
         """Note that the current task's connection went back to the pool, idle from now."""
         protocol = _CONNECTION.get()
-        limit = None if protocol is None else self._idle_limits.get(protocol)
-        if protocol is None or limit is None:
+        if protocol is None:
             return
-        if limit <= 0:
+        limit = self._idle_limits.get(protocol)
+        if limit is not None and limit <= 0:
             protocol.close()  # a hint too short to reuse the connection safely
         else:
-            self._released[protocol] = time.monotonic()
+            self._released[protocol] = _idle_clock()
 
 
 def keep_alive_timeout(header: str | None) -> float | None:
@@ -303,6 +366,8 @@ class Sender:
             # the attempt timeout) before the pool they run on is closed.
             await asyncio.wait(list(self._loads))
         self.closed = True
+        if self._connector is not None:
+            self._connector.close_probe()
         self._connector = None
         session, self._session = self._session, None
         if session is not None and self._owns_session:
