@@ -312,6 +312,7 @@ class Sender:
         self.observers = observers
         self.pauses = PauseGate(clock)
         self._timeout = timeout
+        self.attempt_timeout: float | None = timeout.total
         self._budget = RetryBudget.for_policy(retry)
         self._rng = random.Random(random_seed)
         self._max_connections = max_connections

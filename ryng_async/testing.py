@@ -31,7 +31,7 @@ import socket
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
@@ -129,7 +129,7 @@ class ReceivedRequest:
         campaign_id: the decoded campaign id from the path.
         headers: the request headers.
         content_type: the body's media type.
-        body: the raw body (empty when the server does not record bodies).
+        body: the raw body.
         request: the decoded JSON body, or None (multipart, or undecodable).
         leads: the JSON body's leads as received.
         sheet: the ``campaign-sheet`` file of a multipart request.
@@ -178,6 +178,12 @@ class FakeRyngServer:
             so tests catch bad leads sent around the SDK. The rules are the server's own,
             written from the vendor's reference, not the SDK's validation: a bug there
             cannot pass on both sides. False makes a faster sink.
+        on_request: called with each request's `ReceivedRequest` (its ``body`` read,
+            nothing decided yet) once it passed the token and rate checks, before any
+            fault or answer; an awaitable it returns is awaited first. For tests that
+            look at the world as a request arrives (a checkpoint journal, say) or act
+            then (a signal to the loader). What it raises is answered 500 by aiohttp:
+            collect findings and assert after the load.
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class FakeRyngServer:
         max_body: int = 64 << 20,
         validate_leads: bool = True,
         idle_timeout: float | None = None,
+        on_request: Callable[[ReceivedRequest], Awaitable[None] | None] | None = None,
     ) -> None:
         if idle_timeout is not None and not (math.isfinite(idle_timeout) and idle_timeout > 0):
             raise ValueError(f"idle_timeout must be > 0 seconds or None, got {idle_timeout!r}")
@@ -212,6 +219,7 @@ class FakeRyngServer:
         self.max_body = max_body
         self.validate_leads = validate_leads
         self.idle_timeout = idle_timeout
+        self.on_request = on_request
         self.requests: list[ReceivedRequest] = []
         self.leads: list[dict[str, Any]] = []
         self.received_requests = 0
@@ -344,8 +352,11 @@ class FakeRyngServer:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._answer(record, 413, b'{"error":true,"message":"Payload Too Large"}')
-        if self.record:
-            record.body = raw
+        record.body = raw  # kept only in a record of self.requests
+        if self.on_request is not None:
+            waiting = self.on_request(record)
+            if waiting is not None:
+                await waiting
         fault = self._draw_fault(record.index, raw)
         record.fault = fault
         if fault is not None:
