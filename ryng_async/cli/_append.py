@@ -419,6 +419,11 @@ def _report_document(
     document["invalid_leads"] = list(_invalid_rows(report.invalid_leads, source))
     for batch in document["batches"]:
         batch["line"] = source.line_of(batch["start"])
+    # What to send again as the file's lines (the unread rest too: a last run to the end).
+    document["failed_lines"] = [
+        [source.line_of(start), None if count is None else source.line_of(start + count - 1)]
+        for start, count in report.failed_ranges()
+    ]
     document["input"] = {
         "file": source.name,
         "format": source.format,
@@ -739,6 +744,15 @@ def _finish(
         )
         sys.stdout.write(f"{verdict} (exit {int(code)})\n{summary_table(report, extra=extra)}\n")
     sys.stdout.flush()
+    if report.unread:
+        first = min(report.unread.values())
+        line = source.line_of(first)
+        at = f" (line {line} of {source.name})" if line is not None else ""
+        say(
+            f"the load stopped before reading input position {first:,}{at}: the rows from "
+            "there on were never read; send them again (--report lists every range to "
+            "send again under failed_ranges)"
+        )
     if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
         hint = resume_hint(args)
         say(
