@@ -85,13 +85,13 @@ async def test_a_shard_never_carries_leads_across_its_blocks() -> None:
         report = await client.bulk_append(
             CAMPAIGN, numbers(12, invalid=(1,)), batch_size=3, shard=(0, 2)
         )
+    sent = [[lead["customField1"] for lead in request.leads] for request in server.requests]
+    assert sorted(sent) == [["lead 0", "lead 2"], ["lead 6", "lead 7", "lead 8"]]
     by_index = sorted(report.batches, key=lambda r: r.index)
     assert [(r.start, r.count, r.ranges) for r in by_index] == [
         (0, 2, ((0, 1), (2, 1))),
         (6, 3, ((6, 3),)),
     ]
-    sent = [[lead["customField1"] for lead in request.leads] for request in server.requests]
-    assert sorted(sent) == [["lead 0", "lead 2"], ["lead 6", "lead 7", "lead 8"]]
 
 
 @pytest.mark.anyio
@@ -283,14 +283,16 @@ async def test_raise_for_failures_leaves_the_stored_error_and_the_callers_frames
             report.raise_for_failures()
         assert raised.value.report is report
         assert type(raised.value) is type(stored)
-        assert raised.value is not stored
         del raised
         return weakref.ref(held)
 
     refs = [caller() for _ in range(4)]
     gc.collect()
-    assert all(ref() is None for ref in refs)
+    assert [ref() for ref in refs] == [None] * 4  # no caller's frame kept by the report
     assert stored.__traceback__ is None
+    with pytest.raises(RyngError) as raised:
+        report.raise_for_failures()
+    assert raised.value is not stored
 
 
 @pytest.mark.anyio
