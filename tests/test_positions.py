@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import random
+import sys
 import weakref
 from pathlib import Path
 from typing import Any
@@ -529,3 +530,34 @@ def test_positions_of_every_outcome_are_disjoint_cover_the_input_and_match_the_s
 @given(loads())
 def test_positions_property_over_more_inputs(case: dict[str, Any]) -> None:
     _run(case)
+
+
+@pytest.mark.anyio
+async def test_the_cli_names_the_unread_rest_in_its_summary_and_report(tmp_path: Path) -> None:
+    data = tmp_path / "leads.csv"
+    data.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(300)))
+    report_path = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+    async with FakeRyngServer(access_token=TOKEN, faults=refused()) as server:
+        env |= {"RYNG_BASE_URL": server.base_url, "RYNG_ACCESS_TOKEN": TOKEN}
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [
+                    sys.executable, "-m", "ryng_async", "append", CAMPAIGN, str(data),
+                    "--batch-size", "10", "--concurrency", "1",
+                    "--max-consecutive-failures", "2", "--report", str(report_path),
+                ],
+                check=False,
+                env=env,
+            )  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    document = json.loads(report_path.read_text())
+    first = document["unread"]["0"]
+    assert 0 < first < 300
+    assert f"the load stopped before reading input position {first}" in err
+    assert f"(line {first + 2} of {data})" in err
+    assert document["failed_ranges"][-1] == [first, None]
+    assert document["failed_lines"][-1] == [first + 2, None]
+    named = positions(r for r in document["failed_ranges"] if r[1] is not None)
+    assert named == list(range(first))  # every row read was refused; the rest unread
