@@ -360,9 +360,10 @@ class BulkReport:
         out: list[tuple[int, int | None]] = []
         for index, first in self.unread.items():
             for number in range(first // block, -(-end // block)):
-                if number % count == index:
-                    start = max(number * block, first)
-                    out.append((start, min((number + 1) * block, end) - start))
+                start = max(number * block, first)
+                length = min((number + 1) * block, end) - start
+                if number % count == index and length > 0:
+                    out.append((start, length))
         if len(self.unread) == count:  # every shard stopped: the end was never read
             out.append((end, None))
         return out

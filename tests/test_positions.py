@@ -561,3 +561,25 @@ async def test_the_cli_names_the_unread_rest_in_its_summary_and_report(tmp_path:
     assert document["failed_lines"][-1] == [first + 2, None]
     named = positions(r for r in document["failed_ranges"] if r[1] is not None)
     assert named == list(range(first))  # every row read was refused; the rest unread
+
+
+def _stopped(shard: int, read: int, *, unread: int | None) -> BulkReport:
+    report = BulkReport(campaign_id=CAMPAIGN, shard=(shard, 2), sharding=(2, 3))
+    report.input_read = read
+    if unread is not None:
+        report.mark_unread(unread)
+        report.stop("an outage")
+    report.finish(0.0)
+    return report
+
+
+def test_merged_unread_blocks_reach_the_input_end_a_shard_read() -> None:
+    # Blocks of 3, two shards: shard 0 has blocks 0, 2, 4...; shard 1 has 1, 3...
+    finished = BulkReport.merge([_stopped(0, 6, unread=6), _stopped(1, 10, unread=None)])
+    assert finished.failed_ranges() == [(6, 3)]  # block 3 (9) is shard 1's, read
+    both = BulkReport.merge([_stopped(0, 6, unread=6), _stopped(1, 9, unread=9)])
+    assert both.failed_ranges() == [(6, 3), (9, None)]  # past 9, no shard read anything
+    at_end = BulkReport.merge([_stopped(0, 10, unread=10), _stopped(1, 10, unread=None)])
+    assert at_end.failed_ranges() == []  # stopped at the very end: nothing left unread
+    alone = _stopped(0, 6, unread=6)
+    assert alone.failed_ranges() == [(6, None)]  # one shard's report: its blocks from 6 on

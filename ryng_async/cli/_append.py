@@ -329,6 +329,9 @@ def load_options(args: argparse.Namespace, source: LeadSource) -> dict[str, Any]
         "checkpoint": args.checkpoint,
         "resend_unknown": args.resend_unknown,
         "shard": args.shard,
+        # --report and --show-invalid list every invalid row from the report until they
+        # stream them (on_invalid): keep them all, as before the report's bound.
+        "keep_invalid_leads": None,
         **_campaign_options(args, source),
     }
 
