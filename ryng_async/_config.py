@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_KEEP_FAILED_LEADS",
+    "DEFAULT_KEEP_INVALID_LEADS",
     "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES",
@@ -51,6 +52,11 @@ DEFAULT_KEEP_FAILED_LEADS = 100_000
 
 Past it (a long load with scattered failures), the report keeps only their input
 positions (`BulkReport.failed_ranges`), so memory stays flat: about 30 MB at most."""
+
+DEFAULT_KEEP_INVALID_LEADS = 10_000
+"""Most invalid leads a bulk report describes in `BulkReport.invalid_leads` (about 3 MB).
+
+``BulkReport.invalid`` counts them all; ``on_invalid`` is given every one as it is found."""
 
 DEFAULT_MAX_ATTEMPTS = 5
 INITIAL_RETRY_DELAY = 0.5

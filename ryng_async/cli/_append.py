@@ -342,6 +342,9 @@ def load_options(args: argparse.Namespace, source: LeadSource) -> dict[str, Any]
         "resend_unknown": args.resend_unknown,
         "shard": args.shard,
         "stop_grace": getattr(args, "stop_grace", None),
+        # --report and --show-invalid list every invalid row from the report until they
+        # stream them (on_invalid): keep them all, as before the report's bound.
+        "keep_invalid_leads": None,
         **_campaign_options(args, source),
     }
 
@@ -432,6 +435,11 @@ def _report_document(
     document["invalid_leads"] = list(_invalid_rows(report.invalid_leads, source))
     for batch in document["batches"]:
         batch["line"] = source.line_of(batch["start"])
+    # What to send again as the file's lines (the unread rest too: a last run to the end).
+    document["failed_lines"] = [
+        [source.line_of(start), None if count is None else source.line_of(start + count - 1)]
+        for start, count in report.failed_ranges()
+    ]
     document["input"] = {
         "file": source.name,
         "format": source.format,
@@ -785,6 +793,15 @@ def _finish(
         )
         sys.stdout.write(f"{verdict} (exit {int(code)})\n{summary_table(report, extra=extra)}\n")
     sys.stdout.flush()
+    if report.unread:
+        first = min(report.unread.values())
+        line = source.line_of(first)
+        at = f" (line {line} of {source.name})" if line is not None else ""
+        say(
+            f"the load stopped before reading input position {first:,}{at}: the rows from "
+            "there on were never read; send them again (--report lists every range to "
+            "send again under failed_ranges)"
+        )
     if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
         cancelled = (
             f"; {report.unknown:,} leads of requests cancelled in flight are 'unknown' (they "
