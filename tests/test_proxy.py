@@ -8,6 +8,7 @@ Debian's package (tests/_nginx.py), whose pages and closes our fake could not im
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,11 +19,16 @@ from _nginx import NGINX, Nginx
 from conftest import FAST_RETRY, TOKEN
 
 from ryng_async import AmbiguousError, APIError, BulkReport, RetryPolicy, RyngClient, ServerError
-from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+from ryng_async.cli._progress import summary_table
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ManualClock
 
 pytestmark = pytest.mark.anyio
 
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run does)")
+# .ci/run installs nginx and sets RYNG_TEST_NGINX: there, a missing nginx fails the tests.
+needs_nginx = pytest.mark.skipif(
+    NGINX is None and not os.environ.get("RYNG_TEST_NGINX"),
+    reason="nginx is not installed (.ci/run installs it)",
+)
 
 
 def leads(count: int, *, fields: int = 0) -> list[dict[str, Any]]:
@@ -296,3 +302,50 @@ async def test_nginx_503_without_ryng_json_is_definite_and_retried(tmp_path: Pat
     assert "not Ryng's JSON" in str(info.value)
     assert "503 Service Temporarily Unavailable" in str(info.value)
     assert server.received_requests == 0
+
+
+class RecordingLimiter:
+    """A `Limiter` that lets everything through and records the feedback it gets."""
+
+    def __init__(self) -> None:
+        self.throttled_with: list[float | None] = []
+        self.successes = 0
+
+    @property
+    def rate(self) -> float | None:
+        return None
+
+    async def acquire(self) -> None:
+        return None
+
+    async def throttled(self, retry_after: float | None) -> None:
+        self.throttled_with.append(retry_after)
+
+    async def succeeded(self) -> None:
+        self.successes += 1
+
+
+async def test_a_503_is_told_to_the_limiter_and_pauses_the_client_like_a_429() -> None:
+    plan = FaultPlan(script=[Fault.UNAVAILABLE, Fault.UNAVAILABLE], retry_after="2")
+    limiter = RecordingLimiter()
+    clock = ManualClock()
+    async with (
+        FakeRyngServer(access_token=TOKEN, faults=plan) as server,
+        client_for(server.base_url, limiter=limiter, clock=clock) as client,
+    ):
+        await client.append("42", leads(1))
+    assert limiter.throttled_with == [2.0, 2.0]
+    assert limiter.successes == 1
+    assert clock.sleeps[:2] == [2.0, 2.0]  # the pause of each Retry-After
+    assert server.lead_count() == 1
+
+
+def test_the_cli_summary_says_what_body_size_was_learned_and_which_option_sets_it() -> None:
+    report = BulkReport(total=10, accepted=10, body_refused=92_345, body_accepted=46_170)
+    table = summary_table(report)
+    assert "refused request bodies of 92,345 bytes as too large (HTTP 413)" in table
+    assert "bodies up to 46,170 bytes went through" in table
+    assert "max_batch_bytes" in table
+    assert "--max-batch-bytes" in table
+    assert "92,345" in str(report)
+    assert report.to_dict()["body_refused"] == 92_345
