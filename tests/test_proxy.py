@@ -8,12 +8,14 @@ Debian's package (tests/_nginx.py), whose pages and closes our fake could not im
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from _nginx import NGINX, Nginx
 from conftest import FAST_RETRY, TOKEN
@@ -349,3 +351,24 @@ def test_the_cli_summary_says_what_body_size_was_learned_and_which_option_sets_i
     assert "--max-batch-bytes" in table
     assert "92,345" in str(report)
     assert report.to_dict()["body_refused"] == 92_345
+
+
+async def test_the_fake_server_closes_idle_connections_without_a_keep_alive_header() -> None:
+    async with FakeRyngServer(access_token=TOKEN, idle_timeout=0.3) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        body = b'{"customerData": {"jsonData": [{"number": "+919876543210"}]}}'
+        writer.write(
+            b"POST /rest-api/v1/campaign/42 HTTP/1.1\r\nHost: x\r\n"
+            + f"x-access-token: {TOKEN}\r\nContent-Type: application/json\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        with anyio.fail_after(10):
+            rest = await reader.read()  # b"" once the server has closed the idle connection
+        writer.close()
+        await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"keep-alive:" not in head.lower()
+    assert rest.endswith(b"}")  # the answer's body, then the close
+    assert server.lead_count() == 1
