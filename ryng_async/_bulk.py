@@ -64,6 +64,7 @@ from ._ratelimit import AdaptiveLimiter, Limiter
 from ._report import BatchResult, BulkReport, InvalidLead, Outcome
 from ._seen import SeenNumbers
 from ._sender import Sender
+from ._split import Splitter, combine, is_too_large, send_in_parts
 from ._validate import (
     CAMPAIGN_OPTION_NAMES,
     build_request,
@@ -130,7 +131,11 @@ class _Load:
         template = BodyTemplate(build_request(**campaign))
         max_batch_bytes = options.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)
         check_int(max_batch_bytes, "max_batch_bytes", template.overhead + 2)
-        self.packer = Packer(template, self.batch_size, max_batch_bytes)
+        # A batch refused as too large (413) is sent again in halves: see _split.
+        self.packer, self.split = (
+            Packer(template, self.batch_size, max_batch_bytes),
+            Splitter(template),
+        )
         # A load's own limiter replaces the client's; the client's Retry-After pauses
         # (held by the sender) still hold every request.
         rate_limit = options.get("rate_limit")
@@ -441,6 +446,27 @@ class _Load:
         return self.stop_signal.fired
 
     async def send_one(self, batch: Batch) -> BatchResult:
+        """Send one batch; one refused as too large (413) is sent again in halves."""
+        limit = self.split.limit
+        first = None
+        if limit.fits(len(batch.body)) or batch.count == 1:
+            first = await self._send_batch(batch)
+            if not is_too_large(first.error) or self.stopping:
+                if first.outcome is Outcome.ACCEPTED:
+                    limit.note_accepted(len(batch.body))
+                return first
+        parts = await send_in_parts(batch, self.split, partial(self._send_part, batch), first=first)
+        self.report.body_refused, self.report.body_accepted = limit.refused, limit.accepted
+        self.split.doubtful.discard(batch.index)
+        return combine(batch, parts, keep_leads=self.report.leads_kept)
+
+    async def _send_part(self, batch: Batch, part: Batch) -> BatchResult:
+        result = await self._send_batch(part)
+        if result.outcome in {Outcome.ACCEPTED, Outcome.UNKNOWN}:
+            self.split.doubtful.add(batch.index)  # cancelled from here on: unknown
+        return result
+
+    async def _send_batch(self, batch: Batch) -> BatchResult:
         exchange = Exchange(campaign_id=self.report.campaign_id, batch_index=batch.index)
         self.exchanges[batch.index] = exchange
         started = self.clock.now()
@@ -683,6 +709,8 @@ class _Load:
             batch = self.unfinished[index]
             exchange = self.exchanges.get(index)
             outcome = _outcome(exchange, Outcome.SKIPPED)
+            if index in self.split.doubtful:  # a part of it may be in Ryng already
+                outcome = Outcome.UNKNOWN
             message = (
                 "cancelled after sending: may have been appended"
                 if outcome is Outcome.UNKNOWN
