@@ -1,10 +1,12 @@
 """The numbers a deduplicating load has sent: exact, in bounded memory.
 
-The first numbers are held in a set; past ``memory_limit`` of them they move to a
-temporary SQLite file (a B-tree on disk, with SQLite's small page cache), and a Bloom
-filter of fixed size in memory answers "surely new" for almost every new number without
-touching the file. A number the filter may have seen is looked up in the file, so the
-answer is always exact; only the share of lookups grows as the filter fills.
+The first numbers are held in a set. Past ``memory_limit`` of them they move to a
+temporary SQLite file (an integer B-tree read through SQLite's small page cache): an
+E.164 number (``+`` then up to 15 digits, the first not 0) is its own integer key, so the
+file answers exactly. In front of it, a Bloom filter of fixed size says "surely new" for
+almost every new number, so only the numbers it may have seen are looked up (one query a
+chunk); new numbers wait in a bounded buffer and go into the file sorted, many at a time,
+so an insert touches each page of the B-tree about once per flush.
 """
 
 from __future__ import annotations
@@ -14,27 +16,47 @@ import shutil
 import sqlite3
 import tempfile
 
+import msgspec
+
 __all__ = ["SeenNumbers"]
 
 _MEMORY_LIMIT = 50_000
 _FILTER_BITS = 1 << 25  # 4 MiB: at 2,000,000 numbers, about 1 new number in 200 is looked up
-_PENDING = 10_000
+_PENDING_LIMIT = 65_536  # new numbers held before they are written to the file (~5 MB)
+_MASK64 = (1 << 64) - 1
+_MIX1 = 0x9E3779B97F4A7C15
+_MIX2 = 0xBF58476D1CE4E5B9
+_encode = msgspec.json.Encoder().encode
 
 
 class SeenNumbers:
-    """A set of strings that tells whether a number was added before (`add`).
+    """A set of numbers that tells which of a chunk were added before (`add_many`).
 
     Call `close` when done: it removes the temporary file, if one was made.
+
+    Args:
+        memory_limit: numbers held in a plain set before the rest go to a file.
+        filter_bits: the Bloom filter's size in bits (a power of two, at least 2**10).
+        pending_limit: new numbers held in memory before they are written to the file.
     """
 
     def __init__(
-        self, *, memory_limit: int = _MEMORY_LIMIT, filter_bits: int = _FILTER_BITS
+        self,
+        *,
+        memory_limit: int = _MEMORY_LIMIT,
+        filter_bits: int = _FILTER_BITS,
+        pending_limit: int = _PENDING_LIMIT,
     ) -> None:
+        if filter_bits < 1 << 10 or filter_bits & (filter_bits - 1):
+            raise ValueError(f"filter_bits must be a power of two >= 1024, got {filter_bits}")
         self._memory: set[str] | None = set()
         self._memory_limit = memory_limit
+        self._shift = 64 - filter_bits.bit_length() + 1
         self._bits = filter_bits
-        self._filter: bytearray | None = None
-        self._pending: set[str] = set()
+        self._filter = bytearray()
+        self._pending: set[int] = set()
+        self._pending_limit = pending_limit
+        self._other: set[str] = set()  # not E.164 (validation refuses those): never spilled
         self._dir: str | None = None
         self._db: sqlite3.Connection | None = None
 
@@ -43,30 +65,27 @@ class SeenNumbers:
         """The numbers are in a file now (more than ``memory_limit`` were added)."""
         return self._db is not None
 
-    def add(self, number: str) -> bool:
-        """Add ``number``; return True if it is new, False if it was added before."""
+    def add_many(self, numbers: list[str]) -> list[bool]:
+        """Add ``numbers``; for each, True if it is new (not added before, nor earlier here)."""
         memory = self._memory
         if memory is not None:
-            if number in memory:
-                return False
-            memory.add(number)
+            fresh = []
+            for number in numbers:
+                new = number not in memory
+                if new:
+                    memory.add(number)
+                fresh.append(new)
             if len(memory) > self._memory_limit:
                 self._spill(memory)
-            return True
-        if number in self._pending:
-            return False
-        if self._maybe_seen(number) and self._in_file(number):
-            return False
-        self._pending.add(number)
-        if len(self._pending) >= _PENDING:
-            self._write()
-        return True
+            return fresh
+        return self._add_spilled(numbers)
 
     def close(self) -> None:
         """Drop what is held and remove the temporary file. Idempotent."""
         self._memory = set()
+        self._other = set()
         self._pending = set()
-        self._filter = None
+        self._filter = bytearray()
         db, self._db = self._db, None
         directory, self._dir = self._dir, None
         if db is not None:
@@ -79,38 +98,73 @@ class SeenNumbers:
         db = sqlite3.connect(os.path.join(self._dir, "seen.db"), isolation_level=None)
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
-        db.execute("CREATE TABLE seen (number TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.execute("CREATE TABLE seen (k INTEGER PRIMARY KEY)")
         self._db = db
         self._filter = bytearray(self._bits // 8)
         self._memory = None
-        self._pending = memory
-        self._write()
+        self._add_spilled(list(memory))
 
-    def _slots(self, number: str) -> tuple[int, int, int]:
-        # Three probes from one 64-bit hash (Kirsch-Mitzenmacher double hashing).
-        value = hash(number) & 0xFFFFFFFFFFFFFFFF
-        first, second = value & 0xFFFFFFFF, (value >> 32) | 1
-        bits = self._bits
-        return first % bits, (first + second) % bits, (first + 2 * second) % bits
+    def _add_spilled(self, numbers: list[str]) -> list[bool]:
+        bits, pending, shift = self._filter, self._pending, self._shift
+        mask = self._bits - 1
+        # Per number: its key and filter slots (None: not E.164), and whether the filter
+        # may have seen it (then the file is asked, once for the chunk).
+        probes: list[tuple[int, int, int, int] | None] = []
+        maybe: list[int] = []
+        for number in numbers:
+            digits = number[1:]
+            if not (
+                number[:1] == "+"
+                and 0 < len(digits) <= 15
+                and digits.isascii()
+                and digits.isdigit()
+                and digits[0] != "0"
+            ):
+                probes.append(None)
+                continue
+            key = int(digits)
+            mixed = (key * _MIX1) & _MASK64
+            again = ((mixed ^ (mixed >> 31)) * _MIX2) & _MASK64
+            a, b, c = mixed >> shift, again >> shift, (again >> 7) & mask
+            probes.append((key, a, b, c))
+            if (
+                bits[a >> 3] & (1 << (a & 7))
+                and bits[b >> 3] & (1 << (b & 7))
+                and bits[c >> 3] & (1 << (c & 7))
+                and key not in pending
+            ):
+                maybe.append(key)
+        known = self._in_file(maybe) if maybe else set()
+        fresh: list[bool] = []
+        for number, probe in zip(numbers, probes, strict=True):
+            if probe is None:
+                new = number not in self._other
+                self._other.add(number)
+            else:
+                key, a, b, c = probe
+                new = key not in pending and key not in known
+                if new:
+                    pending.add(key)
+                    bits[a >> 3] |= 1 << (a & 7)
+                    bits[b >> 3] |= 1 << (b & 7)
+                    bits[c >> 3] |= 1 << (c & 7)
+            fresh.append(new)
+        if len(pending) >= self._pending_limit:
+            self._write()
+        return fresh
 
-    def _maybe_seen(self, number: str) -> bool:
-        bits = self._filter
-        assert bits is not None  # noqa: S101 - set once spilled
-        return all(bits[slot >> 3] & (1 << (slot & 7)) for slot in self._slots(number))
-
-    def _in_file(self, number: str) -> bool:
-        assert self._db is not None  # noqa: S101 - set once spilled
-        found = self._db.execute("SELECT 1 FROM seen WHERE number = ?", (number,)).fetchone()
-        return found is not None
+    def _in_file(self, keys: list[int]) -> set[int]:
+        db = self._db
+        assert db is not None  # noqa: S101 - set once spilled
+        query = "SELECT k FROM seen WHERE k IN (SELECT value FROM json_each(?))"
+        return {k for (k,) in db.execute(query, (_encode(sorted(keys)),))}
 
     def _write(self) -> None:
-        db, bits = self._db, self._filter
+        db = self._db
         assert db is not None  # noqa: S101 - set once spilled
-        assert bits is not None  # noqa: S101 - set once spilled
         pending, self._pending = self._pending, set()
-        for number in pending:
-            for slot in self._slots(number):
-                bits[slot >> 3] |= 1 << (slot & 7)
         db.execute("BEGIN")
-        db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((n,) for n in sorted(pending)))
+        db.execute(
+            "INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)", (_encode(sorted(pending)),)
+        )
         db.execute("COMMIT")

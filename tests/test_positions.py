@@ -311,16 +311,21 @@ async def test_invalid_leads_are_counted_exactly_and_described_up_to_a_bound() -
     assert report.accepted == 150
 
 
-def test_seen_numbers_is_exact_past_its_memory_and_with_a_full_filter() -> None:
+def test_seen_numbers_is_exact_past_its_memory() -> None:
     rng = random.Random(5)
     pool = [f"+91{rng.randrange(10**9, 10**10)}" for _ in range(3000)]
     drawn = [rng.choice(pool) for _ in range(6000)]
-    seen = SeenNumbers(memory_limit=100, filter_bits=256)  # spills; the filter saturates
+    drawn[::97] = ["not E.164"] * len(drawn[::97])  # kept apart, exact too
+    seen = SeenNumbers(memory_limit=100, filter_bits=1024, pending_limit=300)
     oracle: set[str] = set()
     try:
-        for number in drawn:
-            assert seen.add(number) is (number not in oracle)
-            oracle.add(number)
+        for first in range(0, len(drawn), 700):
+            chunk = drawn[first : first + 700]  # duplicates inside a chunk too
+            expected = []
+            for number in chunk:
+                expected.append(number not in oracle)
+                oracle.add(number)
+            assert seen.add_many(chunk) == expected
         assert seen.spilled
     finally:
         seen.close()
@@ -583,3 +588,24 @@ def test_merged_unread_blocks_reach_the_input_end_a_shard_read() -> None:
     assert at_end.failed_ranges() == []  # stopped at the very end: nothing left unread
     alone = _stopped(0, 6, unread=6)
     assert alone.failed_ranges() == [(6, None)]  # one shard's report: its blocks from 6 on
+
+
+@pytest.mark.anyio
+async def test_an_on_invalid_hook_that_raises_stops_the_load_with_its_error() -> None:
+    class HookError(Exception):
+        pass
+
+    def hook(lead: Any) -> None:
+        raise HookError(f"cannot write lead {lead.position}")
+
+    report = BulkReport()
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server) as client:
+        with pytest.raises(HookError, match="cannot write lead 1"):
+            await client.bulk_append(
+                CAMPAIGN, numbers(40, invalid=(1, 2)), batch_size=5, on_invalid=hook,
+                report=report,
+            )  # fmt: skip
+    assert report.finished
+    assert report.stopped_early
+    assert report.invalid == 2
+    assert report.unaccounted == 0
