@@ -22,7 +22,8 @@ __all__ = ["SeenNumbers"]
 
 _MEMORY_LIMIT = 50_000
 _FILTER_BITS = 1 << 25  # 4 MiB: at 2,000,000 numbers, about 1 new number in 200 is looked up
-_PENDING_LIMIT = 65_536  # new numbers held before they are written to the file (~5 MB)
+_PENDING_LIMIT = 65_536
+_SPILL_CHUNK = 1000  # new numbers held before they are written to the file (~5 MB)
 _MASK64 = (1 << 64) - 1
 _MIX1 = 0x9E3779B97F4A7C15
 _MIX2 = 0xBF58476D1CE4E5B9
@@ -102,7 +103,10 @@ class SeenNumbers:
         self._db = db
         self._filter = bytearray(self._bits // 8)
         self._memory = None
-        self._add_spilled(list(memory))
+        numbers = list(memory)
+        memory.clear()
+        for first in range(0, len(numbers), _SPILL_CHUNK):  # a chunk's probes at a time
+            self._add_spilled(numbers[first : first + _SPILL_CHUNK])
 
     def _add_spilled(self, numbers: list[str]) -> list[bool]:
         bits, pending, shift = self._filter, self._pending, self._shift
