@@ -25,9 +25,15 @@ _FILTER_BITS = 1 << 25  # 4 MiB: at 2,000,000 numbers, about 1 new number in 200
 _PENDING_LIMIT = 65_536
 _SPILL_CHUNK = 1000  # new numbers held before they are written to the file (~5 MB)
 _MASK64 = (1 << 64) - 1
-_MIX1 = 0x9E3779B97F4A7C15
-_MIX2 = 0xBF58476D1CE4E5B9
 _encode = msgspec.json.Encoder().encode
+
+
+def _key(number: str) -> int | None:
+    """The integer an E.164 number stands for, or None for any other string."""
+    digits = number[1:]
+    if number[:1] == "+" and 0 < len(digits) <= 15 and digits.isascii() and digits.isdigit():
+        return int(digits) if digits[0] != "0" else None
+    return None
 
 
 class SeenNumbers:
@@ -52,10 +58,9 @@ class SeenNumbers:
             raise ValueError(f"filter_bits must be a power of two >= 1024, got {filter_bits}")
         self._memory: set[str] | None = set()
         self._memory_limit = memory_limit
-        self._shift = 64 - filter_bits.bit_length() + 1
         self._bits = filter_bits
         self._filter = bytearray()
-        self._pending: set[int] = set()
+        self._pending: set[str] = set()
         self._pending_limit = pending_limit
         self._other: set[str] = set()  # not E.164 (validation refuses those): never spilled
         self._dir: str | None = None
@@ -109,66 +114,64 @@ class SeenNumbers:
             self._add_spilled(numbers[first : first + _SPILL_CHUNK])
 
     def _add_spilled(self, numbers: list[str]) -> list[bool]:
-        bits, pending, shift = self._filter, self._pending, self._shift
-        mask = self._bits - 1
-        # Per number: its key and filter slots (None: not E.164), and whether the filter
-        # may have seen it (then the file is asked, once for the chunk).
-        probes: list[tuple[int, int, int, int] | None] = []
-        maybe: list[int] = []
+        bits, pending, mask = self._filter, self._pending, self._bits - 1
+        # The filter's three slots from the string's own hash (cached by the string).
+        slots = []
+        maybe = []
         for number in numbers:
-            digits = number[1:]
-            if not (
-                number[:1] == "+"
-                and 0 < len(digits) <= 15
-                and digits.isascii()
-                and digits.isdigit()
-                and digits[0] != "0"
-            ):
-                probes.append(None)
-                continue
-            key = int(digits)
-            mixed = (key * _MIX1) & _MASK64
-            again = ((mixed ^ (mixed >> 31)) * _MIX2) & _MASK64
-            a, b, c = mixed >> shift, again >> shift, (again >> 7) & mask
-            probes.append((key, a, b, c))
+            code = hash(number) & _MASK64
+            a, b, c = code & mask, (code >> 21) & mask, ((code >> 42) ^ (code >> 11)) & mask
+            slots.append((a, b, c))
             if (
                 bits[a >> 3] & (1 << (a & 7))
                 and bits[b >> 3] & (1 << (b & 7))
                 and bits[c >> 3] & (1 << (c & 7))
-                and key not in pending
+                and number not in pending
             ):
-                maybe.append(key)
+                maybe.append(number)
         known = self._in_file(maybe) if maybe else set()
         fresh: list[bool] = []
-        for number, probe in zip(numbers, probes, strict=True):
-            if probe is None:
-                new = number not in self._other
-                self._other.add(number)
-            else:
-                key, a, b, c = probe
-                new = key not in pending and key not in known
-                if new:
-                    pending.add(key)
-                    bits[a >> 3] |= 1 << (a & 7)
-                    bits[b >> 3] |= 1 << (b & 7)
-                    bits[c >> 3] |= 1 << (c & 7)
+        for number, (a, b, c) in zip(numbers, slots, strict=True):
+            new = number not in pending and number not in known
+            if new:
+                pending.add(number)
+                bits[a >> 3] |= 1 << (a & 7)
+                bits[b >> 3] |= 1 << (b & 7)
+                bits[c >> 3] |= 1 << (c & 7)
             fresh.append(new)
         if len(pending) >= self._pending_limit:
             self._write()
         return fresh
 
-    def _in_file(self, keys: list[int]) -> set[int]:
+    def _in_file(self, numbers: list[str]) -> set[str]:
+        """Which of ``numbers`` the file (or the odd ones kept apart) holds: one query."""
         db = self._db
         assert db is not None  # noqa: S101 - set once spilled
+        by_key = {}
+        found = set()
+        for number in numbers:
+            key = _key(number)
+            if key is None:
+                if number in self._other:
+                    found.add(number)
+            else:
+                by_key[key] = number
         query = "SELECT k FROM seen WHERE k IN (SELECT value FROM json_each(?))"
-        return {k for (k,) in db.execute(query, (_encode(sorted(keys)),))}
+        found.update(by_key[k] for (k,) in db.execute(query, (_encode(sorted(by_key)),)))
+        return found
 
     def _write(self) -> None:
         db = self._db
         assert db is not None  # noqa: S101 - set once spilled
         pending, self._pending = self._pending, set()
+        keys = []
+        for number in pending:
+            key = _key(number)
+            if key is None:
+                self._other.add(number)
+            else:
+                keys.append(key)
+        keys.sort()
         db.execute("BEGIN")
-        db.execute(
-            "INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)", (_encode(sorted(pending)),)
-        )
+        db.execute("INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)", (_encode(keys),))
         db.execute("COMMIT")
