@@ -22,8 +22,9 @@ __all__ = ["SeenNumbers"]
 
 _MEMORY_LIMIT = 50_000
 _FILTER_BITS = 1 << 25  # 4 MiB: at 2,000,000 numbers, about 1 new number in 200 is looked up
-_PENDING_LIMIT = 65_536
-_SPILL_CHUNK = 1000  # new numbers held before they are written to the file (~5 MB)
+_PENDING_LIMIT = 65_536  # new numbers held before they are written to the file (~5 MB)
+_SPILL_CHUNK = 1000
+_PARAMETERS = 500  # per lookup statement without JSON (SQLite before 3.32 allows 999)
 _MASK64 = (1 << 64) - 1
 _encode = msgspec.json.Encoder().encode
 
@@ -65,6 +66,7 @@ class SeenNumbers:
         self._other: set[str] = set()  # not E.164 (validation refuses those): never spilled
         self._dir: str | None = None
         self._db: sqlite3.Connection | None = None
+        self._json = True
 
     @property
     def spilled(self) -> bool:
@@ -105,6 +107,10 @@ class SeenNumbers:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
         db.execute("CREATE TABLE seen (k INTEGER PRIMARY KEY)")
+        try:  # SQLite's JSON functions: built in since 3.38, an option before
+            db.execute("SELECT value FROM json_each('[1]')").fetchall()
+        except sqlite3.OperationalError:
+            self._json = False
         self._db = db
         self._filter = bytearray(self._bits // 8)
         self._memory = None
@@ -156,8 +162,15 @@ class SeenNumbers:
                     found.add(number)
             else:
                 by_key[key] = number
-        query = "SELECT k FROM seen WHERE k IN (SELECT value FROM json_each(?))"
-        found.update(by_key[k] for (k,) in db.execute(query, (_encode(sorted(by_key)),)))
+        keys = sorted(by_key)
+        if self._json:
+            query = "SELECT k FROM seen WHERE k IN (SELECT value FROM json_each(?))"
+            found.update(by_key[k] for (k,) in db.execute(query, (_encode(keys),)))
+            return found
+        for first in range(0, len(keys), _PARAMETERS):
+            part = keys[first : first + _PARAMETERS]
+            query = f"SELECT k FROM seen WHERE k IN ({','.join('?' * len(part))})"  # noqa: S608 - marks only
+            found.update(by_key[k] for (k,) in db.execute(query, part))
         return found
 
     def _write(self) -> None:
@@ -173,5 +186,10 @@ class SeenNumbers:
                 keys.append(key)
         keys.sort()
         db.execute("BEGIN")
-        db.execute("INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)", (_encode(keys),))
+        if self._json:
+            db.execute(
+                "INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)", (_encode(keys),)
+            )
+        else:
+            db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((key,) for key in keys))
         db.execute("COMMIT")
