@@ -611,3 +611,18 @@ async def test_an_on_invalid_hook_that_raises_stops_the_load_with_its_error() ->
     assert report.stopped_early
     assert report.invalid == 2
     assert report.unaccounted == 0
+
+
+@pytest.mark.anyio
+async def test_reconcile_still_reads_a_report_written_before_exact_ranges(tmp_path: Path) -> None:
+    rows = numbers(12, invalid=(2, 7))
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server) as client:
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=4)
+    old = report.to_dict()
+    for name in ("input_read", "unread", "sharding", "failed_ranges"):
+        del old[name]
+    for batch in old["batches"]:
+        del batch["ranges"]  # (start, count) over valid leads, walked past the invalid ones
+    expected = ["invalid" if i in (2, 7) else "accepted" for i in range(12)]
+    assert await _reconciled(rows, old, tmp_path) == expected
+    assert await _reconciled(rows, report, tmp_path) == expected
