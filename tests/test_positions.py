@@ -8,6 +8,7 @@ are disjoint, cover the input, and agree with what the server received.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -626,3 +627,49 @@ async def test_reconcile_still_reads_a_report_written_before_exact_ranges(tmp_pa
     expected = ["invalid" if i in (2, 7) else "accepted" for i in range(12)]
     assert await _reconciled(rows, old, tmp_path) == expected
     assert await _reconciled(rows, report, tmp_path) == expected
+
+
+@pytest.mark.anyio
+async def test_shards_under_a_redis_limiter_lost_mid_load_list_every_unread_lead() -> None:
+    # The measurement of issue 18 point 8: four shards share a RedisLimiter; Redis dies.
+    helpers = pytest.importorskip("test_redis_limiter")  # skips without redis-py
+    from ryng_async.redis import RedisLimiter, RedisLimiterError
+
+    own = helpers._start_own()  # skips without a redis-server binary
+    rows = numbers(2000)
+    reports = [BulkReport() for _ in range(4)]
+    stopped: list[int] = []
+    try:
+        async with (
+            FakeRyngServer(access_token=TOKEN) as server,
+            RedisLimiter(own.url, f"positions:{os.getpid()}", 400, max_outage=0.5) as shared,
+            RyngClient(base_url=server.base_url, access_token=TOKEN, limiter=shared) as client,
+        ):
+
+            def stop_redis(progress: object) -> None:
+                if not stopped and server.received_requests >= 20:
+                    stopped.append(server.received_requests)
+                    own.stop()
+
+            async def one(index: int) -> None:
+                with contextlib.suppress(RedisLimiterError):
+                    await client.bulk_append(
+                        CAMPAIGN, iter(rows), batch_size=10, concurrency=2,
+                        shard=(index, 4), report=reports[index], on_progress=stop_redis,
+                    )  # fmt: skip
+
+            async with anyio.create_task_group() as tasks:
+                for index in range(4):
+                    tasks.start_soon(one, index)
+            received = sorted(int(lead["customField1"].split()[1]) for lead in server.leads)
+    finally:
+        own.stop()
+    merged = BulkReport.merge(reports)
+    assert merged.stopped_early
+    assert merged.total < len(rows)  # the input was not read to its end
+    to_send = merged.failed_ranges()
+    tail = [start for start, count in to_send if count is None]
+    end = tail[0] if tail else len(rows)
+    again = positions(run for run in to_send if run[1] is not None) + list(range(end, len(rows)))
+    assert sorted(received + again) == list(range(len(rows)))  # each once: complete, exact
+    assert len(received) == merged.accepted
