@@ -654,7 +654,7 @@ class BulkOptions(CampaignOptions, total=False):
         on_progress: a plain callable given a `Progress` after every batch.
         dedupe: refuse a lead whose number was already sent in this load, as invalid.
             Exact in bounded memory: past 50,000 numbers they go to a temporary SQLite
-            file in the system's temp directory (about 12 bytes a number), removed when
+            file in the system's temp directory (11 to 20 bytes a number), removed when
             the load ends.
         default_region: normalize national numbers (``09876543210``, ``98765 43210``) to
             E.164 with libphonenumber's rules for this region (``"IN"``; the ``phone``
