@@ -382,20 +382,23 @@ class _InvalidRows:
     """Takes invalid leads as they are found and streams them out, keeping few in memory.
 
     Each becomes a row with its file line; a row is written at once to ``listing`` (the
-    dry run's standard output), to a spool file that ``--report`` copies (when
-    ``spool``), and the first ``keep`` are held for the listing at the end of a load.
-    Memory holds those few whatever the number of invalid rows.
+    dry run's standard output), to a spool file beside the ``--report`` file, which the
+    report copies (when ``report`` is given), and the first ``keep`` are held for the
+    listing at the end of a load. Memory holds those few whatever the number of rows.
     """
 
     def __init__(
-        self, source: LeadSource, *, listing: TextIO | None, keep: int, spool: bool
+        self, source: LeadSource, *, listing: TextIO | None, keep: int, report: Path | None
     ) -> None:
         self.source = source
         self.listing = listing
         self.keep = keep
         self.kept: list[dict[str, Any]] = []
         self.count = 0
-        self._spool: IO[bytes] | None = tempfile.TemporaryFile() if spool else None  # noqa: SIM115 - closed by close()
+        self._spool: IO[bytes] | None = None
+        if report is not None:
+            folder = report.parent if str(report.parent) else Path()
+            self._spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
 
     def add(self, leads: Iterable[InvalidLead]) -> None:
         """Take invalid leads (their rows leave `LeadSource.rejected` here)."""
@@ -524,7 +527,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
     as_json = args.log_format == "json"
     source = _open(args)
-    rows = _InvalidRows(source, listing=sys.stdout, keep=0, spool=args.report is not None)
+    rows = _InvalidRows(source, listing=sys.stdout, keep=0, report=args.report)
     try:
         try:
             request = build_request(**_campaign_options(args, source))
@@ -672,9 +675,7 @@ async def _load(args: argparse.Namespace) -> int:
                 "ryng-async append: interrupted before the load started; nothing was sent",
             )
             return interrupts.code or ExitCode.INTERRUPTED
-        rows = _InvalidRows(
-            source, listing=None, keep=args.show_invalid, spool=args.report is not None
-        )
+        rows = _InvalidRows(source, listing=None, keep=args.show_invalid, report=args.report)
         try:
             return await _load_source(args, client, source, interrupts, rows)
         finally:
