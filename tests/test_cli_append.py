@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -20,9 +21,10 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
 TOKEN = "tok-SECRET-7f3a9c41d2"  # distinctive: grepped for in every output
 CLI = [sys.executable, "-m", "ryng_async"]
@@ -46,11 +48,18 @@ def cli_env(server: FakeRyngServer | None, **extra: str) -> dict[str, str]:
     return env
 
 
+def assert_no_token(*outputs: str) -> None:
+    """The token is in no output of a CLI run (every run's output goes through here)."""
+    for output in outputs:
+        assert TOKEN not in output
+
+
 async def run_cli(
     *args: str | Path,
     server: FakeRyngServer | None,
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Run:
     with anyio.fail_after(TIMEOUT):
         done = await anyio.run_process(
@@ -58,10 +67,10 @@ async def run_cli(
             input=stdin,
             check=False,
             env=dict(env) if env is not None else cli_env(server),
+            cwd=cwd,
         )
     run = Run(done.returncode, done.stdout.decode(), done.stderr.decode())
-    assert TOKEN not in run.out
-    assert TOKEN not in run.err
+    assert_no_token(run.out, run.err)
     return run
 
 
@@ -174,12 +183,9 @@ async def test_usage_and_configuration_errors_exit_2(
 ) -> None:
     write(tmp_path / "leads.csv", "number\n+919800000001\n")
     write(tmp_path / "leads.xml", "<leads/>")
-    run_env = cli_env(server, **env)
-    with anyio.fail_after(TIMEOUT):
-        done = await anyio.run_process([*CLI, *args], check=False, env=run_env, cwd=tmp_path)
-    err = done.stderr.decode()
-    assert done.returncode == 2, err
-    assert message in err
+    run = await run_cli(*args, server=server, env=cli_env(server, **env), cwd=tmp_path)
+    assert run.code == 2, run.err
+    assert message in run.err
     assert server.received_requests == 0
 
 
@@ -419,41 +425,122 @@ async def test_default_region_normalizes_national_formats(
 # -- interrupts ----------------------------------------------------------------------
 
 
+class SignalOnArrival:
+    """An ``on_request`` hook: sends ``signum`` to the loader as the ``nth`` request arrives
+    (and again, as ``again`` requests more arrive or when told), so the signal lands
+    while requests are in flight, whatever the machine's speed."""
+
+    def __init__(self, nth: int, signum: int) -> None:
+        self.nth = nth
+        self.signum = signum
+        self.process: Process | None = None
+        self.arrived = 0
+        self.sent = 0
+
+    def __call__(self, request: ReceivedRequest) -> None:
+        self.arrived += 1
+        if self.arrived == self.nth:
+            self.send()
+
+    def send(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(self.signum)
+        self.sent += 1
+
+
+async def run_signalled(
+    command: list[str], server: FakeRyngServer, trigger: SignalOnArrival, *, again_on: str = ""
+) -> Run:
+    """Run the CLI until it exits; ``trigger`` signals it; a second signal once its
+    standard error shows ``again_on``."""
+    with anyio.fail_after(TIMEOUT):
+        process = await anyio.open_process(
+            command, env=cli_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        trigger.process = process
+        async with process:
+            assert process.stderr is not None
+            assert process.stdout is not None
+            err = ""
+            async for text in TextReceiveStream(process.stderr):
+                err += text
+                if again_on and again_on in err and trigger.sent == 1:
+                    trigger.send()
+            out = "".join([text async for text in TextReceiveStream(process.stdout)])
+            code = await process.wait()
+    assert TOKEN not in out + err
+    return Run(code, out, err)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-async def test_a_signal_stops_the_load_with_an_exact_report(
+async def test_a_signal_stops_the_load_gently_with_an_exact_report(
     tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
-    async with FakeRyngServer(access_token=TOKEN, latency=0.5) as server:
+    trigger = SignalOnArrival(2, signum)  # both requests in flight (0.5 s each)
+    async with FakeRyngServer(access_token=TOKEN, latency=0.5, on_request=trigger) as server:
         data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(5000))
         report_path = tmp_path / "report.json"
         command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
         command += ["--report", str(report_path), "--progress", "log"]
-        with anyio.fail_after(TIMEOUT):
-            process = await anyio.open_process(
-                command, env=cli_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            async with process:
-                assert process.stderr is not None
-                assert process.stdout is not None
-                err = ""
-                async for text in TextReceiveStream(process.stderr):
-                    err += text
-                    if "loading" in err:
-                        break
-                process.send_signal(signum)
-                out = "".join([text async for text in TextReceiveStream(process.stdout)])
-                err += "".join([text async for text in TextReceiveStream(process.stderr)])
-                returncode = await process.wait()
-    assert returncode == code, err
-    assert TOKEN not in out + err
-    assert "not every lead was accepted" in out
+        run = await run_signalled(command, server, trigger)
+        received = server.received_requests
+        accepted_by_server = server.lead_count()
+    assert run.code == code, run.err
+    assert trigger.sent == 1
+    assert "not every lead was accepted" in run.out
+    assert f"{signum.name}: stopping: nothing new is sent; waiting up to 30s" in run.err
+    assert "every request sent got its answer" in run.err
     document = json.loads(report_path.read_text())
     assert document["ended"] in {"interrupted", "terminated"}
     assert document["exit_code"] == code
     parts = ("accepted", "failed", "unknown", "skipped", "invalid")
     assert document["total"] == sum(document[k] for k in parts)
     assert document["total"] < 5000
+    assert document["stopped_early"]
+    # The requests in flight at the signal ended with their answers, none unknown.
+    assert document["unknown"] == 0
+    assert document["accepted"] == accepted_by_server == received * 100 >= 200
+
+
+@pytest.mark.anyio
+async def test_a_second_signal_cancels_the_requests_in_flight(tmp_path: Path) -> None:
+    hang = FaultPlan(rates={Fault.HANG: 1.0})  # no answer until the server closes
+    trigger = SignalOnArrival(2, signal.SIGINT)
+    async with FakeRyngServer(access_token=TOKEN, faults=hang, on_request=trigger) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(1000))
+        report_path = tmp_path / "report.json"
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--report", str(report_path), "--progress", "none", "--stop-grace", "600"]
+        run = await run_signalled(command, server, trigger, again_on="waiting up to 600s")
+        received = server.received_requests
+    assert run.code == 130, run.err
+    assert trigger.sent == 2
+    assert "SIGINT again: cancelling the requests in flight" in run.err
+    assert "200 leads of requests cancelled in flight are 'unknown'" in run.err
+    document = json.loads(report_path.read_text())
+    assert received == 2
+    assert document["unknown"] == 200
+    assert document["accepted"] == 0
+    assert document["total"] == document["unknown"] + document["skipped"]
+
+
+@pytest.mark.anyio
+async def test_the_stop_grace_bounds_the_wait_for_the_requests_in_flight(tmp_path: Path) -> None:
+    hang = FaultPlan(rates={Fault.HANG: 1.0})
+    trigger = SignalOnArrival(2, signal.SIGTERM)
+    async with FakeRyngServer(access_token=TOKEN, faults=hang, on_request=trigger) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(1000))
+        report_path = tmp_path / "report.json"
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--report", str(report_path), "--progress", "none", "--stop-grace", "0.2"]
+        run = await run_signalled(command, server, trigger)
+    assert run.code == 143, run.err
+    assert trigger.sent == 1
+    assert "waiting up to 0.2s" in run.err
+    document = json.loads(report_path.read_text())
+    assert document["unknown"] == 200
+    assert "grace ran out" in document["stop_reason"]
 
 
 @pytest.mark.anyio
@@ -479,7 +566,11 @@ async def test_ctrl_c_while_stdin_stalls_exits_at_once(server: FakeRyngServer) -
                 if "loading <stdin>" in err:
                     break
             process.send_signal(signal.SIGINT)
+            assert process.stdout is not None
+            out = "".join([text async for text in TextReceiveStream(process.stdout)])
+            err += "".join([text async for text in TextReceiveStream(process.stderr)])
             returncode = await process.wait()
+    assert_no_token(out, err)
     assert returncode == 130
     assert server.received_requests == 0  # the one row was still waiting for a batch
 
@@ -526,6 +617,7 @@ async def test_a_large_csv_streams_in_bounded_memory(tmp_path: Path) -> None:
                     check=False,
                     env=cli_env(server),
                 )
+            assert_no_token(done.stdout.decode(), done.stderr.decode())
             assert done.returncode == 0, done.stderr.decode()[-2000:]
             peaks[rows] = _peak_rss_of(done.stderr.decode())
         assert server.lead_count() == 420_000
@@ -597,6 +689,7 @@ async def test_ctrl_c_then_the_same_command_resumes_with_nothing_sent_twice(
                 out = "".join([text async for text in TextReceiveStream(process.stdout)])
                 err += "".join([text async for text in TextReceiveStream(process.stderr)])
                 assert await process.wait() == 130, err
+        assert_no_token(out, err)
         assert "run the same command again" in out + err
         shown = await run_cli("checkpoint", "show", journal, server=None)
         assert shown.code == 0
@@ -608,10 +701,56 @@ async def test_ctrl_c_then_the_same_command_resumes_with_nothing_sent_twice(
     assert max(counts.values()) == 1, "a lead was sent twice"
     document = json.loads(report_path.read_text())
     assert document["resumed"] > 0
-    assert document["total"] == document["accepted"] + document["unknown"] == 3000
-    # Batches cut off in flight by the Ctrl-C are unknown, not resent: exit 1 says so.
-    assert again.code == (1 if document["unknown"] else 0)
-    assert len(counts) >= 3000 - document["unknown"]
+    # The Ctrl-C let the requests in flight end: nothing is unknown, every lead is in.
+    assert document["total"] == document["accepted"] == 3000
+    assert again.code == 0, again.err
+    assert len(counts) == 3000
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_first_signals_at_random_points_leave_nothing_unknown_and_resume_exactly(
+    tmp_path: Path,
+) -> None:
+    # Issue 18's measure: 20 first signals (SIGINT and SIGTERM in turn) at seeded random
+    # points of a load whose requests take 50-200 ms; each leaves no batch unknown, and
+    # the same command with the same checkpoint sends every remaining lead exactly once.
+    rng = random.Random(18)
+    count, batch = 2000, 50
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(count))
+    for round_ in range(20):
+        signum = (signal.SIGINT, signal.SIGTERM)[round_ % 2]
+        trigger = SignalOnArrival(rng.randint(1, count // batch - 4), signum)
+        delays = random.Random(round_)
+
+        async def answer_slowly(
+            request: ReceivedRequest, trigger: SignalOnArrival = trigger, delays: Any = delays
+        ) -> None:
+            trigger(request)
+            await anyio.sleep(delays.uniform(0.05, 0.2))
+
+        journal = tmp_path / f"load{round_}.db"
+        first_report, again_report = (
+            tmp_path / f"first{round_}.json",
+            tmp_path / f"again{round_}.json",
+        )
+        command = [*CLI, "append", "42", str(data), "--batch-size", str(batch)]
+        command += ["--concurrency", "4", "--checkpoint", str(journal), "--progress", "none"]
+        async with FakeRyngServer(access_token=TOKEN, on_request=answer_slowly) as server:
+            run = await run_signalled([*command, "--report", str(first_report)], server, trigger)
+            assert run.code == (130 if signum == signal.SIGINT else 143), run.err
+            assert "waiting up to" in run.err
+            first = json.loads(first_report.read_text())
+            assert first["unknown"] == 0, (round_, first["stop_reason"])
+            assert first["accepted"] == server.lead_count()
+            trigger.nth = 0  # no signal this time
+            again = await run_cli(*command[3:], "--report", again_report, server=server)
+            assert again.code == 0, again.err
+            counts = Counter(lead["number"] for lead in server.leads)
+        document = json.loads(again_report.read_text())
+        assert document["resumed"] == first["accepted"]
+        assert len(counts) == count
+        assert set(counts.values()) == {1}, f"round {round_}: a lead was sent twice"
 
 
 @pytest.mark.anyio

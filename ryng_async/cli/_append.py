@@ -48,6 +48,7 @@ from ._common import (
     delimiter,
     env_option,
     make_client,
+    non_negative_float,
     positive_float,
     positive_int,
     run_async,
@@ -223,6 +224,17 @@ def add_parser(commands: Commands) -> None:
         help="send only shard I of N (from 0) of the file; N workers with the same file and "
         "I = 0..N-1 send it exactly once (give each its own --checkpoint)",
     )
+    env_option(
+        load,
+        parser,
+        "--stop-grace",
+        env="RYNG_STOP_GRACE",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="after a first Ctrl-C or SIGTERM, nothing new is sent and the requests in "
+        "flight get this long to end before they are cancelled (a second signal cancels "
+        "them at once; default: --timeout)",
+    )
     load.add_argument(
         "--dedupe",
         action="store_true",
@@ -337,6 +349,7 @@ def load_options(args: argparse.Namespace, source: LeadSource) -> dict[str, Any]
         "checkpoint": args.checkpoint,
         "resend_unknown": args.resend_unknown,
         "shard": args.shard,
+        "stop_grace": getattr(args, "stop_grace", None),
         **_campaign_options(args, source),
     }
 
@@ -508,6 +521,11 @@ def _report_document(
     document.pop("invalid_leads", None)
     for batch in document["batches"]:
         batch["line"] = source.line_of(batch["start"])
+    # What to send again as the file's lines (the unread rest too: a last run to the end).
+    document["failed_lines"] = [
+        [source.line_of(start), None if count is None else source.line_of(start + count - 1)]
+        for start, count in report.failed_ranges()
+    ]
     document["input"] = {
         "file": source.name,
         "format": source.format,
@@ -664,7 +682,7 @@ def _describe(args: argparse.Namespace, source: LeadSource, options: dict[str, A
 async def _load(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
     client = make_client(args)
-    with _Interrupts() as interrupts:
+    with _Interrupts(args) as interrupts:
         source = None
         with interrupts.scope():
             source = await run_blocking(_open, args)
@@ -705,6 +723,7 @@ async def _load_source(
     view = make_view(
         meter, mode=args.progress, log_format=args.log_format, interval=args.progress_interval
     )
+    interrupts.meter = meter
     report = _StreamingReport()
     report.rows = rows
     code: int = ExitCode.OK
@@ -712,12 +731,12 @@ async def _load_source(
     async with client:
         view.start()
         try:
-            with interrupts.scope():
+            with interrupts.scope(gentle=True):
                 await _run_load(
                     client,
                     args.campaign,
                     source,
-                    options=options,
+                    options={**options, "stop": interrupts.stop},
                     meter=meter,
                     view=view,
                     report=report,
@@ -761,15 +780,21 @@ async def _run_load(
 
 
 class _Interrupts:
-    """Turns the first SIGINT or SIGTERM into a cancel of the scopes made by `scope`.
+    """SIGINT and SIGTERM: the first stops the load gently, the second cancels it.
 
-    A second signal stops waiting: its default action (KeyboardInterrupt, termination)
-    takes over.
+    The first signal sets `stop`, the load's stop event (nothing new is read or sent; the
+    requests in flight end, within ``--stop-grace``), says so, and cancels the scopes made
+    with ``scope()`` (opening the file: nothing was sent yet). The second cancels the
+    scopes made with ``scope(gentle=True)`` too: the requests still in flight end
+    ``unknown``. A third takes the signal's default action.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
         self.received: list[int] = []
-        self._scopes: list[anyio.CancelScope] = []
+        self.stop = asyncio.Event()
+        self.meter: Meter | None = None
+        self._args = args
+        self._scopes: list[tuple[anyio.CancelScope, bool]] = []
         self._installed: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -782,22 +807,48 @@ class _Interrupts:
             return ExitCode.TERMINATED
         return ExitCode.INTERRUPTED
 
-    def scope(self) -> anyio.CancelScope:
-        """A cancel scope a signal cancels (at once, if one came already)."""
+    def scope(self, *, gentle: bool = False) -> anyio.CancelScope:
+        """A cancel scope the first signal cancels (the second, if ``gentle``)."""
         scope = anyio.CancelScope()
-        if self.received:
+        if len(self.received) > (1 if gentle else 0):
             scope.cancel()
-        self._scopes.append(scope)
+        self._scopes.append((scope, gentle))
         return scope
 
     def _handle(self, signum: int) -> None:
-        if self.received:
+        self.received.append(signum)
+        if len(self.received) > 2:
             self._uninstall()
             signal.raise_signal(signum)
             return
-        self.received.append(signum)
-        for scope in self._scopes:
-            scope.cancel()
+        first = len(self.received) == 1
+        if first:
+            self.stop.set()
+            self._tell_stopping(signum)
+        else:
+            say(
+                f"ryng-async append: {signal.Signals(signum).name} again: cancelling the "
+                "requests in flight (they end 'unknown': they may have been appended)"
+            )
+        for scope, gentle in self._scopes:
+            if not gentle or not first:
+                scope.cancel()
+
+    def _tell_stopping(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        grace = self._args.stop_grace
+        if grace is None:
+            grace = self._args.timeout
+        if self.meter is not None:
+            self.meter.stopping = True
+        if getattr(self._args, "log_format", "text") == "json":
+            say(json.dumps({"event": "stopping", "signal": name, "grace_seconds": grace}))
+            return
+        say(
+            f"ryng-async append: {name}: stopping: nothing new is sent; waiting up to "
+            f"{grace:g}s for the requests in flight to end (send it again to cancel them: "
+            "they would end 'unknown')"
+        )
 
     def __enter__(self) -> _Interrupts:
         self._loop = asyncio.get_running_loop()
@@ -854,14 +905,26 @@ def _finish(
             else "not every lead was accepted"
         )
         write_stdout(f"{verdict} (exit {int(code)})\n{summary_table(report, extra=extra)}\n")
-    if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
-        hint = resume_hint(args)
+    if report.unread:
+        first = min(report.unread.values())
+        line = source.line_of(first)
+        at = f" (line {line} of {source.name})" if line is not None else ""
         _tell(
             as_json,
-            "hint",
-            hint
-            or "batches in flight when it stopped are 'unknown' (they may have been appended); "
-            "the rest was never sent",
+            "unread",
+            f"the load stopped before reading input position {first:,}{at}: the rows from "
+            "there on were never read; send them again (--report lists every range to "
+            "send again under failed_ranges)",
+        )
+    if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
+        cancelled = (
+            f"; {report.unknown:,} leads of requests cancelled in flight are 'unknown' (they "
+            "may have been appended)"
+            if report.unknown
+            else "; every request sent got its answer"
+        )
+        _tell(
+            as_json, "hint", resume_hint(args) or f"the rest of the file was never sent{cancelled}"
         )
     if args.report is not None:
         try:

@@ -91,6 +91,8 @@ class Meter:
         self._bytes_read = bytes_read
         self._rows_read = rows_read
         self._latest: Progress | None = None
+        self.stopping = False
+        """A signal stopped the load: it waits for the requests in flight."""
         self._started = time.monotonic()
         self._history: deque[tuple[float, int]] = deque([(self._started, 0)])
 
@@ -195,12 +197,15 @@ class _LogView:
 
     def refresh(self) -> None:
         s = self.meter.snapshot()
+        stopping = self.meter.stopping
         if self.as_json:
-            line = json.dumps({"event": "progress", **s.to_dict()})
+            extra = {"stopping": True} if stopping else {}
+            line = json.dumps({"event": "progress", **s.to_dict(), **extra})
         else:
             share = "" if s.fraction is None else f" ({s.fraction:.0%})"
-            eta = "" if s.eta is None else f", {_duration(s.eta)} left"
-            line = f"progress: read {s.read:,}{share}  {_counts(s)}  {s.rate:,.0f} leads/s{eta}"
+            eta = "" if s.eta is None or stopping else f", {_duration(s.eta)} left"
+            label = "stopping, waiting for the requests in flight" if stopping else "progress"
+            line = f"{label}: read {s.read:,}{share}  {_counts(s)}  {s.rate:,.0f} leads/s{eta}"
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -218,8 +223,9 @@ class _BarView:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
         self.meter = meter
+        self._label = label
         self._progress = Progress(
-            TextColumn(f"[bold]{label}"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             TaskProgressColumn(),
             TextColumn("{task.fields[read]}"),
@@ -242,6 +248,9 @@ class _BarView:
         of = f" of {total_rows:,}" if total_rows else ""
         self._progress.update(
             self._task,
+            description="stopping, waiting for the requests in flight"
+            if self.meter.stopping
+            else self._label,
             total=None if s.fraction is None else 1.0,
             completed=s.fraction or 0.0,
             read=f"{s.read:,}{of} read",
