@@ -349,6 +349,21 @@ async def test_written_as_csv_and_jsonl(load: Load) -> None:
     assert "1 calls match no lead" in table
 
 
+async def test_written_to_a_file_it_leaves_no_work_file_open(load: Load, tmp_path: Path) -> None:
+    # It left its SQLite work file open and on disk: a ResourceWarning on Python 3.13,
+    # a ryng-reconcile-* folder left in the temp dir by every `ryng-async reconcile`.
+    work = tmp_path / "work"
+    work.mkdir()
+    for fmt in ("csv", "jsonl"):
+        lines = reconcile(load.leads, load.report, load.db, key="customField3", work_dir=work)
+        await reconcile_to_file(lines, io.BytesIO(), format=fmt)
+        assert list(work.iterdir()) == []
+    failing = reconcile(rows(3), report_of(4, [(0, 4, "accepted")]), load.db, work_dir=work)
+    with pytest.raises(ConfigurationError, match="the input ended after 3 leads"):
+        await reconcile_to_file(failing, io.BytesIO())
+    assert list(work.iterdir()) == []
+
+
 # -- edge cases on hand-made reports --------------------------------------------------
 
 

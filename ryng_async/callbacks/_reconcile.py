@@ -902,7 +902,8 @@ async def reconcile_to_file(
     For ``ryng-async reconcile``. The columns are `LeadStatus`'s fields, in order.
 
     Args:
-        lines: what `reconcile` returned (not yet iterated).
+        lines: what `reconcile` returned (not yet iterated); closed here, its work file
+            removed, whatever happens.
         out: a binary file.
         format: ``"csv"`` or ``"jsonl"``.
 
@@ -920,7 +921,7 @@ async def reconcile_to_file(
     if format == "csv":
         writer.writerow(COLUMNS)
     buffer = bytearray()
-    async with contextlib.aclosing(lines.__aiter__()) as rows:
+    async with lines, contextlib.aclosing(lines.__aiter__()) as rows:
         async for line in rows:
             if format == "csv":
                 writer.writerow(_csv_row(line))
