@@ -148,6 +148,23 @@ async def test_reconcile_tells_what_became_of_each_lead(tmp_path: Path) -> None:
     assert statuses.count("ended") == 10
     assert "ended" in err
 
+    # --key by the CSV column's name, as sent (customField1), or neither.
+    for key in ("Name", "customField1"):
+        code, _, err = await run_cli(
+            "reconcile", data, "--report", report, "--store", tmp_path / "callbacks.db",
+            "--out", out, "--key", key,
+        )  # fmt: skip
+        assert code == 0, err
+        assert "matched by customField1; 10 callbacks read" in err
+        statuses = [line["status"] for line in csv.DictReader(io.StringIO(out.read_text()))]
+        assert statuses.count("ended") == 10
+    code, _, err = await run_cli(
+        "reconcile", data, "--report", report, "--store", tmp_path / "callbacks.db",
+        "--key", "crm_id",
+    )  # fmt: skip
+    assert code == 2
+    assert "--key 'crm_id' is no column of the file (its columns: 'number', 'name', 'crm')" in err
+
 
 async def test_reconcile_reads_national_numbers_as_the_load_normalized_them(
     tmp_path: Path,
