@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 from aiohttp import web
 from hypothesis import given, settings
@@ -137,3 +138,36 @@ async def test_a_body_that_claims_compression_but_is_not_gets_400_without_a_trac
             await post(http, url, gzip.compress(CONNECT_EXAMPLE), **{"Content-Encoding": "gzip"})
         )[0] == 200
     assert not [r for r in caplog.records if r.exc_info or "Unhandled" in r.getMessage()]
+
+
+# -- the WAL under sustained load ---------------------------------------------------------
+
+
+async def test_the_wal_starts_over_under_sustained_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 22: at ~8,700 callbacks/s without a pause the WAL never started over (450 MB
+    # in 20 s against a 64 MB journal_size_limit). Checkpoint rounds every 200 rows here
+    # stand in for a long run: the WAL must stay near one round's worth, not grow.
+    from ryng_async.callbacks import _stores
+
+    monkeypatch.setattr(_stores, "_CHECKPOINT_ROWS", 200)
+    path = tmp_path / "c.db"
+    wal = tmp_path / "c.db-wal"
+    base = json.loads(CONNECT_EXAMPLE)
+    biggest = 0
+    async with SQLiteCallbackStore(path) as store:
+
+        async def sender(first: int) -> None:
+            nonlocal biggest
+            for call_id in range(first, 8000, 32):
+                body = json.dumps({**base, "callID": call_id}).encode()
+                assert await store.add(parse_callback(body), body)
+                if call_id % 64 == 0 and wal.exists():
+                    biggest = max(biggest, wal.stat().st_size)
+
+        async with anyio.create_task_group() as group:
+            for first in range(32):
+                group.start_soon(sender, first)
+        assert await store.count() == 8000
+    assert biggest < 4 << 20, f"WAL reached {biggest / 1e6:.1f} MB"
