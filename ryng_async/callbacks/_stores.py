@@ -504,9 +504,7 @@ class SQLiteCallbackStore:
                 self._checkpoint_due.wait(_CHECKPOINT_EVERY)
                 self._checkpoint_due.clear()
                 try:
-                    busy, log, done = connection.execute(
-                        "PRAGMA wal_checkpoint(PASSIVE)"
-                    ).fetchone()
+                    busy, log, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # the next round tries again
                     logger.warning("checkpoint of callback store %s failed: %s", self.path, exc)
                     continue
