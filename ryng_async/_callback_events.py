@@ -259,7 +259,13 @@ def duplicate_key(body: bytes) -> str | None:
         ValidationError: the body is nested too deeply to look through.
     """
     try:
-        if _count_keys(_any_json.decode(body)) == len(_KEY_COLON.findall(body)):
+        decoded = _any_json.decode(body)
+    except msgspec.DecodeError:
+        return None  # e.g. not UTF-8 inside a field parse_callback skips: the store says so
+    except RecursionError as exc:
+        raise ValidationError("callback body is nested too deeply") from exc
+    try:
+        if _count_keys(decoded) == len(_KEY_COLON.findall(body)):
             return None
         found: list[str] = []
 
@@ -272,6 +278,6 @@ def duplicate_key(body: bytes) -> str | None:
                 seen.add(name)
 
         json.loads(body, object_pairs_hook=pairs)
-    except (RecursionError, msgspec.DecodeError) as exc:
+    except RecursionError as exc:
         raise ValidationError("callback body is nested too deeply") from exc
     return found[0] if found else None
