@@ -40,7 +40,7 @@ class AgentMapping(enum.StrEnum):
 class Lead(msgspec.Struct, frozen=True, kw_only=True):
     """One customer row to call.
 
-    Args:
+    Attributes:
         number: the customer's number in E.164 form, ``+`` then 7 to 15 digits.
         agents_assigned: usernames of the agents who may take this call (``inline`` mapping).
         custom_fields: values of the campaign's custom fields by number: ``{1: "Max"}`` is

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import itertools
 import pickle
+import pkgutil
 import re
 from pathlib import Path
 from types import ModuleType
@@ -178,24 +179,67 @@ def test_testing_module_exports() -> None:
 # -- docstrings ------------------------------------------------------------------------
 
 
+# The modules the documentation site's API reference renders (docs/reference/): every name
+# in their __all__ is a public name and needs a docstring the reference can show.
+REFERENCE_MODULES = [
+    "ryng_async",
+    "ryng_async.checkpoint",
+    "ryng_async.callbacks",
+    "ryng_async.testing",
+    "ryng_async.redis",
+    "ryng_async.metrics",
+    "ryng_async.tracing",
+    "ryng_async.dataframes",
+    "ryng_async.sync",
+]
+_MISSING = object()
+
+
 def _documented_names() -> list[tuple[str, str]]:
-    pairs = [("ryng_async", name) for name in ryng_async.__all__ if name != "__version__"]
-    pairs += [("ryng_async.testing", name) for name in testing.__all__]
-    return pairs
+    return [
+        (package, name)
+        for package in REFERENCE_MODULES
+        for name in importlib.import_module(package).__all__
+        if name != "__version__"
+    ]
 
 
-def _owner_module(package: str, name: str) -> ModuleType:
-    if package == "ryng_async.testing":
-        return testing
-    modules = [submodule(module_name) for module_name in SUBMODULES]
-    for module in modules:
-        if name in module.__all__:
-            return module
-    for module in modules:  # defined there, if not listed in its __all__
-        defined = name in attribute_docstrings(module) or name in vars(module)
-        if defined and getattr(module, name) is getattr(ryng_async, name):
-            return module
-    return ryng_async
+def _library_modules() -> list[ModuleType]:
+    """Every module of the package but the command line's (it needs the ``cli`` extra)."""
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(ryng_async.__path__, "ryng_async.")
+        if not info.name.startswith(("ryng_async.cli", "ryng_async.__main__"))
+    ]
+    return [ryng_async, *map(importlib.import_module, names)]
+
+
+def _attribute_docstring(package: str, name: str) -> str:
+    """The docstring under ``name``'s assignment, in whichever module assigns that value."""
+    value = getattr(importlib.import_module(package), name)
+    for module in _library_modules():
+        if vars(module).get(name, _MISSING) is value:
+            doc = attribute_docstrings(module).get(name, "").strip()
+            if doc:
+                return doc
+    return ""
+
+
+def test_the_reference_pages_render_exactly_these_modules() -> None:
+    pages = (Path(__file__).resolve().parent.parent / "docs" / "reference").glob("*.md")
+    rendered = sorted(
+        line.removeprefix("::: ").strip()
+        for page in pages
+        for line in page.read_text().splitlines()
+        if line.startswith("::: ")
+    )
+    assert rendered == sorted(REFERENCE_MODULES)
+
+
+def test_the_docstring_check_sees_a_missing_docstring() -> None:
+    assert _attribute_docstring("ryng_async", "DEFAULT_BATCH_SIZE")
+    assert not _attribute_docstring("ryng_async.callbacks", "callback_url")  # a function's
+    assert not own_docstring(type("Bare", (), {}))
 
 
 @pytest.mark.parametrize(("package", "name"), _documented_names())
@@ -205,7 +249,7 @@ def test_every_public_name_has_a_docstring(package: str, name: str) -> None:
     if inspect.isclass(value) or inspect.isfunction(value):
         doc = own_docstring(value)
     else:  # constants and type aliases: an attribute docstring under the assignment
-        doc = attribute_docstrings(_owner_module(package, name)).get(name, "").strip()
+        doc = _attribute_docstring(package, name)
     assert doc, f"{package}.{name} has no docstring"
     assert doc.splitlines()[0].strip(), f"{package}.{name}: the summary line is empty"
 
@@ -227,8 +271,8 @@ def test_public_methods_have_docstrings(package: str, name: str) -> None:
 
 
 def test_package_and_modules_have_docstrings() -> None:
-    assert (ryng_async.__doc__ or "").strip()
-    assert (testing.__doc__ or "").strip()
+    for package in REFERENCE_MODULES:
+        assert (importlib.import_module(package).__doc__ or "").strip(), package
     for name in SUBMODULES:
         assert (submodule(name).__doc__ or "").strip(), name
 

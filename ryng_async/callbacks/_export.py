@@ -19,6 +19,7 @@ from ._stores import StoredCallback, iter_store
 __all__ = ["EXPORT_COLUMNS", "ExportFormat", "export"]
 
 ExportFormat: TypeAlias = Literal["csv", "jsonl"]
+"""How `export` writes a store out: CSV with a header row, or JSON Lines."""
 
 EXPORT_COLUMNS: Final = (
     "seq",

@@ -595,6 +595,7 @@ WHERE key IS NOT NULL AND trim(key, ' ' || char(9, 10, 11, 12, 13)) != ''
 
 
 ReconcileFormat: TypeAlias = Literal["csv", "jsonl"]
+"""How `reconcile_to_file` writes the lines: CSV with a header row, or JSON Lines."""
 
 
 class Reconciliation:
