@@ -68,7 +68,7 @@ def _env(value: str | None, name: str) -> str | None:
 class RyngClient:
     """An async client for Ryng's Append Campaign API, owning one connection pool.
 
-    Use it as an async context manager, or call `aclose` when done::
+    Use it as an async context manager, or call `aclose` when done:
 
         async with RyngClient(subdomain="acme", access_token="...") as client:
             await client.append("42", [{"number": "+919876543210"}])

@@ -1,6 +1,6 @@
 """The ryng_async error tree.
 
-Every error the SDK raises derives from one root::
+Every error the SDK raises derives from one root:
 
     RyngError
     ├── ConfigurationError      bad client settings (missing token, bad subdomain, ...)

@@ -26,7 +26,7 @@ copying the WAL into the database and syncing it, runs in a checkpointer thread 
 own. A commit is durable against a killed process; an OS crash or power cut can lose the
 last commits, never corrupt the journal. Like the rest of the SDK, it runs on asyncio.
 
-Example::
+For example:
 
     journal = SQLiteJournal("load-42.journal")
     async with await journal.open(identity):

@@ -1,7 +1,7 @@
 """DataFrames as lead sources: pandas, polars, Arrow tables, mapped as the CLI maps a CSV.
 
 ``leads_from_frame(frame)`` returns the frame's rows as wire-form lead dicts, made a chunk
-of rows at a time, and the ``customFieldNames`` its headers give::
+of rows at a time, and the ``customFieldNames`` its headers give:
 
     leads, names = leads_from_frame(frame)
     report = await client.bulk_append("42", leads, custom_field_names=names)

@@ -1,7 +1,7 @@
 """Prometheus metrics of every request and load, from the load events (``ryng-async[prometheus]``).
 
 Register one `PrometheusObserver` per registry and give it to the client, so that it sees
-every request and load the client makes::
+every request and load the client makes:
 
     from prometheus_client import CollectorRegistry
     from ryng_async.metrics import PrometheusObserver

@@ -1,7 +1,7 @@
 """`RedisLimiter`: one rate limit shared by every process that names the same key.
 
 An optional extra (``pip install 'ryng-async[redis]'``: redis-py >= 5, its asyncio
-client), imported only with this module::
+client), imported only with this module:
 
     from ryng_async import RyngClient
     from ryng_async.redis import RedisLimiter

@@ -3,7 +3,7 @@
 Each call builds a `RyngClient`, runs one async call to its end in an event loop of its
 own (``asyncio.run``), closes the client and returns what the async call returns, or
 raises what it raises: the same `BulkReport`, the same errors (an `AuthenticationError`
-with its ``.report``, an input's own exception...)::
+with its ``.report``, an input's own exception...):
 
     from ryng_async import sync
 

@@ -1,6 +1,6 @@
 """`FakeRyngServer`: a real HTTP server on 127.0.0.1 speaking Ryng's Append Campaign API.
 
-For this project's tests and for yours::
+For this project's tests and for yours:
 
     from ryng_async import RyngClient
     from ryng_async.testing import FakeRyngServer, Fault, FaultPlan

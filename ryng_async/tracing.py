@@ -2,7 +2,7 @@
 
 Uses opentelemetry-api only: spans go to the tracer provider your application configured
 (``opentelemetry-sdk`` and an exporter); with none configured they cost next to nothing.
-The SDK never configures one::
+The SDK never configures one:
 
     from ryng_async.tracing import OpenTelemetryObserver
 

@@ -254,6 +254,33 @@ def test_every_public_name_has_a_docstring(package: str, name: str) -> None:
     assert doc.splitlines()[0].strip(), f"{package}.{name}: the summary line is empty"
 
 
+_RST = re.compile(r"::$|:(?:class|func|meth|attr|mod|exc):`", re.M)
+
+
+def _reference_docstrings() -> list[tuple[str, str]]:
+    """Every docstring the API reference renders: modules, public names, their methods."""
+    docs = []
+    for package in REFERENCE_MODULES:
+        module = importlib.import_module(package)
+        docs.append((package, module.__doc__ or ""))
+        for name in module.__all__:
+            value = getattr(module, name)
+            docs.append((f"{package}.{name}", inspect.getdoc(value) or ""))
+            if inspect.isclass(value):
+                for attr, member in vars(value).items():
+                    if not attr.startswith("_"):
+                        docs.append((f"{package}.{name}.{attr}", inspect.getdoc(member) or ""))
+    return docs
+
+
+def test_docstrings_are_markdown_not_restructured_text() -> None:
+    # mkdocstrings renders docstrings as Markdown: a reST literal marker ("Example::") or a
+    # role (:class:`X`) would show as typed. An indented block after a blank line is code.
+    found = [where for where, doc in _reference_docstrings() if _RST.search(doc)]
+    assert len(_reference_docstrings()) > 200
+    assert not found, f"reST markup in docstrings: {found}"
+
+
 @pytest.mark.parametrize(("package", "name"), _documented_names())
 def test_public_methods_have_docstrings(package: str, name: str) -> None:
     value = getattr(importlib.import_module(package), name)

@@ -1,6 +1,6 @@
 """Receive Ryng's callbacks durably, and join them back to the leads of a load.
 
-::
+For example:
 
     from aiohttp import web
     from ryng_async.callbacks import RedactingAccessLogger, SQLiteCallbackStore, create_app

@@ -1,6 +1,6 @@
 """The aiohttp.web receiver for Ryng's callbacks: `create_app`, `serve`, and its access log.
 
-One route takes both kinds of callback (their ``callbackType`` tells them apart)::
+One route takes both kinds of callback (their ``callbackType`` tells them apart):
 
     POST /callbacks                 no secret configured
     POST /callbacks/{secret}        a secret configured (or ``/callbacks?secret=...``)
@@ -358,7 +358,7 @@ class SecretLogFilter(logging.Filter):
     as it is and percent-encoded (``%73ecret``). aiohttp logs the request line of a
     request it cannot parse ("Error handling request"), secret included: `serve` puts
     this filter on aiohttp's and this package's loggers while it runs. Under
-    ``web.run_app``, add it yourself::
+    ``web.run_app``, add it yourself:
 
         for name in ("aiohttp.access", "aiohttp.server", "aiohttp.web"):
             logging.getLogger(name).addFilter(SecretLogFilter(secret))

@@ -879,7 +879,7 @@ def reconcile(
 ) -> Reconciliation:
     """Say, lead by lead, what became of a load: its outcome and the callbacks it got.
 
-    ::
+    For example:
 
         async with reconcile(leads, report, "ryng-callbacks.db", key="customField3") as lines:
             async for line in lines:
