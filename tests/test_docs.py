@@ -119,6 +119,7 @@ async def _run_page(path: Path, directory: Path) -> dict[str, Any]:
             "rows": _rows(),
             "read_rows": lambda *_: iter(_rows()),
             "request_body": CONNECT_EXAMPLE,
+            "token": TOKEN,
             "worker": 0,
             "workers": 1,
         }

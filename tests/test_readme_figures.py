@@ -1,11 +1,12 @@
-"""The README's Performance section quotes only figures of the committed benchmark run.
+"""The README and the docs quote only figures of the committed benchmark run.
 
-Every measured figure in that section (a number with a decimal point, a ratio such as
-``3x``, or a number with a unit: MB, ms, s, minutes, bytes, %, /s) must appear in
-``benchmarks/RESULTS.md``, and every row of a table there must match one line of it, so
-the README and the results cannot drift apart. After ``python -m benchmarks`` regenerates
-RESULTS.md, this test names each README figure the new run no longer has: quote the new
-run's instead.
+Every measured figure (a number with a decimal point, a ratio such as ``3x``, or a number
+with a unit: MB, ms, s, minutes, bytes, %, /s) in the README's Performance section and in
+the headline figures of the docs' Benchmarks page (docs/benchmarks.md, above the committed
+run it includes) must appear in ``benchmarks/RESULTS.md``, and every row of a table there
+must match one line of it, so the README, the docs and the results cannot drift apart.
+After ``python -m benchmarks`` regenerates RESULTS.md, this test names each figure the new
+run no longer has: quote the new run's instead.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+BENCHMARKS_PAGE = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
@@ -31,6 +35,19 @@ def performance_section(readme: str) -> str:
     start = readme.index("\n## Performance\n")
     end = readme.find("\n## ", start + 1)
     return readme[start : end if end != -1 else len(readme)]
+
+
+def headline_section(page: str) -> str:
+    """The docs' Benchmarks page above ``## The committed run`` (RESULTS.md itself)."""
+    return page[: page.index("\n## The committed run\n")]
+
+
+# Each place that quotes figures, and how many it quotes at least (an empty list proves nothing).
+def quoting_sections() -> list[tuple[str, str, int]]:
+    return [
+        ("README.md Performance", performance_section(README.read_text()), 5),
+        ("docs/benchmarks.md", headline_section(BENCHMARKS_PAGE.read_text()), 20),
+    ]
 
 
 def figures(text: str) -> list[str]:
@@ -89,21 +106,28 @@ def test_the_extractor_finds_the_figures_and_skips_sizes() -> None:
     assert not appears("1.0", "1.01x")
 
 
-def test_every_figure_the_performance_section_quotes_is_in_the_committed_results() -> None:
-    section = performance_section(README.read_text())
+@pytest.mark.parametrize(("where", "section", "least"), quoting_sections())
+def test_every_figure_quoted_is_in_the_committed_results(
+    where: str, section: str, least: int
+) -> None:
     results = RESULTS.read_text()
     quoted = figures(section)
-    assert len(quoted) >= 20  # the section quotes the run; an empty list proves nothing
+    assert len(quoted) >= least, where
     missing = [figure for figure in quoted if not appears(figure, results)]
-    assert not missing, f"README Performance figures not in benchmarks/RESULTS.md: {missing}"
+    assert not missing, f"{where} figures not in benchmarks/RESULTS.md: {missing}"
 
 
-def test_every_table_row_of_the_performance_section_is_one_line_of_the_results() -> None:
-    section = performance_section(README.read_text())
+@pytest.mark.parametrize(("where", "section", "least"), quoting_sections())
+def test_every_table_row_quoted_is_one_line_of_the_results(
+    where: str, section: str, least: int
+) -> None:
     lines = RESULTS.read_text().splitlines()
     rows = table_rows(section)
-    assert rows
     unmatched = [
         row for row in rows if not any(all(appears(cell, line) for cell in row) for line in lines)
     ]
-    assert not unmatched, f"README table rows with no matching line in RESULTS.md: {unmatched}"
+    assert not unmatched, f"{where} table rows with no matching line in RESULTS.md: {unmatched}"
+
+
+def test_the_docs_quote_the_fleet_table() -> None:
+    assert table_rows(headline_section(BENCHMARKS_PAGE.read_text()))
