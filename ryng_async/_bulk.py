@@ -11,14 +11,16 @@ left there when the load ends (cancel, 403, input error) is accounted for in one
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import math
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 from itertools import islice
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Protocol, Self, cast
 
 import anyio
 import anyio.lowlevel
@@ -31,8 +33,10 @@ from ._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_KEEP_FAILED_LEADS,
+    DEFAULT_KEEP_INVALID_LEADS,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_TIMEOUT,
 )
 from ._events import (
     AttemptStarting,
@@ -58,6 +62,7 @@ from ._exchange import Exchange, SendStoppedError, StopSignal
 from ._models import CampaignOptions, Lead, LeadInput
 from ._ratelimit import AdaptiveLimiter, Limiter
 from ._report import BatchResult, BulkReport, InvalidLead, Outcome
+from ._seen import SeenNumbers
 from ._sender import Sender
 from ._validate import (
     CAMPAIGN_OPTION_NAMES,
@@ -71,13 +76,14 @@ from ._validate import (
     leads_are_valid,
     validate_lead,
 )
-from .checkpoint import BatchState, JournalledBatch, LoadIdentity, SQLiteJournal
+from .checkpoint import BatchState, CheckpointError, JournalledBatch, LoadIdentity, SQLiteJournal
 
 __all__ = ["BatchStream", "BulkOptions", "run_bulk", "start_stream"]
 
 logger = logging.getLogger("ryng_async")
 
-# Seconds the end of a load may spend telling observers, even under cancellation.
+# Seconds the end of a load may spend telling observers, even under cancellation (the
+# journal's close is not part of it: it always runs, after them).
 _SETTLE_TIMEOUT = 30.0
 
 
@@ -151,7 +157,7 @@ class _Load:
         self.max_consecutive_failures = limit
         self.consecutive_failures = 0
         self.input_done = False
-        self.seen: set[str] | None = set() if options.get("dedupe", False) else None
+        self.seen = SeenNumbers() if options.get("dedupe", False) else None
         self.normalize = _normalizing(options.get("default_region"))
         check_lead_source(leads)
         self.leads = leads
@@ -161,20 +167,57 @@ class _Load:
             raise ConfigurationError("report= must be a new, empty BulkReport")
         self.report.campaign_id = str(campaign_id)
         self.report.leads_kept = self.journal is None
-        keep = options.get("keep_failed_leads", DEFAULT_KEEP_FAILED_LEADS)
-        self.report.keep_failed_leads = (
-            None if keep is None else check_int(keep, "keep_failed_leads", 0)
-        )
-        self.report.shard = self.shard
+        self.on_invalid = self._bounds(options)
         self.report.start(self.clock.now())
         self.position = 0
         self.held: list[Any] = []
         self.unfinished: dict[int, Batch] = {}
         self.exchanges: dict[int, Exchange] = {}
+        self.emit: Callable[[BatchResult], Any] | None = None
+        self._init_stop(options)
+
+    def _init_stop(self, options: BulkOptions) -> None:
+        """What stops the load: an error (`fail`), or a gentle stop (`stop_gently`)."""
         self.stop_signal = StopSignal()
         self.fatal: BaseException | None = None
         self.stop_reason: str | None = None
-        self.emit: Callable[[BatchResult], Any] | None = None
+        # After a gentle stop, the requests in flight get stop_grace seconds.
+        self.stop_event = _check_stop_event(options.get("stop"))
+        grace = options.get("stop_grace")
+        self.stop_grace = (
+            (self.sender.attempt_timeout or DEFAULT_TIMEOUT)
+            if grace is None
+            else _check_grace(grace, "stop_grace")
+        )
+        self.grace_ran_out = False
+        self._grace_asked: float | None = None  # the shortest grace asked before the load ran
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_asked: anyio.Event | None = None
+        self._stop_deadline = math.inf
+        self._grace_scope: anyio.CancelScope | None = None
+        self._watch_scope: anyio.CancelScope | None = None
+        self._reading: anyio.CancelScope | None = None
+        self._workers = 0
+
+    def _bounds(self, options: BulkOptions) -> Callable[[InvalidLead], object] | None:
+        """Set what the report holds (leads kept, shards); return ``on_invalid``."""
+        keep = options.get("keep_failed_leads", DEFAULT_KEEP_FAILED_LEADS)
+        self.report.keep_failed_leads = (
+            None if keep is None else check_int(keep, "keep_failed_leads", 0)
+        )
+        self.report.shard = self.shard
+        if self.shard is not None:
+            self.report.sharding = (self.shard[1], self.batch_size)
+        keep = options.get("keep_invalid_leads", DEFAULT_KEEP_INVALID_LEADS)
+        self.report.keep_invalid_leads = (
+            None if keep is None else check_int(keep, "keep_invalid_leads", 0)
+        )
+        on_invalid = options.get("on_invalid")
+        if on_invalid is not None and not callable(on_invalid):
+            raise ConfigurationError(
+                f"on_invalid must be a callable, got {type(on_invalid).__name__}"
+            )
+        return on_invalid
 
     def _observers(self, options: BulkOptions) -> Observers:
         """The client's observers, the load's, its on_progress hook, then its journal."""
@@ -217,12 +260,18 @@ class _Load:
         try:
             while not self.stopping and not exhausted:
                 await _let_senders_run()
-                async for lead in iterator:
-                    self.held.append(lead)
-                    if len(self.held) >= self.batch_size:
-                        break
-                else:
-                    exhausted = self.input_done = True
+                # A stop cancels the wait for the next lead: an input that stalls (a pipe,
+                # a slow query) must not hold the stop until its grace runs out.
+                with anyio.CancelScope() as self._reading:
+                    if self.fatal is not None:  # stopped during the yield above
+                        self._reading.cancel()
+                    async for lead in iterator:
+                        self.held.append(lead)
+                        if len(self.held) >= self.batch_size:
+                            break
+                    else:
+                        exhausted = self.input_done = True
+                self._reading = None
                 await self.queue(self.take(), send)
             if not self.stopping:
                 await self.queue(self.flush(), send)
@@ -274,9 +323,10 @@ class _Load:
         """
         assert self.journal is not None  # noqa: S101 - only called with a journal
         digest = self.journal.digest(batch.body)
+        ranges = batch.ranges
         try:
             prior = self.journal.prior(
-                batch.index, start=batch.start, count=batch.count, digest=digest
+                batch.index, start=batch.start, count=batch.count, digest=digest, ranges=ranges
             )
         except RyngError as exc:  # the input changed under the journal
             self.fail(exc, str(exc))
@@ -305,6 +355,7 @@ class _Load:
             elapsed=0.0,
             resumed=True,
             maybe_duplicated=prior.maybe_duplicated,
+            ranges=ranges,
         )
 
     def take(self) -> list[Batch]:
@@ -312,6 +363,7 @@ class _Load:
         chunk, self.held = self.held, []
         start = self.position
         self.position += len(chunk)
+        self.report.input_read = self.position
         if self.shard is not None and (start // self.batch_size) % self.shard[1] != self.shard[0]:
             return []  # another worker's block of the input (chunks are batch_size-aligned)
         self.report.total += len(chunk)
@@ -320,14 +372,18 @@ class _Load:
             positions = list(range(start, start + len(chunk)))
         else:
             rows, positions = self._validate_each(chunk, start)
-        return self._track(self.packer.add(rows, positions))
+        batches = self.packer.add(rows, positions)
+        if self.shard is not None:
+            # A shard's blocks are not consecutive: no batch carries leads across two.
+            batches += self.packer.finish()
+        return self._track(batches)
 
     def flush(self) -> list[Batch]:
         return self._track(self.packer.finish())
 
     def _track(self, batches: list[Batch]) -> list[Batch]:
         if self.packer.invalid:
-            self.report.record_invalid(self.packer.invalid)
+            self.record_invalid(self.packer.invalid)
             self.packer.invalid = []
         for batch in batches:
             self.unfinished[batch.index] = batch
@@ -348,7 +404,7 @@ class _Load:
                 continue
             if self.seen is not None:
                 number = row["number"]
-                if number in self.seen:
+                if not self.seen.add(number):
                     invalid.append(
                         InvalidLead(
                             position=position,
@@ -357,11 +413,18 @@ class _Load:
                         )
                     )
                     continue
-                self.seen.add(number)
             rows.append(row)
             positions.append(position)
-        self.report.record_invalid(invalid)
+        if invalid:
+            self.record_invalid(invalid)
         return rows, positions
+
+    def record_invalid(self, invalid: list[InvalidLead]) -> None:
+        """Count leads refused before sending, and hand each to ``on_invalid``."""
+        self.report.record_invalid(invalid)
+        if self.on_invalid is not None:
+            for lead in invalid:
+                self.on_invalid(lead)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -472,11 +535,16 @@ class _Load:
             else tuple(batch.rows),
             maybe_duplicated=(exchange is not None and exchange.maybe_duplicated)
             or batch.index in self.resent_after_doubt,
+            ranges=batch.ranges,
         )
 
     async def finish_batch(self, batch: Batch, result: BatchResult) -> None:
         self.record(batch, result)
         await self.tell_settled(result)
+        await self.hand_over(result)
+
+    async def hand_over(self, result: BatchResult) -> None:
+        """Give a result to the stream's consumer, if there is one still reading."""
         if self.emit is not None:
             # A consumer that left does not need it; the report has it.
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -500,17 +568,100 @@ class _Load:
             self.fail_extension(failure)
 
     def fail(self, exc: BaseException, reason: str) -> None:
-        """Stop sending new requests; ``exc`` is raised once the load has settled."""
-        if self.fatal is not None:
+        """Stop reading and sending; ``exc`` is raised once the load has settled.
+
+        The first reason stands, except that an error (a 403, an observer's exception)
+        after a gentle stop is still raised.
+        """
+        if self.fatal is not None and (
+            isinstance(exc, _StoppedError) or not isinstance(self.fatal, _StoppedError)
+        ):
             return
         self.fatal = exc
         self.stop_signal.fire()
+        if self._reading is not None:
+            self._reading.cancel()
         self.stop_reason = reason
-        if not isinstance(exc, _StreamClosedError):
+        if not isinstance(exc, _StoppedError):
             self.report.stop(reason)
         # else: settle() says the load stopped early only if something was left undone.
-        level = logging.DEBUG if isinstance(exc, _StreamClosedError) else logging.WARNING
+        level = logging.DEBUG if isinstance(exc, _StoppedError) else logging.WARNING
         logger.log(level, "bulk load of campaign %s stops: %s", self.report.campaign_id, reason)
+
+    # -- a gentle stop -----------------------------------------------------------------
+
+    def stop_gently(self, reason: str, grace: float | None = None) -> None:
+        """Read and send nothing new; cancel the requests in flight after ``grace`` seconds.
+
+        ``grace`` None is the load's ``stop_grace``. Called again, the shorter grace wins.
+        Synchronous, from the event loop's thread (a task or a callback).
+        """
+        if self.report.finished:
+            return
+        self.fail(_StoppedError(), reason)
+        grace = self.stop_grace if grace is None else grace
+        if self._stop_asked is None or self._loop is None:  # the load has not started yet
+            asked = self._grace_asked
+            self._grace_asked = grace if asked is None else min(grace, asked)
+            return
+        deadline = self._loop.time() + grace
+        if deadline < self._stop_deadline:
+            self._stop_deadline = deadline
+            if self._grace_scope is not None:
+                self._grace_scope.deadline = deadline
+        self._stop_asked.set()
+
+    def begin(self) -> None:
+        """Prepare the gentle stop, in the load's task group as it starts."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_asked = anyio.Event()
+        self._watch_scope = anyio.CancelScope()
+        self._workers = 1 + self.concurrency
+        if self._grace_asked is not None:  # stopped before it ran
+            grace, self._grace_asked = self._grace_asked, None
+            self.stop_gently(self.stop_reason or "stopped on request", grace)
+        if self.stop_event is not None and self.stop_event.is_set():
+            self.stop_gently(_STOP_EVENT_REASON)
+
+    async def watch(self, work: anyio.CancelScope) -> None:
+        """Stop on the stop event; cancel ``work`` once a gentle stop's grace has run out.
+
+        Runs beside the reader and senders until the last of them ends.
+        """
+        assert self._watch_scope is not None  # noqa: S101 - set by begin()
+        with self._watch_scope:
+            async with anyio.create_task_group() as watchers:
+                if self.stop_event is not None:
+                    watchers.start_soon(self._on_stop_event, self.stop_event)
+                assert self._stop_asked is not None  # noqa: S101 - set by begin()
+                await self._stop_asked.wait()
+                with anyio.CancelScope(deadline=self._stop_deadline) as self._grace_scope:
+                    await anyio.sleep_forever()
+                self._grace_scope = None
+                self.grace_ran_out = True
+                self.stop_reason = (
+                    f"{self.stop_reason}; the requests still in flight when the stop's grace "
+                    "ran out were cancelled"
+                )
+                logger.warning(
+                    "bulk load of campaign %s: the requests still in flight when the stop's "
+                    "grace ran out are cancelled (they end unknown)",
+                    self.report.campaign_id,
+                )
+                work.cancel()
+
+    async def _on_stop_event(self, event: _StopEvent) -> None:
+        await event.wait()
+        self.stop_gently(_STOP_EVENT_REASON)
+
+    async def worker(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run the reader or a sender; the last of them to end ends the watch."""
+        try:
+            await work(*args)
+        finally:
+            self._workers -= 1
+            if self._workers <= 0 and self._watch_scope is not None:
+                self._watch_scope.cancel()
 
     # -- ending ----------------------------------------------------------------------
 
@@ -547,17 +698,55 @@ class _Load:
             )
             self.record(batch, result)
             settled.append(result)
-        if isinstance(self.fatal, _StreamClosedError) and (
-            not self.input_done or any(r.outcome is Outcome.SKIPPED for r in settled)
-        ):
+        if isinstance(self.fatal, _StoppedError) and (not self.input_done or settled):
             self.report.stop(self.stop_reason or "the result stream was closed")
+        if not self.input_done:
+            self.report.mark_unread(self.position)
+        if self.seen is not None:
+            self.seen.close()
         self.report.finish(self.clock.now())
         return settled
 
+    async def end(self) -> Exception | None:
+        """Settle, tell the observers (within their time limit), then close the journal.
+
+        The journal records the batches settled here first and is closed whatever the
+        observers do (a slow one, a cancel): the next run must find it released. Returns
+        the close's error (carrying ``.report``) for the caller to raise or note.
+        """
+        settled = self.settle()
+        if self.journal is not None:
+            for result in settled:
+                _journal_settled(self.journal, result)
+        # Shielded and bounded: observers hear how the load ended even under a cancel.
+        with anyio.move_on_after(_SETTLE_TIMEOUT, shield=True):
+            await self.tell_ended(settled)
+        return await self._close_journal()
+
+    async def _close_journal(self) -> Exception | None:
+        journal = self.journal
+        if journal is None:
+            return None
+        try:
+            with anyio.CancelScope(shield=True):
+                await journal.aclose()
+        except Exception as exc:  # noted on the load's own error, or raised alone
+            error = exc
+            if not isinstance(exc, RyngError):
+                error = CheckpointError(
+                    f"could not close the checkpoint journal {journal.path!r}: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                error.__cause__ = exc
+            error.report = self.report  # type: ignore[attr-defined]
+            return error
+        return None
+
     async def tell_ended(self, settled: list[BatchResult]) -> None:
-        """Tell the observers of the batches settled at the end, then of the load's end."""
+        """Tell of the batches settled at the end (a stream's consumer too), then of the end."""
         for result in settled:
             await self.tell_settled(result)
+            await self.hand_over(result)
         if self.observers:
             try:
                 await self.observers.emit(LoadEnded(report=self.report))
@@ -600,8 +789,19 @@ class BulkOptions(CampaignOptions, total=False):
         keep_failed_leads: most leads of batches not accepted the report holds for
             ``failed_leads()`` (default 100,000); past it, only their positions are kept
             (``report.failed_ranges()``) and memory stays flat. None keeps all.
+        keep_invalid_leads: most invalid leads ``report.invalid_leads`` describes
+            (default 10,000); ``report.invalid`` counts them all. None keeps all.
+        on_invalid: a plain callable given each `InvalidLead` as it is found (all of
+            them, e.g. to write them to a file as the load goes).
         report: a new `BulkReport` to fill live; keep a reference to read it after a
             cancel or an error.
+        stop: an `asyncio.Event` or `anyio.Event`: set it to stop the load gently.
+            Nothing new is read or sent, the requests in flight end with their real
+            outcomes, batches never sent are ``skipped``, and the report (returned, not
+            raised) says the load stopped early. A cancel still stops it at once.
+        stop_grace: seconds the requests in flight get after a gentle stop (the stop
+            event, `BatchStream.stop`, a stream closed early) before they are cancelled
+            and end ``unknown`` (default: the client's ``timeout``).
         name, agent_mapping, agents, custom_field_names, terminal_callback_url,
         connect_callback_url: the campaign options of `RyngClient.append`
             (`CampaignOptions`).
@@ -621,7 +821,11 @@ class BulkOptions(CampaignOptions, total=False):
     default_region: str | None
     max_consecutive_failures: int | None
     keep_failed_leads: int | None
+    keep_invalid_leads: int | None
+    on_invalid: Callable[[InvalidLead], object] | None
     report: BulkReport | None
+    stop: asyncio.Event | anyio.Event | None
+    stop_grace: float | None
 
 
 def _new_load(
@@ -645,31 +849,46 @@ async def _run(load: _Load) -> BulkReport:
             await load.journal.open(load.identity)
         except BaseException as exc:  # refused before anything is read or sent
             load.report.stop(f"the checkpoint cannot be used: {exc}")
+            load.report.mark_unread(0)
             load.report.finish(load.clock.now())
             raise
     try:
-        send, receive = anyio.create_memory_object_stream[Batch](0)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(load.read, send)
-            async with receive:
-                for _ in range(load.concurrency):
-                    tasks.start_soon(load.send_all, receive.clone())
-    finally:
-        settled = load.settle()
-        # Shielded and bounded: observers hear how the load ended even under a cancel.
-        with anyio.move_on_after(_SETTLE_TIMEOUT, shield=True):
-            await load.tell_ended(settled)
-            if load.journal is not None:
-                await load.journal.aclose()
-    if load.fatal is not None and not isinstance(
-        load.fatal, _StreamClosedError | _TooManyFailuresError
-    ):
-        if isinstance(load.fatal, RyngError):
-            load.fatal.report = load.report
+        await _work(load)
+    except BaseException as exc:  # a cancel, or a bug: it stays the error raised
+        _note_close_error(exc, await load.end())
+        raise
+    close_error = await load.end()
+    fatal = load.fatal
+    if fatal is not None and not isinstance(fatal, _StoppedError | _TooManyFailuresError):
+        if isinstance(fatal, RyngError):
+            fatal.report = load.report
         else:
-            load.fatal.add_note(f"ryng_async: partial bulk report: {load.report}")
-        raise load.fatal
+            fatal.add_note(f"ryng_async: partial bulk report: {load.report}")
+        _note_close_error(fatal, close_error)
+        raise fatal
+    if close_error is not None:
+        raise close_error
     return load.report
+
+
+async def _work(load: _Load) -> None:
+    """The reader, the senders and the watch of a gentle stop, in one task group."""
+    send, receive = anyio.create_memory_object_stream[Batch](0)
+    async with anyio.create_task_group() as tasks:
+        load.begin()
+        tasks.start_soon(load.watch, tasks.cancel_scope)
+        tasks.start_soon(load.worker, load.read, send)
+        async with receive:
+            for _ in range(load.concurrency):
+                tasks.start_soon(load.worker, load.send_all, receive.clone())
+
+
+def _note_close_error(error: BaseException, close_error: Exception | None) -> None:
+    """Add the journal's close error to the error a load ends with, never replacing it."""
+    if close_error is None:
+        return
+    logger.warning("%s", close_error)
+    error.add_note(f"ryng_async: and the checkpoint journal did not close cleanly: {close_error}")
 
 
 async def run_bulk(
@@ -734,6 +953,21 @@ class BatchStream:
                 raise failure from None
             raise StopAsyncIteration from None
 
+    def stop(self, *, grace: float | None = None) -> None:
+        """Stop the load gently: nothing new is read or sent; the requests in flight end.
+
+        Iterate on to receive their results; the iteration then ends, batches never sent
+        are ``skipped`` and `report` says the load stopped early. A request still in
+        flight ``grace`` seconds later (default: the load's ``stop_grace``, the client's
+        ``timeout`` unless given) is cancelled and its batch ends ``unknown``; call again
+        with a shorter grace to cut the wait (0: cancel them now). Call it from the event
+        loop's thread (a signal handler added with ``loop.add_signal_handler`` is).
+        """
+        self._load.stop_gently(
+            "stopped on request (BatchStream.stop)",
+            None if grace is None else _check_grace(grace, "grace"),
+        )
+
     async def aclose(self) -> None:
         """Stop the load (nothing new is sent) and wait for it to settle."""
         _stop(self._load, "the result stream was closed")
@@ -783,12 +1017,11 @@ async def _drive(
 
 
 def _stop(load: _Load, reason: str) -> None:
-    if not load.report.finished:
-        load.fail(_StreamClosedError(), reason)
+    load.stop_gently(reason)
 
 
-class _StreamClosedError(Exception):
-    """The consumer closed a `BatchStream` early (not an error to raise)."""
+class _StoppedError(Exception):
+    """A gentle stop: `BatchStream.stop`, the stop event, a stream closed early (not raised)."""
 
 
 class _TooManyFailuresError(Exception):
@@ -844,6 +1077,34 @@ def _drop_tracebacks(error: BaseException) -> None:
         link = link.__cause__ or link.__context__
 
 
+_STOP_EVENT_REASON = "stopped on request (the stop event was set)"
+
+
+class _StopEvent(Protocol):
+    """What the engine needs of a stop event (`asyncio.Event`, `anyio.Event`)."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> Any: ...
+
+
+def _check_stop_event(event: object) -> _StopEvent | None:
+    if event is None:
+        return None
+    wait = getattr(event, "wait", None)
+    if not callable(getattr(event, "is_set", None)) or not inspect.iscoroutinefunction(wait):
+        raise ConfigurationError(
+            f"stop must be an asyncio.Event or an anyio.Event, got {type(event).__name__}"
+        )
+    return cast("_StopEvent", event)
+
+
+def _check_grace(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def _as_journal(checkpoint: object) -> SQLiteJournal | None:
     if checkpoint is None or isinstance(checkpoint, SQLiteJournal):
         return checkpoint
@@ -894,17 +1155,31 @@ class _JournalObserver:
                 count=batch.count,
                 digest=load.digests[batch.index],
                 attempt=event.attempt,
+                ranges=batch.ranges,
             )
-        if isinstance(event, BatchSettled) and not event.result.resumed:
-            result = event.result
-            # Queued, committed with the next group (or at close): a load does not wait on
-            # it. Lost to a crash, the batch reads as in flight, so unknown: never resent.
-            journal.settled_nowait(
-                result.index,
-                state=_JOURNAL_STATE[result.outcome],
-                attempts=result.attempts,
-                status=result.status,
-                message=result.message,
-                maybe_duplicated=result.maybe_duplicated,
-            )
+        if isinstance(event, BatchSettled) and not load.report.finished:
+            # Once the report is finished, end() has journalled the rest itself.
+            _journal_settled(journal, event.result)
         return None
+
+
+def _journal_settled(journal: SQLiteJournal, result: BatchResult) -> None:
+    """Queue a batch's outcome for the journal (a resumed one is there already).
+
+    Committed with the next group (or at close): a load does not wait on it. Lost to a
+    crash, the batch reads as in flight, so unknown: never resent.
+    """
+    if result.resumed:
+        if result.outcome is Outcome.UNKNOWN:
+            # In flight when a run died: this run says unknown, and the journal too,
+            # so it is not listed as in flight (as if a load were sending it) forever.
+            journal.resolve_in_flight(result.index, message=result.message)
+        return
+    journal.settled_nowait(
+        result.index,
+        state=_JOURNAL_STATE[result.outcome],
+        attempts=result.attempts,
+        status=result.status,
+        message=result.message,
+        maybe_duplicated=result.maybe_duplicated,
+    )

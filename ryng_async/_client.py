@@ -321,6 +321,8 @@ class RyngClient:
         so that leaving the block early stops the load and waits for it to settle. A
         bare ``async for`` that breaks early is stopped when the stream is collected, or
         by `aclose` on the client; either way nothing new is sent and the report settles.
+        ``results.stop()`` stops the load gently while the loop goes on: the requests in
+        flight end (within ``stop_grace``) and their results still come.
         ``results.report`` is the live `BulkReport`.
         """
         return start_stream(
@@ -341,12 +343,14 @@ class RyngClient:
                 lazily, a batch at a time (yield a new mapping per row).
             **options: see `BulkOptions`: ``batch_size``, ``max_batch_bytes``,
                 ``concurrency``, ``rate_limit``, ``limiter``, ``observers``,
-                ``on_progress``, ``report``, ``dedupe``, ``max_consecutive_failures``
-                and the campaign options of `append`.
+                ``on_progress``, ``report``, ``dedupe``, ``max_consecutive_failures``,
+                ``stop`` (an event to set for a gentle stop) and ``stop_grace``, and the
+                campaign options of `append`.
 
         Returns:
             The final `BulkReport`: every lead read is accepted, failed, unknown, skipped
-            or invalid.
+            or invalid; also after a gentle stop (``stop`` set), where ``stopped_early``
+            says whether some of the input was left unread or unsent.
 
         Raises:
             ValidationError: a bad campaign option (before anything is read).

@@ -12,16 +12,24 @@ with its ``.report``, an input's own exception...)::
 
 Called from code already running in an event loop (an ``async def``, a notebook cell),
 they refuse with `EventLoopRunningError` rather than block that loop: await the async
-client there instead. Ctrl-C (or SIGINT) cancels the load as a cancel would: requests in
-flight end ``unknown``, the rest is ``skipped``; pass ``report=BulkReport()`` to read it
-after the ``KeyboardInterrupt``.
+client there instead.
+
+Ctrl-C (SIGINT) during `bulk_append` stops the load gently: nothing new is read or sent,
+the requests in flight end with their real outcomes (within ``stop_grace``, the
+``timeout`` by default), the rest is ``skipped``, and then ``KeyboardInterrupt`` is
+raised. A second Ctrl-C cancels the requests still in flight at once (they end
+``unknown``). Pass ``report=BulkReport()`` to read the report after the
+``KeyboardInterrupt``. This holds in the main thread when SIGINT has Python's default
+handler; a handler of your own (or SIGINT ignored) is left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
-from typing import TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 
 from . import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -75,6 +83,69 @@ def _run(client: RyngClient, call: Callable[[RyngClient], Awaitable[_T]]) -> _T:
     return asyncio.run(main())
 
 
+class _GentleInterrupts:
+    """SIGINT during a load: the first sets its stop event, the second cancels it.
+
+    Installed only in the main thread over Python's default handler (asyncio's own runner
+    would cancel the load on the first Ctrl-C, turning the requests in flight unknown).
+    A third SIGINT raises `KeyboardInterrupt` where the code stands, as Python does.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def attach(self) -> asyncio.Event:
+        """Bind to the running load's loop and task; return its stop event."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self.stop = asyncio.Event()
+        if self.count:  # interrupted before the load started
+            self.stop.set()
+        return self.stop
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+        loop, stop, task = self._loop, self.stop, self._task
+        if self.count > 2 or loop is None or stop is None or task is None or loop.is_closed():
+            raise KeyboardInterrupt
+        # Runs between two bytecodes of the loop's thread: hand the work to the loop.
+        loop.call_soon_threadsafe(stop.set if self.count == 1 else task.cancel)
+
+
+def _run_load(
+    client: RyngClient, call: Callable[[RyngClient, asyncio.Event | None], Awaitable[BulkReport]]
+) -> BulkReport:
+    interrupts = _GentleInterrupts()
+
+    async def main() -> BulkReport:
+        stop = interrupts.attach()
+        async with client:
+            return await call(client, stop)
+
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        return _run(client, lambda ryng: call(ryng, None))
+    previous = signal.signal(signal.SIGINT, interrupts.handle)
+    try:
+        report = asyncio.run(main())
+    except asyncio.CancelledError:
+        if interrupts.count:
+            raise KeyboardInterrupt from None  # the second Ctrl-C cancelled the load
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupts.count:
+        interrupted = KeyboardInterrupt()
+        interrupted.add_note(f"ryng_async: the load stopped gently: {report}")
+        raise interrupted
+    return report
+
+
 def bulk_append(
     campaign_id: str | int,
     leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
@@ -124,6 +195,7 @@ def bulk_append(
         EventLoopRunningError: called from code running in an event loop.
         ConfigurationError: a missing or malformed setting, before any I/O.
         AuthenticationError: the token was refused (``.report`` is the partial report).
+        KeyboardInterrupt: Ctrl-C, once the load has stopped (gently, unless twice).
         RyngError: whatever else `RyngClient.bulk_append` raises, the same way.
     """
     _refuse_in_a_running_loop("bulk_append")
@@ -140,7 +212,14 @@ def bulk_append(
         random_seed=random_seed,
         clock=clock,
     )
-    return _run(client, lambda ryng: ryng.bulk_append(campaign_id, leads, **options))
+    if options.get("stop") is not None:  # the caller's own stop event
+        return _run(client, lambda ryng: ryng.bulk_append(campaign_id, leads, **options))
+
+    def load(ryng: RyngClient, stop: asyncio.Event | None) -> Awaitable[BulkReport]:
+        stopping: BulkOptions = {**options, "stop": stop}
+        return ryng.bulk_append(campaign_id, leads, **stopping)
+
+    return _run_load(client, load)
 
 
 def append(

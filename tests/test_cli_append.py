@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -20,9 +21,10 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
 TOKEN = "tok-SECRET-7f3a9c41d2"  # distinctive: grepped for in every output
 CLI = [sys.executable, "-m", "ryng_async"]
@@ -423,41 +425,122 @@ async def test_default_region_normalizes_national_formats(
 # -- interrupts ----------------------------------------------------------------------
 
 
+class SignalOnArrival:
+    """An ``on_request`` hook: sends ``signum`` to the loader as the ``nth`` request arrives
+    (and again, as ``again`` requests more arrive or when told), so the signal lands
+    while requests are in flight, whatever the machine's speed."""
+
+    def __init__(self, nth: int, signum: int) -> None:
+        self.nth = nth
+        self.signum = signum
+        self.process: Process | None = None
+        self.arrived = 0
+        self.sent = 0
+
+    def __call__(self, request: ReceivedRequest) -> None:
+        self.arrived += 1
+        if self.arrived == self.nth:
+            self.send()
+
+    def send(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(self.signum)
+        self.sent += 1
+
+
+async def run_signalled(
+    command: list[str], server: FakeRyngServer, trigger: SignalOnArrival, *, again_on: str = ""
+) -> Run:
+    """Run the CLI until it exits; ``trigger`` signals it; a second signal once its
+    standard error shows ``again_on``."""
+    with anyio.fail_after(TIMEOUT):
+        process = await anyio.open_process(
+            command, env=cli_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        trigger.process = process
+        async with process:
+            assert process.stderr is not None
+            assert process.stdout is not None
+            err = ""
+            async for text in TextReceiveStream(process.stderr):
+                err += text
+                if again_on and again_on in err and trigger.sent == 1:
+                    trigger.send()
+            out = "".join([text async for text in TextReceiveStream(process.stdout)])
+            code = await process.wait()
+    assert TOKEN not in out + err
+    return Run(code, out, err)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-async def test_a_signal_stops_the_load_with_an_exact_report(
+async def test_a_signal_stops_the_load_gently_with_an_exact_report(
     tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
-    async with FakeRyngServer(access_token=TOKEN, latency=0.5) as server:
+    trigger = SignalOnArrival(2, signum)  # both requests in flight (0.5 s each)
+    async with FakeRyngServer(access_token=TOKEN, latency=0.5, on_request=trigger) as server:
         data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(5000))
         report_path = tmp_path / "report.json"
         command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
         command += ["--report", str(report_path), "--progress", "log"]
-        with anyio.fail_after(TIMEOUT):
-            process = await anyio.open_process(
-                command, env=cli_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            async with process:
-                assert process.stderr is not None
-                assert process.stdout is not None
-                err = ""
-                async for text in TextReceiveStream(process.stderr):
-                    err += text
-                    if "loading" in err:
-                        break
-                process.send_signal(signum)
-                out = "".join([text async for text in TextReceiveStream(process.stdout)])
-                err += "".join([text async for text in TextReceiveStream(process.stderr)])
-                returncode = await process.wait()
-    assert returncode == code, err
-    assert TOKEN not in out + err
-    assert "not every lead was accepted" in out
+        run = await run_signalled(command, server, trigger)
+        received = server.received_requests
+        accepted_by_server = server.lead_count()
+    assert run.code == code, run.err
+    assert trigger.sent == 1
+    assert "not every lead was accepted" in run.out
+    assert f"{signum.name}: stopping: nothing new is sent; waiting up to 30s" in run.err
+    assert "every request sent got its answer" in run.err
     document = json.loads(report_path.read_text())
     assert document["ended"] in {"interrupted", "terminated"}
     assert document["exit_code"] == code
     parts = ("accepted", "failed", "unknown", "skipped", "invalid")
     assert document["total"] == sum(document[k] for k in parts)
     assert document["total"] < 5000
+    assert document["stopped_early"]
+    # The requests in flight at the signal ended with their answers, none unknown.
+    assert document["unknown"] == 0
+    assert document["accepted"] == accepted_by_server == received * 100 >= 200
+
+
+@pytest.mark.anyio
+async def test_a_second_signal_cancels_the_requests_in_flight(tmp_path: Path) -> None:
+    hang = FaultPlan(rates={Fault.HANG: 1.0})  # no answer until the server closes
+    trigger = SignalOnArrival(2, signal.SIGINT)
+    async with FakeRyngServer(access_token=TOKEN, faults=hang, on_request=trigger) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(1000))
+        report_path = tmp_path / "report.json"
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--report", str(report_path), "--progress", "none", "--stop-grace", "600"]
+        run = await run_signalled(command, server, trigger, again_on="waiting up to 600s")
+        received = server.received_requests
+    assert run.code == 130, run.err
+    assert trigger.sent == 2
+    assert "SIGINT again: cancelling the requests in flight" in run.err
+    assert "200 leads of requests cancelled in flight are 'unknown'" in run.err
+    document = json.loads(report_path.read_text())
+    assert received == 2
+    assert document["unknown"] == 200
+    assert document["accepted"] == 0
+    assert document["total"] == document["unknown"] + document["skipped"]
+
+
+@pytest.mark.anyio
+async def test_the_stop_grace_bounds_the_wait_for_the_requests_in_flight(tmp_path: Path) -> None:
+    hang = FaultPlan(rates={Fault.HANG: 1.0})
+    trigger = SignalOnArrival(2, signal.SIGTERM)
+    async with FakeRyngServer(access_token=TOKEN, faults=hang, on_request=trigger) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(1000))
+        report_path = tmp_path / "report.json"
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--report", str(report_path), "--progress", "none", "--stop-grace", "0.2"]
+        run = await run_signalled(command, server, trigger)
+    assert run.code == 143, run.err
+    assert trigger.sent == 1
+    assert "waiting up to 0.2s" in run.err
+    document = json.loads(report_path.read_text())
+    assert document["unknown"] == 200
+    assert "grace ran out" in document["stop_reason"]
 
 
 @pytest.mark.anyio
@@ -542,6 +625,41 @@ async def test_a_large_csv_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert peaks[400_000] < peaks[20_000] * 1.3
 
 
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["--dry-run", "load"])
+async def test_invalid_rows_stream_in_bounded_memory(tmp_path: Path, mode: str) -> None:
+    # Before, each invalid row was held to the end: 1,000,000 peaked at 502 MB in a dry
+    # run, 276 MB in a load (780 MB with --report), where valid rows take 58 MB.
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        peaks: dict[int, int] = {}
+        for rows in (20_000, 400_000):
+            data = tmp_path / f"invalid{rows}.csv"
+            with data.open("w") as handle:
+                handle.write("number,name,city\n")
+                handle.writelines(f"{i},Customer {i},Pune\n" for i in range(rows))
+            report_path = tmp_path / f"report{rows}.json"
+            script = (
+                "import sys; from ryng_async.cli import main; code = main(sys.argv[1:]); "
+                "print(open('/proc/self/status').read(), file=sys.stderr); sys.exit(code)"
+            )
+            args = ["append", "42", str(data), "--progress", "none", "--report", str(report_path)]
+            with anyio.fail_after(300):
+                done = await anyio.run_process(
+                    [sys.executable, "-c", script, *args, *([mode] if mode != "load" else [])],
+                    check=False,
+                    env=cli_env(server),
+                )
+            assert done.returncode == 1, done.stderr.decode()[-2000:]
+            peaks[rows] = _peak_rss_of(done.stderr.decode())
+            document = json.loads(report_path.read_text())
+            assert document["invalid"] == rows == len(document["invalid_leads"])
+            assert document["invalid_leads"][-1]["line"] == rows + 1
+        assert server.received_requests == 0
+    # 20x the invalid rows, nearly the same memory: each is streamed out, not held.
+    assert peaks[400_000] < peaks[20_000] * 1.3
+
+
 # -- resuming with a checkpoint --------------------------------------------------------
 
 
@@ -583,10 +701,56 @@ async def test_ctrl_c_then_the_same_command_resumes_with_nothing_sent_twice(
     assert max(counts.values()) == 1, "a lead was sent twice"
     document = json.loads(report_path.read_text())
     assert document["resumed"] > 0
-    assert document["total"] == document["accepted"] + document["unknown"] == 3000
-    # Batches cut off in flight by the Ctrl-C are unknown, not resent: exit 1 says so.
-    assert again.code == (1 if document["unknown"] else 0)
-    assert len(counts) >= 3000 - document["unknown"]
+    # The Ctrl-C let the requests in flight end: nothing is unknown, every lead is in.
+    assert document["total"] == document["accepted"] == 3000
+    assert again.code == 0, again.err
+    assert len(counts) == 3000
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_first_signals_at_random_points_leave_nothing_unknown_and_resume_exactly(
+    tmp_path: Path,
+) -> None:
+    # Issue 18's measure: 20 first signals (SIGINT and SIGTERM in turn) at seeded random
+    # points of a load whose requests take 50-200 ms; each leaves no batch unknown, and
+    # the same command with the same checkpoint sends every remaining lead exactly once.
+    rng = random.Random(18)
+    count, batch = 2000, 50
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(count))
+    for round_ in range(20):
+        signum = (signal.SIGINT, signal.SIGTERM)[round_ % 2]
+        trigger = SignalOnArrival(rng.randint(1, count // batch - 4), signum)
+        delays = random.Random(round_)
+
+        async def answer_slowly(
+            request: ReceivedRequest, trigger: SignalOnArrival = trigger, delays: Any = delays
+        ) -> None:
+            trigger(request)
+            await anyio.sleep(delays.uniform(0.05, 0.2))
+
+        journal = tmp_path / f"load{round_}.db"
+        first_report, again_report = (
+            tmp_path / f"first{round_}.json",
+            tmp_path / f"again{round_}.json",
+        )
+        command = [*CLI, "append", "42", str(data), "--batch-size", str(batch)]
+        command += ["--concurrency", "4", "--checkpoint", str(journal), "--progress", "none"]
+        async with FakeRyngServer(access_token=TOKEN, on_request=answer_slowly) as server:
+            run = await run_signalled([*command, "--report", str(first_report)], server, trigger)
+            assert run.code == (130 if signum == signal.SIGINT else 143), run.err
+            assert "waiting up to" in run.err
+            first = json.loads(first_report.read_text())
+            assert first["unknown"] == 0, (round_, first["stop_reason"])
+            assert first["accepted"] == server.lead_count()
+            trigger.nth = 0  # no signal this time
+            again = await run_cli(*command[3:], "--report", again_report, server=server)
+            assert again.code == 0, again.err
+            counts = Counter(lead["number"] for lead in server.leads)
+        document = json.loads(again_report.read_text())
+        assert document["resumed"] == first["accepted"]
+        assert len(counts) == count
+        assert set(counts.values()) == {1}, f"round {round_}: a lead was sent twice"
 
 
 @pytest.mark.anyio
@@ -649,3 +813,195 @@ async def test_a_bad_shard_is_a_usage_error(server: FakeRyngServer, tmp_path: Pa
     assert run.code == 2
     assert "I/N" in run.err
     assert server.received_requests == 0
+
+
+# -- edges: dry-run counts, delimiters, a closed stdout, JSON logs, invalid rows at scale
+
+
+@pytest.mark.anyio
+async def test_dry_run_counts_a_row_both_invalid_and_too_large_once_as_a_load_does(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    big = "x" * 600
+    text = (
+        "number,name\n"
+        "+919800000001,a\n"
+        "+919800000002,b\n"
+        f"12345,{big}\n"  # invalid and too large: one invalid row
+        f"+919800000004,{big}\n"  # too large alone
+        "0800,c\n"  # invalid
+    )
+    data = write(tmp_path / "leads.csv", text)
+    limit = ["--max-batch-bytes", "500"]
+    dry = await run_cli("append", "42", data, "--dry-run", *limit, server=server)
+    assert "5 rows read" in dry.err
+    assert "2 valid, 3 invalid; nothing was sent" in dry.err
+    assert [line.split(":")[1] for line in dry.out.splitlines()] == ["4", "5", "6"]
+    report_path = tmp_path / "load.json"
+    load = await run_cli("append", "42", data, *limit, "--report", report_path, server=server)
+    document = json.loads(report_path.read_text())
+    assert (document["accepted"], document["invalid"]) == (2, 3), load.err
+    assert sorted(row["line"] for row in document["invalid_leads"]) == [4, 5, 6]
+
+
+@pytest.mark.parametrize("flag", ["\\t", "tab", "\t"])
+def test_a_tab_delimiter_can_be_spelled(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    data = write(tmp_path / "leads.csv", "number\tname\n+919800000001\tMax, Jr.\n12\tx\n")
+    code = main(["append", "42", str(data), "--dry-run", "--delimiter", flag])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "2 rows read" in captured.err
+    assert "1 valid, 1 invalid" in captured.err
+    assert captured.out.startswith(f"{data}:3: number: ")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["append", "42", "leads.csv", "--dry-run"],
+        ["checkpoint", "show", "load.db", "--file", "leads.csv"],
+        ["reconcile", "report.json", "callbacks.db", "--file", "leads.csv"],
+    ],
+    ids=["append", "checkpoint-show", "reconcile"],
+)
+@pytest.mark.parametrize("value", [";;", "", "tabs", '"'])
+def test_a_delimiter_that_is_not_one_character_is_a_usage_error(
+    command: list[str], value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--delimiter", value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--delimiter" in err
+    assert repr(value) in err
+    assert "Traceback" not in err
+
+
+def test_open_source_refuses_an_empty_delimiter_instead_of_reading_commas(
+    tmp_path: Path,
+) -> None:
+    from ryng_async.cli._readers import InputError, open_source
+
+    data = write(tmp_path / "leads.csv", "number,name\n+919800000001,a\n")
+    with pytest.raises(InputError, match="delimiter ''"):
+        open_source(str(data), delimiter="")
+
+
+def test_a_dry_run_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    rows = "".join(f"{i},x\n" for i in range(50_000))  # ~4 MB listed: more than a pipe holds
+    data = write(tmp_path / "leads.csv", "number,name\n" + rows)
+    with subprocess.Popen(  # noqa: S603 - our interpreter, our code
+        [*CLI, "append", "42", str(data), "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(None),
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = [process.stdout.readline() for _ in range(2)]  # what `head -2` reads
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        code = process.wait(TIMEOUT)
+    assert first[0].decode().startswith(f"{data}:2: number: ")
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err
+    assert err == ""
+    assert code == 141
+
+
+@pytest.mark.anyio
+async def test_a_load_whose_stdout_was_closed_still_writes_its_report(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(30))
+    report_path = tmp_path / "report.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read the summary
+    try:
+        with anyio.fail_after(TIMEOUT):
+            done = await anyio.run_process(
+                [*CLI, "append", "42", str(data), "--report", str(report_path)],
+                stdout=write_end,
+                check=False,
+                env=cli_env(server),
+            )
+    finally:
+        os.close(write_end)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "Traceback" not in err
+    assert json.loads(report_path.read_text())["accepted"] == 30 == server.lead_count()
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    lines = text.splitlines()
+    assert lines
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"not a JSON line: {line!r}")
+    return parsed
+
+
+@pytest.mark.anyio
+async def test_log_format_json_writes_only_json_lines_on_stderr(tmp_path: Path) -> None:
+    # 25 invalid rows (20 listed, then "5 more"), batches that fail, then a bad byte that
+    # stops the load with an error: every line a person would read, as JSON.
+    invalid = "".join(f"{i},x,y\n" for i in range(25))  # lines 2-26
+    rows = csv_rows(30_000)  # enough that the bad byte is read mid-load, not at the header
+    text = ("number,name,city\n" + invalid + rows).encode() + b"+919800099999,\xff,x\n"
+    data = write(tmp_path / "leads.csv", text)
+    plan = FaultPlan(seed=2, rates={Fault.BAD_REQUEST: 0.5})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        run = await run_cli("append", "42", data, "--log-format", "json", server=server)
+    assert run.code == 2
+    events = _json_lines(run.err)
+    kinds = Counter(event["event"] for event in events)
+    assert kinds["start"] == 1
+    assert kinds["invalid_row"] == 20
+    assert kinds["invalid_rows_not_shown"] == 1
+    assert kinds["error"] == 1
+    (error,) = (event for event in events if event["event"] == "error")
+    assert "line 30027" in error["message"]
+    (row,) = (e for e in events if e["event"] == "invalid_row" and e["line"] == 2)
+    assert row["field"] == "number"
+    assert _json_lines(run.out)[-1]["event"] == "summary"
+
+    dry = await run_cli("append", "42", data, "--dry-run", "--log-format", "json", server=None)
+    assert dry.code == 2
+    assert [event["event"] for event in _json_lines(dry.err)] == ["error"]
+    usage = await run_cli(
+        "append", "42", data, "--custom-field-names", "{x", "--log-format", "json", server=server
+    )
+    assert usage.code == 2
+    assert [event["event"] for event in _json_lines(usage.err)] == ["error"]
+
+
+def test_json_logging_turns_the_sdks_log_records_into_json_lines() -> None:
+    import io
+    import logging
+
+    from ryng_async.cli._progress import json_logging
+
+    stream = io.StringIO()
+    logger = logging.getLogger("ryng_async")
+    with json_logging(enabled=True, stream=stream):
+        logger.warning("retry budget exhausted; not retrying: %s", "HTTP 500")
+        logger.info("not shown: below warnings")
+    logger.warning("after: not this handler's")
+    assert _json_lines(stream.getvalue()) == [
+        {
+            "event": "log",
+            "level": "warning",
+            "logger": "ryng_async",
+            "message": "retry budget exhausted; not retrying: HTTP 500",
+        }
+    ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,6 +16,7 @@ from ryng_async import (
     APIError,
     AttemptEnded,
     AttemptStarting,
+    AuthenticationError,
     BatchPacked,
     BatchSettled,
     BulkReport,
@@ -24,8 +28,10 @@ from ryng_async import (
     RetryPolicy,
     RyngClient,
     ServerError,
+    _bulk,
 )
-from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ManualClock
+from ryng_async.checkpoint import CheckpointError
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ManualClock, ReceivedRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -334,3 +340,140 @@ async def test_a_retry_after_pause_runs_on_the_clock_too() -> None:
         with anyio.fail_after(30):
             await client.append(CAMPAIGN, leads(1))
     assert clock.now() >= 45
+
+
+# -- the end of a load: the journal always closes, its error never hides the load's ------
+
+
+def break_journal(path: Path) -> None:
+    """Drop the journal's tables from outside: its next commit fails (a real SQLite error)."""
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE batch")
+    conn.execute("DROP TABLE log")
+    conn.commit()
+    conn.close()
+
+
+def breaking_on_arrival(path: Path) -> Any:
+    """An ``on_request`` hook: the batch is journalled in flight; its outcome cannot be."""
+
+    def hook(request: ReceivedRequest) -> None:
+        break_journal(path)
+
+    return hook
+
+
+CLOSE_NOTE = "the checkpoint journal did not close cleanly"
+
+
+async def test_a_slow_load_ended_observer_does_not_keep_the_journal_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The observers' time limit (30 s) cut short to keep the test fast; it is what the
+    # close must not depend on.
+    monkeypatch.setattr(_bulk, "_SETTLE_TIMEOUT", 0.2)
+
+    def slow(event: LoadEvent) -> Any:
+        if isinstance(event, LoadEnded):
+            return anyio.sleep_forever()  # past the observers' time limit
+        return None
+
+    path = tmp_path / "load.db"
+    async with (
+        FakeRyngServer(access_token=TOKEN) as server,
+        RyngClient(base_url=server.base_url, access_token=TOKEN) as client,
+    ):
+        with anyio.fail_after(10):
+            first = await client.bulk_append(
+                CAMPAIGN, leads(30), batch_size=10, checkpoint=path, observers=[slow]
+            )
+        assert first.ok
+        # Same process, same checkpoint: the first load released it.
+        again = await client.bulk_append(CAMPAIGN, leads(30), batch_size=10, checkpoint=path)
+        assert server.received_requests == 3
+    assert again.ok
+    assert again.resumed == 30
+
+
+async def test_a_close_error_alone_is_raised_with_the_report(tmp_path: Path) -> None:
+    path = tmp_path / "load.db"
+    report = BulkReport()
+    async with (
+        FakeRyngServer(access_token=TOKEN, on_request=breaking_on_arrival(path)) as server,
+        RyngClient(base_url=server.base_url, access_token=TOKEN) as client,
+    ):
+        with pytest.raises(CheckpointError, match="could not write") as raised:
+            await client.bulk_append(CAMPAIGN, leads(5), checkpoint=path, report=report)
+    assert raised.value.report is report
+    assert report.accepted == 5
+
+
+async def test_a_close_error_does_not_replace_a_403(tmp_path: Path) -> None:
+    path = tmp_path / "load.db"
+
+    def break_when_settled(event: LoadEvent) -> None:
+        if isinstance(event, BatchSettled):  # before the journal's own observer
+            break_journal(path)
+
+    async with (
+        FakeRyngServer(access_token=TOKEN) as server,
+        RyngClient(base_url=server.base_url, access_token="not-the-token") as client,
+    ):
+        with pytest.raises(AuthenticationError) as raised:
+            await client.bulk_append(
+                CAMPAIGN, leads(5), checkpoint=path, observers=[break_when_settled]
+            )
+    report = raised.value.report
+    assert isinstance(report, BulkReport)
+    check_invariant(report)
+    assert report.failed == 5
+    assert any(CLOSE_NOTE in note for note in raised.value.__notes__)
+
+
+async def test_a_close_error_does_not_replace_an_observer_s_error(tmp_path: Path) -> None:
+    path = tmp_path / "load.db"
+
+    def fail_at_the_end(event: LoadEvent) -> None:
+        if isinstance(event, LoadEnded):
+            raise ObserverFailureError("the dashboard is down")
+
+    report = BulkReport()
+    async with (
+        FakeRyngServer(access_token=TOKEN, on_request=breaking_on_arrival(path)) as server,
+        RyngClient(base_url=server.base_url, access_token=TOKEN) as client,
+    ):
+        with pytest.raises(ObserverFailureError, match="dashboard") as raised:
+            await client.bulk_append(
+                CAMPAIGN, leads(5), checkpoint=path, observers=[fail_at_the_end], report=report
+            )
+    assert any(CLOSE_NOTE in note for note in raised.value.__notes__)
+    assert report.accepted == 5
+
+
+async def test_a_close_error_does_not_replace_a_timeout_s_cancel(tmp_path: Path) -> None:
+    path = tmp_path / "load.db"
+    hang = FaultPlan(rates={Fault.HANG: 1.0})
+    report = BulkReport()
+    timeouts: list[asyncio.Timeout] = []
+
+    def break_then_time_out(request: ReceivedRequest) -> None:
+        break_journal(path)
+        timeouts[0].reschedule(asyncio.get_running_loop().time())  # expire now: in flight
+
+    async with (
+        FakeRyngServer(access_token=TOKEN, faults=hang, on_request=break_then_time_out) as server,
+        RyngClient(base_url=server.base_url, access_token=TOKEN) as client,
+    ):
+
+        async def load_with_a_timeout() -> None:
+            async with asyncio.timeout(None) as timeout:
+                timeouts.append(timeout)
+                await client.bulk_append(CAMPAIGN, leads(5), checkpoint=path, report=report)
+
+        with pytest.raises(TimeoutError) as raised:
+            await load_with_a_timeout()
+    check_invariant(report)
+    assert report.unknown == 5
+    cancelled = raised.value.__context__
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert any(CLOSE_NOTE in note for note in cancelled.__notes__)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
@@ -28,7 +29,7 @@ from ryng_async import (
 )
 from ryng_async import checkpoint as checkpoint_module
 from ryng_async.checkpoint import BatchState, CheckpointError, SQLiteJournal
-from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -185,6 +186,7 @@ def as_format_1(path: Path) -> None:
     """Rewrite a journal as ryng_async's first format wrote it (no digest algorithm, no log)."""
     conn = sqlite3.connect(path, isolation_level=None)
     checkpoint_module._fold(conn)  # the records into the batch table, as format 1 kept them
+    conn.execute("ALTER TABLE batch DROP COLUMN ranges")
     conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
     conn.execute("DROP TABLE log")
     conn.execute("PRAGMA user_version = 1")
@@ -216,7 +218,7 @@ async def test_a_journal_of_the_first_format_resumes_with_its_own_digests(
     assert second.resumed == first.accepted  # its digests matched: no "input changed"
     assert set(received_numbers(server).values()) == {1}
     conn = sqlite3.connect(checkpoint)
-    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (3,)
     assert conn.execute("SELECT digest_algorithm FROM load").fetchone() == ("blake2b-128",)
     conn.close()
     fresh = tmp_path / "fresh.db"
@@ -225,6 +227,56 @@ async def test_a_journal_of_the_first_format_resumes_with_its_own_digests(
     conn = sqlite3.connect(fresh)
     assert conn.execute("SELECT digest_algorithm FROM load").fetchone() == ("xxh3-128",)
     conn.close()
+
+
+def as_format_2(path: Path) -> None:
+    """Rewrite a journal as format 2 wrote it: no ranges (start and count only), a log."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    rows = conn.execute("SELECT records FROM log").fetchall()
+    conn.execute("ALTER TABLE batch DROP COLUMN ranges")
+    encode = checkpoint_module.msgspec.msgpack.encode
+    decode = checkpoint_module._unpack_records
+    for (records,) in rows:  # the log's records lose their ranges too
+        conn.execute(
+            "UPDATE log SET records = ? WHERE records = ?",
+            (encode([list(record[:9]) for record in decode(records)]), records),
+        )
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+
+
+async def test_a_journal_of_format_2_resumes_and_learns_the_exact_positions(
+    tmp_path: Path,
+) -> None:
+    checkpoint = tmp_path / "load.db"
+    rows = leads(40)
+    for bad in (3, 17, 18):
+        rows[bad] = {"number": "12345"}
+    plan = FaultPlan(seed=4, rates={Fault.BAD_REQUEST: 0.4})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        async with client_for(server) as client:
+            first = await client.bulk_append(CAMPAIGN, rows, batch_size=10, checkpoint=checkpoint)
+        assert 0 < first.accepted < 37
+        as_format_2(checkpoint)
+        old = SQLiteJournal.read_batches(checkpoint)
+        assert not any(batch.exact for batch in old)
+        server.faults = FaultPlan()
+        async with client_for(server) as client:
+            second = await client.bulk_append(CAMPAIGN, rows, batch_size=10, checkpoint=checkpoint)
+    assert second.accepted == 37
+    assert second.resumed == first.accepted
+    assert set(received_numbers(server).values()) == {1}
+    after = SQLiteJournal.read_batches(checkpoint)
+    assert all(batch.exact for batch in after)
+    assert [batch.ranges for batch in after] == [
+        ((0, 3), (4, 7)),
+        ((11, 6), (19, 4)),
+        ((23, 10),),
+        ((33, 7),),
+    ]
+    assert [r.ranges for r in sorted(second.batches, key=lambda r: r.index)] == [
+        batch.ranges for batch in after
+    ]
 
 
 async def test_a_changed_input_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
@@ -297,8 +349,11 @@ async def test_a_bad_checkpoint_argument_is_refused(tmp_path: Path) -> None:
 
 LOADER = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, signal, sys
     from ryng_async import AttemptStarting, BatchSettled, RetryPolicy, RyngClient
+
+    # Ctrl-C's own handler, even when the test runs with SIGINT ignored (nohup).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def tell(event):
         if isinstance(event, AttemptStarting):
@@ -336,26 +391,58 @@ async def _run_until(process: Process, kind: str, nth: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+class KillOnArrival:
+    """An ``on_request`` hook that SIGKILLs the loader at a point the journal has recorded.
+
+    ``"arrived"``: as its ``nth`` request reaches the server (its batch was journalled in
+    flight before the request was written). ``"accepted"``: as the first request arrives
+    while the journal holds ``nth`` batches accepted (read as `checkpoint show` reads it).
+    """
+
+    def __init__(self, kind: str, nth: int, journal: Path) -> None:
+        self.kind = kind
+        self.nth = nth
+        self.journal = journal
+        self.pid: int | None = None
+        self.arrived = 0
+        self.killed_at: int | None = None
+
+    def __call__(self, request: ReceivedRequest) -> None:
+        self.arrived += 1
+        if self.killed_at is not None or self.pid is None:
+            return
+        if self.kind == "arrived":
+            reached = self.arrived >= self.nth
+        else:
+            accepted = SQLiteJournal.read_batches(self.journal, states=[BatchState.ACCEPTED])
+            reached = len(accepted) >= self.nth
+        if reached:
+            os.kill(self.pid, signal.SIGKILL)
+            self.killed_at = self.arrived
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 async def test_a_load_killed_with_sigkill_resumes_with_nothing_lost_or_sent_twice(
     tmp_path: Path, seed: int
 ) -> None:
     rng = random.Random(seed)
     count = 600
-    kind = rng.choice(["starting", "settled"])
-    nth = rng.randint(1, 50)
     checkpoint = tmp_path / "load.db"
+    kill = KillOnArrival(("arrived", "accepted")[seed % 2], rng.randint(1, 45), checkpoint)
     loader = tmp_path / "loader.py"
     loader.write_text(LOADER)
-    async with FakeRyngServer(access_token=TOKEN, latency=0.01) as server:
+    async with FakeRyngServer(access_token=TOKEN, latency=0.01, on_request=kill) as server:
         command = [sys.executable, str(loader), server.base_url, TOKEN, str(checkpoint), str(count)]
         env = {**os.environ, "PYTHONPATH": ROOT}
         async with await anyio.open_process(command, env=env) as process:
+            kill.pid = process.pid
             with anyio.fail_after(60):
-                reached = await _run_until(process, kind, nth)
-            if reached:
-                process.send_signal(signal.SIGKILL)
-            await process.wait()
+                returncode = await process.wait()
+        # Killed at the point chosen, not ended (crashed or done) before it: a loader that
+        # ended first would make the "resume" below a fresh load.
+        assert kill.killed_at is not None, f"the loader ended first (exit {returncode})"
+        assert returncode == -signal.SIGKILL
+        sent_before = server.received_requests
         async with client_for(server, retry=RetryPolicy(max_attempts=1)) as client:
             report = await client.bulk_append(
                 CAMPAIGN,
@@ -366,6 +453,8 @@ async def test_a_load_killed_with_sigkill_resumes_with_nothing_lost_or_sent_twic
             )
     check_invariant(report)
     assert report.total == count
+    assert report.resumed > 0 or kill.kind == "arrived"
+    assert sent_before < count // 10  # the kill cut the first run short
     counts = received_numbers(server)
     assert max(counts.values()) == 1  # nothing sent twice
     unknown_batches = [r for r in report.batches if r.outcome is Outcome.UNKNOWN]
@@ -378,6 +467,48 @@ async def test_a_load_killed_with_sigkill_resumes_with_nothing_lost_or_sent_twic
     every = {f"+9198{i:08d}" for i in range(count)}
     assert every - unknown_numbers <= set(counts)  # nothing lost
     assert report.accepted == count - len(unknown_numbers)
+
+
+async def test_each_request_reaches_the_server_only_once_journalled_in_flight(
+    tmp_path: Path,
+) -> None:
+    # The README's "any instant": a crash at any point leaves every request that may have
+    # reached Ryng journalled. Read the journal (as `checkpoint show` does) as each request
+    # arrives: its batch must be there, in flight, with this attempt counted.
+    path = tmp_path / "load.db"
+    arrivals: Counter[int] = Counter()
+    problems: list[str] = []
+
+    def check_journal(request: ReceivedRequest) -> None:
+        numbers = [
+            lead["number"] for lead in msgspec.json.decode(request.body)["customerData"]["jsonData"]
+        ]
+        start = int(numbers[0][5:])
+        arrivals[start] += 1
+        held = {b.start: b for b in SQLiteJournal.read_batches(path)}
+        batch = held.get(start)
+        if batch is None:
+            problems.append(f"request {request.index}: batch at {start} not in the journal")
+        elif batch.state is not BatchState.IN_FLIGHT or batch.count != len(numbers):
+            problems.append(f"request {request.index}: batch at {start} is {batch.state}")
+        elif batch.attempts < arrivals[start]:
+            problems.append(
+                f"request {request.index}: attempt {arrivals[start]} of the batch at {start} "
+                f"arrived before it was journalled (journal: {batch.attempts})"
+            )
+
+    faults = FaultPlan(seed=24, rates={Fault.ERROR_500: 0.3})  # retries: attempts 2, 3...
+    async with (
+        FakeRyngServer(access_token=TOKEN, faults=faults, on_request=check_journal) as server,
+        client_for(server) as client,
+    ):
+        report = await client.bulk_append(
+            CAMPAIGN, leads(400), batch_size=10, concurrency=4, checkpoint=path
+        )
+    check_invariant(report)
+    assert server.received_requests > 40  # some batches were tried more than once
+    assert sum(arrivals.values()) == server.received_requests
+    assert problems == []
 
 
 async def test_a_load_interrupted_with_sigint_resumes(tmp_path: Path) -> None:

@@ -173,26 +173,42 @@ def test_observers_and_the_live_report_are_the_async_ones(threaded_server: FakeR
     assert sorted(seen) == [50, 100, 100]
 
 
-def test_ctrl_c_cancels_the_load_and_leaves_the_report_final(
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler for the test, even where SIGINT is ignored (nohup, a
+    background job): these tests are about what Ctrl-C does when it reaches the process."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can be set only in the main thread")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupt_after_the_first_batch(times: int) -> Any:
+    def observe(event: LoadEvent) -> None:
+        if isinstance(event, BatchSettled) and event.progress.batches == 1:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+
+    return observe
+
+
+@pytest.mark.usefixtures("default_sigint")
+def test_ctrl_c_stops_the_load_gently_and_leaves_the_report_final(
     threaded_server: FakeRyngServer,
 ) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("asyncio turns SIGINT into a cancel only in the main thread")
-
-    def interrupt_after_the_first_batch(event: LoadEvent) -> None:
-        if isinstance(event, BatchSettled) and event.progress.batches == 1:
-            signal.raise_signal(signal.SIGINT)
-
     report = BulkReport()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as raised:
         sync.bulk_append(
             "42",
             iter(leads(5000)),
             base_url=threaded_server.base_url,
             access_token=TOKEN,
             batch_size=100,
-            concurrency=1,
-            observers=[interrupt_after_the_first_batch],
+            concurrency=4,
+            observers=[interrupt_after_the_first_batch(1)],
             report=report,
         )
     assert report.finished
@@ -200,6 +216,11 @@ def test_ctrl_c_cancels_the_load_and_leaves_the_report_final(
     assert report.total == (
         report.accepted + report.failed + report.unknown + report.skipped + report.invalid
     )
+    # The requests in flight at the Ctrl-C ended with their answers: none is unknown,
+    # and the report's accepted leads are exactly the server's.
+    assert report.unknown == 0
+    assert report.accepted == threaded_server.lead_count() >= 100
+    assert report.skipped > 0
     # Batch by batch: accepted ones reached the server, unknown ones wholly or not at all
     # (cut off in flight), the rest never; nothing arrived twice.
     received = [int(lead["number"][5:]) for lead in threaded_server.leads]
@@ -216,8 +237,53 @@ def test_ctrl_c_cancels_the_load_and_leaves_the_report_final(
         if span <= set(received):
             landed |= span
     assert set(received) == landed
-    assert report.accepted >= 100  # the first batch settled before the Ctrl-C
     assert report.total < 5000
+    assert any("stopped gently" in note for note in raised.value.__notes__)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+@pytest.mark.usefixtures("default_sigint")
+def test_a_second_ctrl_c_cancels_the_requests_in_flight() -> None:
+    # The first request is answered, the others hang: only a cancel ends them.
+    hang = FaultPlan(script=[None, *[Fault.HANG] * 10])
+    report = BulkReport()
+    with ServerThread(faults=hang) as server, pytest.raises(KeyboardInterrupt):
+        sync.bulk_append(
+            "42",
+            iter(leads(5000)),
+            base_url=server.base_url,
+            access_token=TOKEN,
+            batch_size=100,
+            concurrency=4,
+            stop_grace=600,  # the first Ctrl-C alone would wait for them
+            observers=[interrupt_after_the_first_batch(2)],
+            report=report,
+        )
+    assert report.finished
+    assert report.stopped_early
+    assert report.accepted == 100
+    assert report.unknown == 300  # cancelled in flight: they may be in Ryng
+    assert report.total == report.accepted + report.unknown + report.skipped
+
+
+def test_a_sigint_handler_of_the_caller_is_left_alone(threaded_server: FakeRyngServer) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can be set only in the main thread")
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        report = sync.bulk_append(
+            "42",
+            iter(leads(300)),
+            base_url=threaded_server.base_url,
+            access_token=TOKEN,
+            batch_size=100,
+            observers=[interrupt_after_the_first_batch(1)],
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert caught == [signal.SIGINT]
+    assert report.ok  # the caller's handler decided: the load went on
 
 
 @pytest.mark.slow

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
@@ -22,7 +23,7 @@ import anyio
 
 from .. import BatchResult, BulkReport, Outcome, Progress
 
-__all__ = ["Meter", "Snapshot", "View", "make_view", "summary_table"]
+__all__ = ["Meter", "Snapshot", "View", "json_logging", "make_view", "summary_table"]
 
 _WINDOW = 5.0  # seconds of history behind the rate shown
 
@@ -90,6 +91,8 @@ class Meter:
         self._bytes_read = bytes_read
         self._rows_read = rows_read
         self._latest: Progress | None = None
+        self.stopping = False
+        """A signal stopped the load: it waits for the requests in flight."""
         self._started = time.monotonic()
         self._history: deque[tuple[float, int]] = deque([(self._started, 0)])
 
@@ -194,12 +197,15 @@ class _LogView:
 
     def refresh(self) -> None:
         s = self.meter.snapshot()
+        stopping = self.meter.stopping
         if self.as_json:
-            line = json.dumps({"event": "progress", **s.to_dict()})
+            extra = {"stopping": True} if stopping else {}
+            line = json.dumps({"event": "progress", **s.to_dict(), **extra})
         else:
             share = "" if s.fraction is None else f" ({s.fraction:.0%})"
-            eta = "" if s.eta is None else f", {_duration(s.eta)} left"
-            line = f"progress: read {s.read:,}{share}  {_counts(s)}  {s.rate:,.0f} leads/s{eta}"
+            eta = "" if s.eta is None or stopping else f", {_duration(s.eta)} left"
+            label = "stopping, waiting for the requests in flight" if stopping else "progress"
+            line = f"{label}: read {s.read:,}{share}  {_counts(s)}  {s.rate:,.0f} leads/s{eta}"
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -217,8 +223,9 @@ class _BarView:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
         self.meter = meter
+        self._label = label
         self._progress = Progress(
-            TextColumn(f"[bold]{label}"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             TaskProgressColumn(),
             TextColumn("{task.fields[read]}"),
@@ -241,6 +248,9 @@ class _BarView:
         of = f" of {total_rows:,}" if total_rows else ""
         self._progress.update(
             self._task,
+            description="stopping, waiting for the requests in flight"
+            if self.meter.stopping
+            else self._label,
             total=None if s.fraction is None else 1.0,
             completed=s.fraction or 0.0,
             read=f"{s.read:,}{of} read",
@@ -285,6 +295,42 @@ async def tick(view: View) -> None:
     while True:
         await anyio.sleep(view.period)
         view.refresh()
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "event": "log",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info is not None and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            line["error"] = f"{type(error).__name__}: {error}"
+        return json.dumps(line)
+
+
+@contextlib.contextmanager
+def json_logging(*, enabled: bool, stream: TextIO | None = None) -> Iterator[None]:
+    """While open, the SDK's log records (warnings and up) go out as JSON lines.
+
+    Without it, Python's last-resort handler writes them to standard error as plain
+    text, breaking a log collector's one-JSON-object-a-line stream. Does nothing unless
+    ``enabled``.
+    """
+    if not enabled:
+        yield
+        return
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_JsonFormatter())
+    logger = logging.getLogger("ryng_async")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 _REASONS_SHOWN = 5
