@@ -194,6 +194,8 @@ class Target:
         goal: the target.
         op: ">=" or "<=".
         note: what the number means, or why it is what it is.
+        complete: every lead of the runs measured was accepted; False leaves the target
+            unmet whatever the value (a load that stopped early proves nothing).
     """
 
     name: str
@@ -202,10 +204,11 @@ class Target:
     op: str = ">="
     note: str = ""
     unit: str = "x"
+    complete: bool = True
     met: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        if math.isnan(self.value):
+        if math.isnan(self.value) or not self.complete:
             self.met = False
         elif self.op == ">=":
             self.met = self.value >= self.goal
@@ -232,6 +235,8 @@ class Target:
     def status(self) -> str:
         if self.met:
             return "met"
+        if not self.complete:
+            return "NOT met (not every lead accepted)"
         digits = 0 if self.gap >= 0.01 else 1 if self.gap >= 0.001 else 2
         return f"NOT met (off by {self.gap:.{digits}%})"
 
@@ -321,6 +326,7 @@ class BenchResult:
                     op=t["op"],
                     note=t["note"],
                     unit=t.get("unit", "x"),
+                    complete=t.get("complete", True),
                 )
                 for t in raw.get("targets", [])
             ],

@@ -116,7 +116,11 @@ def write_markdown(results: dict[str, Any], path: Path, *, plot: Path | None) ->
         f" {_minutes(sum(b.seconds for b in benchmarks))} on"
         f" {results.get('machine', {}).get('logical_cores', '?')} cores). Do not edit by hand:"
         " rerun it. Every comparison runs its contenders alternately in the same run, with the"
-        " fake server in a separate process, and reports the median of the rounds.",
+        " fake server in a separate process, and reports the median of the rounds. Every"
+        " ratio (in the tables and the targets) is a ratio of medians: one contender's median"
+        " over the other's, as the tables show them; a target is met or not by that ratio,"
+        " and only if every lead of the runs it rests on was accepted where the benchmark"
+        " checks it.",
         "",
     ]
     if any(b.quick for b in benchmarks):
@@ -158,60 +162,16 @@ _SERVERS = (
     " own client-side cost shows in full; the client CPU per lead is given for both."
 )
 
-_PROFILE = """\
-Profiled with pyinstrument (`python -m benchmarks.profile_sdk encoding` and `... throughput`).
-
-- **Before.** `leads_are_valid` was 77% of the SDK's encoding path (validate + pack), about
-  335 us per 1,000 leads against about 75 us for the bare `msgspec` encode, and all of that
-  time was in its own C-level passes over the chunk: the key set built through `chain`, a
-  list of every value's type, a `methodcaller` lookup of `agentsAssigned` on every row,
-  then the counts.
-- **Changed** (`ryng_async/_validate.py`): the key set via `set().union(*rows)`; when no
-  row has `agentsAssigned`, one `"".join` over all values type-checks them at once
-  (`str.join` refuses anything but a string); `dict.get` with `itertools.repeat` instead of
-  `methodcaller`; when agents are present, one join per custom key. About 335 to 210 us per
-  1,000 leads. Elsewhere: the one-token rate bucket got 0.1 token of slack (GCRA-style
-  tolerance), so a late wake-up is made up by the next request instead of lowering the
-  long-run rate, and a sliding one-second log keeps any window at the rate.
-- **Seams (issue #7).** Requests now go through `Sender.send`, which waits for its turn
-  under a `StopSignal` cancel scope on every attempt (the `Limiter` protocol has no "cannot
-  block" query) and tells observers of four to five events per batch. Measured before and
-  after in one run, old and new code alternating in fresh processes, 7 rounds of 300,000
-  leads at concurrency 16: client CPU 2.24 -> 2.18 us per lead against the validating
-  server, 1.78 -> 1.94 against the sink (rounds spread about 15%): no change beyond noise.
-- **Checkpoint (issue #8).** Profiled in the load (perf, py-spy, timers around each journal
-  call; 200,000-1,000,000 leads against the sink): the first journal cost about 1 us of
-  client CPU a lead. Its writer thread waited twice a commit for the GIL, which a busy event
-  loop gives up only after the 5 ms switch interval, so each request waited ~10 ms for its
-  in-flight record and 8 senders could not keep the loop fed; BLAKE2b took 80 us a batch;
-  each record made frozen dataclasses, a coroutine per event and two UPDATE/UPSERT
-  statements. Now: commits on the loop's thread (an fsync-free WAL append), each group of
-  records packed (msgpack) into one row of a log table (one insert a commit; folded into
-  the batch table by the next open), grouped on a busy loop with requests in flight (a
-  commit waits 40x its cost, at most 5 ms: 3-4 batches a commit), XXH3-128 digests
-  (2 us a batch), rows as tuples, the journal observer synchronous. What is left, per
-  batch of 500 in the load: the commit ~35-40 us (one commit costs 75-130 us in the load
-  against 21-27 us in a tight loop: cold caches, fcntl locks and the WAL's pwrite), the
-  in-flight and outcome records ~20 us, the digest and lookup ~10 us; about 8 ms a load to
-  open and close the file. Measured the same way (the benchmark below, 1,000,000 leads, 11
-  rounds, paired ratios), before -> after: 0.63x -> 0.89-0.95x against the validating
-  server (median of five runs 0.90x), 0.72x -> 0.91-0.97x against the sink (median 0.92x);
-  client CPU per lead 2.24 -> 3.59 us before, 2.30 -> 2.45 after. Rounds of identical loads
-  differ by about 5% on this machine, so the validating server's figure sits at the target.
-- **The floor.** After the change the profile is the remaining passes: the `str.join`s over
-  the numbers and over the values, the E.164 regex over the joined numbers, the key set and
-  the row types, beside the encode itself. One C-level pass that touches each value once
-  costs some 15-30 ns per value, as much as msgspec's whole encode of it (some 15-25 ns;
-  this run's figures are below), so validate + encode at >= 0.5x bare encode would leave
-  validation the budget of a single such pass, while checking types, E.164 numbers and key
-  names takes several. A Python-side check of every value cannot get there; it would take a
-  C extension (or the encoder doing the checks as it writes).
-"""
-
 
 def _profile_section(benchmarks: dict[str, Any]) -> list[str]:
-    """The profiling note: static findings, then what this run's numbers say about them."""
-    out = ["## What the profile showed and what changed", "", _PROFILE.rstrip()]
+    """What this run measured of the SDK's own costs (the profile history: HISTORY.md)."""
+    out = [
+        "## Where the SDK's time goes, this run",
+        "",
+        "From this run's numbers only. What earlier profiles found and what was changed,"
+        " with their dated figures, is in [HISTORY.md](HISTORY.md) (written by hand).",
+        "",
+    ]
     encoding = benchmarks.get("encoding", {}).get("data", {})
     per = encoding.get("us_per_1000")
     if per:

@@ -18,7 +18,7 @@ Runs as is: a LocalCluster of 4 worker processes, a redis-server started on a fr
 (threaded, in this process). With RYNG_ACCESS_TOKEN and RYNG_SUBDOMAIN (or RYNG_BASE_URL)
 and RYNG_REDIS_URL set, it loads into your account (campaign RYNG_CAMPAIGN, default 42) at
 RYNG_RATE requests per second (default 5). Without dask.distributed, redis-py or a Redis,
-it says so and exits 0.
+it says so and exits with status 77 (skipped: it loaded nothing).
 
     pip install 'ryng-async[redis,fleet-example]'
 """
@@ -41,12 +41,13 @@ try:
     import ryng_async.redis  # noqa: F401 - checks that redis-py is there
 except ImportError as missing:
     print(f"skipped: {missing} (pip install 'ryng-async[redis,fleet-example]')")
-    sys.exit(0)
+    sys.exit(77)  # SKIPPED, below
 
 from ryng_async import BulkReport, RyngClient
 from ryng_async.redis import RedisLimiter
 from ryng_async.testing import FakeRyngServer
 
+SKIPPED = 77  # the exit status of a run that could not load anything (as in automake)
 WORKERS = 4
 LEADS = 3_000
 BATCH = 25
@@ -138,7 +139,7 @@ def main() -> int:
         redis_url, redis_process = start_redis(folder)
         if not redis_url:
             print("skipped: no Redis (set RYNG_REDIS_URL, or apt-get install redis-server)")
-            return 0
+            return SKIPPED
         server = loop = None
         try:
             settings = {"redis_url": redis_url, "key": f"example-{os.getpid()}"}

@@ -15,7 +15,7 @@ import msgspec
 from ._models import AppendRequest
 from ._report import InvalidLead
 
-__all__ = ["Batch", "BodyTemplate", "Packer"]
+__all__ = ["Batch", "BodyTemplate", "Packer", "runs"]
 
 _encoder = msgspec.json.Encoder()
 _MARKER: list[dict[str, Any]] = [{}]
@@ -51,14 +51,40 @@ class BodyTemplate:
         return buffer
 
 
+def runs(positions: list[int]) -> tuple[tuple[int, int], ...]:
+    """The ``(start, count)`` runs of consecutive input positions in ``positions``.
+
+    ``positions`` is increasing; ``[0, 1, 3, 4]`` gives ``((0, 2), (3, 2))``.
+    """
+    if not positions:
+        return ()
+    first = positions[0]
+    if positions[-1] - first + 1 == len(positions):
+        return ((first, len(positions)),)  # the common case, found without a scan
+    out: list[tuple[int, int]] = []
+    start = previous = first
+    for position in positions[1:]:
+        if position != previous + 1:
+            out.append((start, previous - start + 1))
+            start = position
+        previous = position
+    out.append((start, previous - start + 1))
+    return tuple(out)
+
+
 @dataclass(slots=True)
 class Batch:
     """One request's worth of leads.
 
+    Its leads' input positions are ``positions``, one per row: a part of a batch (a split
+    half) is ``Batch(index, positions[i], positions[i:j], rows[i:j], body)``, and its
+    ranges follow from its own positions.
+
     Attributes:
         index: the batch's number in the load, from 0.
         start: input position of its first lead.
-        positions: input position of each lead (invalid leads leave gaps).
+        positions: input position of each lead, increasing (invalid and deduplicated
+            leads leave gaps: `ranges` names them exactly).
         rows: the leads in wire form, as sent.
         body: the encoded request body.
     """
@@ -73,6 +99,11 @@ class Batch:
     def count(self) -> int:
         """Number of leads in the batch."""
         return len(self.rows)
+
+    @property
+    def ranges(self) -> tuple[tuple[int, int], ...]:
+        """Its leads' input positions as ``(start, count)`` runs, in input order."""
+        return runs(self.positions)
 
 
 class Packer:

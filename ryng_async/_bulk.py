@@ -33,6 +33,7 @@ from ._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_KEEP_FAILED_LEADS,
+    DEFAULT_KEEP_INVALID_LEADS,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_TIMEOUT,
@@ -61,6 +62,7 @@ from ._exchange import Exchange, SendStoppedError, StopSignal
 from ._models import CampaignOptions, Lead, LeadInput
 from ._ratelimit import AdaptiveLimiter, Limiter
 from ._report import BatchResult, BulkReport, InvalidLead, Outcome
+from ._seen import SeenNumbers
 from ._sender import Sender
 from ._validate import (
     CAMPAIGN_OPTION_NAMES,
@@ -155,7 +157,7 @@ class _Load:
         self.max_consecutive_failures = limit
         self.consecutive_failures = 0
         self.input_done = False
-        self.seen: set[str] | None = set() if options.get("dedupe", False) else None
+        self.seen = SeenNumbers() if options.get("dedupe", False) else None
         self.normalize = _normalizing(options.get("default_region"))
         check_lead_source(leads)
         self.leads = leads
@@ -165,11 +167,7 @@ class _Load:
             raise ConfigurationError("report= must be a new, empty BulkReport")
         self.report.campaign_id = str(campaign_id)
         self.report.leads_kept = self.journal is None
-        keep = options.get("keep_failed_leads", DEFAULT_KEEP_FAILED_LEADS)
-        self.report.keep_failed_leads = (
-            None if keep is None else check_int(keep, "keep_failed_leads", 0)
-        )
-        self.report.shard = self.shard
+        self.on_invalid = self._bounds(options)
         self.report.start(self.clock.now())
         self.position = 0
         self.held: list[Any] = []
@@ -200,6 +198,26 @@ class _Load:
         self._watch_scope: anyio.CancelScope | None = None
         self._reading: anyio.CancelScope | None = None
         self._workers = 0
+
+    def _bounds(self, options: BulkOptions) -> Callable[[InvalidLead], object] | None:
+        """Set what the report holds (leads kept, shards); return ``on_invalid``."""
+        keep = options.get("keep_failed_leads", DEFAULT_KEEP_FAILED_LEADS)
+        self.report.keep_failed_leads = (
+            None if keep is None else check_int(keep, "keep_failed_leads", 0)
+        )
+        self.report.shard = self.shard
+        if self.shard is not None:
+            self.report.sharding = (self.shard[1], self.batch_size)
+        keep = options.get("keep_invalid_leads", DEFAULT_KEEP_INVALID_LEADS)
+        self.report.keep_invalid_leads = (
+            None if keep is None else check_int(keep, "keep_invalid_leads", 0)
+        )
+        on_invalid = options.get("on_invalid")
+        if on_invalid is not None and not callable(on_invalid):
+            raise ConfigurationError(
+                f"on_invalid must be a callable, got {type(on_invalid).__name__}"
+            )
+        return on_invalid
 
     def _observers(self, options: BulkOptions) -> Observers:
         """The client's observers, the load's, its on_progress hook, then its journal."""
@@ -305,9 +323,10 @@ class _Load:
         """
         assert self.journal is not None  # noqa: S101 - only called with a journal
         digest = self.journal.digest(batch.body)
+        ranges = batch.ranges
         try:
             prior = self.journal.prior(
-                batch.index, start=batch.start, count=batch.count, digest=digest
+                batch.index, start=batch.start, count=batch.count, digest=digest, ranges=ranges
             )
         except RyngError as exc:  # the input changed under the journal
             self.fail(exc, str(exc))
@@ -336,6 +355,7 @@ class _Load:
             elapsed=0.0,
             resumed=True,
             maybe_duplicated=prior.maybe_duplicated,
+            ranges=ranges,
         )
 
     def take(self) -> list[Batch]:
@@ -343,6 +363,7 @@ class _Load:
         chunk, self.held = self.held, []
         start = self.position
         self.position += len(chunk)
+        self.report.input_read = self.position
         if self.shard is not None and (start // self.batch_size) % self.shard[1] != self.shard[0]:
             return []  # another worker's block of the input (chunks are batch_size-aligned)
         self.report.total += len(chunk)
@@ -351,14 +372,18 @@ class _Load:
             positions = list(range(start, start + len(chunk)))
         else:
             rows, positions = self._validate_each(chunk, start)
-        return self._track(self.packer.add(rows, positions))
+        batches = self.packer.add(rows, positions)
+        if self.shard is not None:
+            # A shard's blocks are not consecutive: no batch carries leads across two.
+            batches += self.packer.finish()
+        return self._track(batches)
 
     def flush(self) -> list[Batch]:
         return self._track(self.packer.finish())
 
     def _track(self, batches: list[Batch]) -> list[Batch]:
         if self.packer.invalid:
-            self.report.record_invalid(self.packer.invalid)
+            self.record_invalid(self.packer.invalid)
             self.packer.invalid = []
         for batch in batches:
             self.unfinished[batch.index] = batch
@@ -379,7 +404,7 @@ class _Load:
                 continue
             if self.seen is not None:
                 number = row["number"]
-                if number in self.seen:
+                if not self.seen.add(number):
                     invalid.append(
                         InvalidLead(
                             position=position,
@@ -388,11 +413,18 @@ class _Load:
                         )
                     )
                     continue
-                self.seen.add(number)
             rows.append(row)
             positions.append(position)
-        self.report.record_invalid(invalid)
+        if invalid:
+            self.record_invalid(invalid)
         return rows, positions
+
+    def record_invalid(self, invalid: list[InvalidLead]) -> None:
+        """Count leads refused before sending, and hand each to ``on_invalid``."""
+        self.report.record_invalid(invalid)
+        if self.on_invalid is not None:
+            for lead in invalid:
+                self.on_invalid(lead)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -503,6 +535,7 @@ class _Load:
             else tuple(batch.rows),
             maybe_duplicated=(exchange is not None and exchange.maybe_duplicated)
             or batch.index in self.resent_after_doubt,
+            ranges=batch.ranges,
         )
 
     async def finish_batch(self, batch: Batch, result: BatchResult) -> None:
@@ -667,6 +700,10 @@ class _Load:
             settled.append(result)
         if isinstance(self.fatal, _StoppedError) and (not self.input_done or settled):
             self.report.stop(self.stop_reason or "the result stream was closed")
+        if not self.input_done:
+            self.report.mark_unread(self.position)
+        if self.seen is not None:
+            self.seen.close()
         self.report.finish(self.clock.now())
         return settled
 
@@ -752,6 +789,10 @@ class BulkOptions(CampaignOptions, total=False):
         keep_failed_leads: most leads of batches not accepted the report holds for
             ``failed_leads()`` (default 100,000); past it, only their positions are kept
             (``report.failed_ranges()``) and memory stays flat. None keeps all.
+        keep_invalid_leads: most invalid leads ``report.invalid_leads`` describes
+            (default 10,000); ``report.invalid`` counts them all. None keeps all.
+        on_invalid: a plain callable given each `InvalidLead` as it is found (all of
+            them, e.g. to write them to a file as the load goes).
         report: a new `BulkReport` to fill live; keep a reference to read it after a
             cancel or an error.
         stop: an `asyncio.Event` or `anyio.Event`: set it to stop the load gently.
@@ -780,6 +821,8 @@ class BulkOptions(CampaignOptions, total=False):
     default_region: str | None
     max_consecutive_failures: int | None
     keep_failed_leads: int | None
+    keep_invalid_leads: int | None
+    on_invalid: Callable[[InvalidLead], object] | None
     report: BulkReport | None
     stop: asyncio.Event | anyio.Event | None
     stop_grace: float | None
@@ -806,6 +849,7 @@ async def _run(load: _Load) -> BulkReport:
             await load.journal.open(load.identity)
         except BaseException as exc:  # refused before anything is read or sent
             load.report.stop(f"the checkpoint cannot be used: {exc}")
+            load.report.mark_unread(0)
             load.report.finish(load.clock.now())
             raise
     try:
@@ -1111,6 +1155,7 @@ class _JournalObserver:
                 count=batch.count,
                 digest=load.digests[batch.index],
                 attempt=event.attempt,
+                ranges=batch.ranges,
             )
         if isinstance(event, BatchSettled) and not load.report.finished:
             # Once the report is finished, end() has journalled the rest itself.
@@ -1125,6 +1170,10 @@ def _journal_settled(journal: SQLiteJournal, result: BatchResult) -> None:
     crash, the batch reads as in flight, so unknown: never resent.
     """
     if result.resumed:
+        if result.outcome is Outcome.UNKNOWN:
+            # In flight when a run died: this run says unknown, and the journal too,
+            # so it is not listed as in flight (as if a load were sending it) forever.
+            journal.resolve_in_flight(result.index, message=result.message)
         return
     journal.settled_nowait(
         result.index,

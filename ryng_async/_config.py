@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_KEEP_FAILED_LEADS",
+    "DEFAULT_KEEP_INVALID_LEADS",
     "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES",
@@ -52,6 +53,11 @@ DEFAULT_KEEP_FAILED_LEADS = 100_000
 Past it (a long load with scattered failures), the report keeps only their input
 positions (`BulkReport.failed_ranges`), so memory stays flat: about 30 MB at most."""
 
+DEFAULT_KEEP_INVALID_LEADS = 10_000
+"""Most invalid leads a bulk report describes in `BulkReport.invalid_leads` (about 3 MB).
+
+``BulkReport.invalid`` counts them all; ``on_invalid`` is given every one as it is found."""
+
 DEFAULT_MAX_ATTEMPTS = 5
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
@@ -61,6 +67,7 @@ DEFAULT_RETRY_BUDGET = 500
 RETRY_COST = 5
 SUCCESS_REFUND = 1
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFINITE_STATUSES = frozenset({503})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,9 +86,17 @@ class RetryPolicy:
         timeout: total seconds one request may spend across its attempts and waits;
             None for no limit.
         retry_statuses: HTTP statuses worth another attempt (403 and other 4xx never are).
-        retry_ambiguous: resend after a timeout or drop that may have been processed.
-            Off by default: the API has no idempotency key, so a resent batch may call
-            customers twice.
+        definite_statuses: the 5xx statuses that prove, whatever their body, that the
+            request was not processed; 503 by default (RFC 9110: the server did not
+            handle it; nginx's ``limit_req`` and a load balancer with no healthy target
+            answer it before forwarding). Ryng's own JSON error body proves it at any
+            status, and so does a 4xx (429, 413...); any other 5xx (a proxy's 502 or 504)
+            may have been processed: it is ambiguous. Add 502/504 if nothing between you
+            and Ryng can answer them after forwarding a request; remove 503 if a proxy of
+            yours answers it after an upstream reset (Envoy does).
+        retry_ambiguous: resend after a timeout, a drop or an ambiguous 5xx that may have
+            been processed. Off by default: the API has no idempotency key, so a resent
+            batch may call customers twice (such leads are counted in ``maybe_duplicated``).
         budget: capacity of the client-wide retry budget, a token bucket in the style of
             botocore's retry quota: each retry costs ``retry_cost``, each
             success refunds ``success_refund``, and with the bucket empty no request is
@@ -97,6 +112,7 @@ class RetryPolicy:
     max_retry_after: float = MAX_RETRY_AFTER
     timeout: float | None = DEFAULT_RETRY_TIMEOUT
     retry_statuses: frozenset[int] = field(default=RETRYABLE_STATUSES)
+    definite_statuses: frozenset[int] = field(default=DEFINITE_STATUSES)
     retry_ambiguous: bool = False
     budget: int | None = DEFAULT_RETRY_BUDGET
     retry_cost: int = RETRY_COST

@@ -9,11 +9,13 @@ Every error the SDK raises derives from one root::
     ├── APIError                the server answered with an error   (.status, .message, .body)
     │   ├── AuthenticationError     403 / "Unauthorized Token"
     │   ├── RateLimitError          429 (.retry_after seconds or None)
-    │   └── ServerError             5xx, or 200 with "error": true
+    │   └── ServerError             Ryng's 5xx, a 503, or 200 with "error": true
     └── TransportError          no usable answer
         ├── ConnectError            the request surely never reached the server
-        └── AmbiguousError          it may have been processed (timeout or drop after sending)
-            └── UnreadableResponseError a 2xx answer that could not be read (.status, .body)
+        └── AmbiguousError          it may have been processed (timeout or drop after sending,
+            │                       a gateway's 502/504, a 5xx that is not Ryng's JSON:
+            │                       .status, .body)
+            └── UnreadableResponseError a 2xx answer that could not be read
 
 Foreign errors (aiohttp, OSError, asyncio timeouts) never escape raw: they are wrapped
 with ``raise ... from exc``. No error message ever contains the access token.
@@ -158,7 +160,17 @@ class RateLimitError(APIError):
 
 
 class ServerError(APIError):
-    """The server failed (HTTP 5xx), or answered 200 with ``"error": true``."""
+    """A definite failure: Ryng's own 5xx JSON error, a 503, or 200 with ``"error": true``.
+
+    Attributes:
+        retry_after: the ``Retry-After`` of a 503 in seconds, or None.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, body: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
 
 
 class TransportError(RyngError):
@@ -170,11 +182,23 @@ class ConnectError(TransportError):
 
 
 class AmbiguousError(TransportError):
-    """The request may have been processed: a timeout or a drop after it was sent.
+    """The request may have been processed, and may not have been.
+
+    A timeout or a drop after it was sent, or an answer that does not prove it was not (a
+    proxy's 502 or 504, a 5xx that is not Ryng's JSON: the proxy gave up, Ryng may not have).
 
     The Append Campaign API has no idempotency key, so resending could append the
     same leads twice; the SDK does not resend unless ``RetryPolicy.retry_ambiguous``.
+
+    Attributes:
+        status: the HTTP status of the answer, or None when there was none.
+        body: the answer's body, decoded as text and cut to a preview ("" if none).
     """
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        self.status = status
+        self.body = body[:_BODY_PREVIEW]
+        super().__init__(message)
 
 
 class UnreadableResponseError(AmbiguousError):
@@ -189,8 +213,12 @@ class UnreadableResponseError(AmbiguousError):
         body: the response body, decoded as text and cut to a preview.
     """
 
+    status: int
+
     def __init__(self, message: str, *, status: int, body: str = "") -> None:
-        self.status = status
         self.message = message
-        self.body = body[:_BODY_PREVIEW]
-        super().__init__(f"HTTP {status}: {message}; the request may have been processed")
+        super().__init__(
+            f"HTTP {status}: {message}; the request may have been processed",
+            status=status,
+            body=body,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,8 @@ import msgspec
 from ._exceptions import AmbiguousError, RyngError, ValidationError
 
 __all__ = ["BatchResult", "BulkReport", "InvalidLead", "Outcome", "Progress"]
+
+Ranges = tuple[tuple[int, int], ...]
 
 
 class Outcome(enum.StrEnum):
@@ -46,9 +49,13 @@ class BatchResult:
     """The outcome of one batch of a bulk load.
 
     Attributes:
-        index: the batch's number in the load, from 0, in input order.
+        index: the batch's number in the load, from 0, in input order (in one shard:
+            a merged report of shards holds each index once per shard).
         start: input position of its first lead.
         count: leads in the batch.
+        ranges: its leads' input positions exactly, as ``(start, count)`` runs in input
+            order: invalid and deduplicated leads between them were not in the batch.
+            ``((start, count),)`` when its leads are consecutive (filled so if not given).
         outcome: accepted, failed, unknown or skipped.
         status: the last HTTP status received, or None.
         message: the server's message, or a description of the failure.
@@ -75,6 +82,11 @@ class BatchResult:
     leads: tuple[dict[str, Any], ...] = ()
     resumed: bool = False
     maybe_duplicated: bool = False
+    ranges: Ranges = ()
+
+    def __post_init__(self) -> None:
+        if not self.ranges and self.count:
+            object.__setattr__(self, "ranges", ((self.start, self.count),))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-able values (leads left out)."""
@@ -82,6 +94,7 @@ class BatchResult:
             "index": self.index,
             "start": self.start,
             "count": self.count,
+            "ranges": [list(run) for run in self.ranges],
             "outcome": self.outcome.value,
             "status": self.status,
             "message": self.message,
@@ -132,11 +145,22 @@ class BulkReport:
         total: leads read from the input.
         accepted, failed, unknown, skipped, invalid: leads by outcome.
         batches: every batch's `BatchResult`, in completion order.
-        invalid_leads: every lead refused before sending, with its position and reason.
+        invalid_leads: the leads refused before sending, with position and reason, in
+            input order: the first ``keep_invalid_leads`` of them (``invalid`` counts all;
+            a position read that is in no batch's ``ranges`` is invalid too).
         elapsed: seconds the load ran.
         finished: the load has ended (normally or not).
-        stopped_early: the input was not read to its end (403, cancel, input error).
+        stopped_early: the input was not read to its end (403, cancel, input error,
+            ``max_consecutive_failures``, a limiter that failed), or the load ended with
+            leads it had read never sent.
         stop_reason: why it stopped early, or None.
+        input_read: input positions read (every shard reads the whole input: other
+            shards' blocks included); in a merged report, the most any shard read.
+        unread: for each shard that stopped before the end of its input (shard 0 for an
+            unsharded load), the first input position it did not read: its leads from
+            there on were never read, and `failed_ranges` lists them to send again.
+        sharding: for a sharded load (and a merged report of shards), the shard count
+            and the size of a shard's blocks of input positions (its ``batch_size``).
         resumed: leads whose outcome (accepted, or unknown: in flight when an earlier run
             stopped) comes from the checkpoint journal; they were not sent in this run.
         maybe_duplicated: accepted leads that were sent again after an attempt that may
@@ -166,7 +190,11 @@ class BulkReport:
     maybe_duplicated: int = 0
     leads_kept: bool = True
     keep_failed_leads: int | None = field(default=None, repr=False)
+    keep_invalid_leads: int | None = field(default=None, repr=False)
     shard: tuple[int, int] | None = None
+    input_read: int = 0
+    unread: dict[int, int] = field(default_factory=dict)
+    sharding: tuple[int, int] | None = None
     _started: float | None = field(default=None, repr=False)
     _resumed_accepted: int = field(default=0, repr=False)
     _leads_held: int = field(default=0, repr=False)
@@ -243,6 +271,10 @@ class BulkReport:
                 setattr(merged, name, getattr(merged, name) + getattr(part, name))
             merged.batches.extend(part.batches)
             merged.invalid_leads.extend(part.invalid_leads)
+            merged.unread.update(part.unread)
+        merged.input_read = max(part.input_read for part in parts)
+        merged.shard = None if len(parts) > 1 else parts[0].shard
+        merged.sharding = parts[0].sharding
         merged.batches.sort(key=lambda result: result.start)
         merged.invalid_leads.sort(key=lambda lead: lead.position)
         merged.elapsed = max(part.elapsed for part in parts)
@@ -294,23 +326,60 @@ class BulkReport:
             replace(result, leads=()) if result.leads else result for result in self.batches
         ]
 
-    def failed_ranges(self) -> list[tuple[int, int]]:
-        """Return ``(start, count)`` of every failed, unknown and skipped batch, in input order.
+    def failed_ranges(self) -> list[tuple[int, int | None]]:
+        """Return the input positions to send again, as ``(start, count)`` runs in order.
 
-        The input positions to read again when the report kept no leads (``leads_kept``
-        is False). Positions count leads from 0 in the input, invalid ones included; a
-        batch's range may span invalid leads (see ``invalid_leads``), which were not sent.
+        Every lead of the failed, unknown and skipped batches (exactly: a batch's runs
+        skip its invalid and deduplicated leads), then the input never read when the load
+        stopped early (see ``unread``). Positions count leads from 0 in the input, invalid
+        ones included. A count of None means every position from ``start`` on (the end
+        of the input was never read): in the report of one shard, that shard's blocks
+        from there on; merge the shards' reports for their exact runs. Read them again
+        when the report kept no leads (``leads_kept`` is False), or to re-drive the load
+        without a checkpoint.
         """
-        return sorted(
-            (result.start, result.count)
+        out: list[tuple[int, int | None]] = [
+            run
             for result in self.batches
             if result.outcome is not Outcome.ACCEPTED
-        )
+            for run in result.ranges
+        ]
+        out.extend(self._unread_ranges())
+        out.sort(key=lambda run: run[0])
+        return out
+
+    def _unread_ranges(self) -> list[tuple[int, int | None]]:
+        """The runs of input never read: per stopped shard, up to where the input is known."""
+        if not self.unread:
+            return []
+        if self.sharding is None or self.shard is not None:
+            # Unsharded, or one shard's own report: from its first unread position on.
+            return [(min(self.unread.values()), None)]
+        count, block = self.sharding
+        end = self.input_read  # read to its end by a shard that did not stop, if any
+        out: list[tuple[int, int | None]] = []
+        for index, first in self.unread.items():
+            for number in range(first // block, -(-end // block)):
+                start = max(number * block, first)
+                length = min((number + 1) * block, end) - start
+                if number % count == index and length > 0:
+                    out.append((start, length))
+        if len(self.unread) == count:  # every shard stopped: the end was never read
+            out.append((end, None))
+        return out
 
     def record_invalid(self, leads: list[InvalidLead]) -> None:
-        """Add leads refused by validation."""
-        self.invalid_leads.extend(leads)
+        """Add leads refused by validation (described up to ``keep_invalid_leads``)."""
+        keep = self.keep_invalid_leads
+        if keep is None:
+            self.invalid_leads.extend(leads)
+        elif len(self.invalid_leads) < keep:
+            self.invalid_leads.extend(leads[: keep - len(self.invalid_leads)])
         self.invalid += len(leads)
+
+    def mark_unread(self, position: int) -> None:
+        """Say the load stopped reading its input before ``position`` (the first unread)."""
+        self.unread[self.shard[0] if self.shard is not None else 0] = position
 
     def stop(self, reason: str) -> None:
         """Mark the load as stopped before the end of its input (first reason kept)."""
@@ -346,7 +415,8 @@ class BulkReport:
 
         These are the leads to send again. Unknown ones may already have been appended:
         check them (callbacks, the Ryng console) before resending, or customers may be
-        called twice.
+        called twice. Leads the load never read (``unread``: it stopped early) are not
+        here, since it never had them: `failed_ranges` names their positions too.
 
         Raises:
             RyngError: the report kept no leads (``leads_kept`` is False): with a
@@ -369,10 +439,12 @@ class BulkReport:
 
         Raises:
             RyngError: with ``.report`` set to this report: the error of the first batch
-                that ended with one (in input order); else `AmbiguousError` if some
-                leads may or may not have been appended (cut off by a cancel); else a
-                plain `RyngError` if leads were never sent, or the input not read to its
-                end; else `ValidationError` naming the first invalid lead.
+                that ended with one (in input order; a copy, so the report's own error
+                and its traceback stay as they are however often this raises); else
+                `AmbiguousError` if some leads may or may not have been appended (cut off
+                by a cancel); else a plain `RyngError` if leads were never sent, or the
+                input not read to its end; else `ValidationError` naming the first
+                invalid lead.
         """
         if self.ok:
             return
@@ -383,24 +455,33 @@ class BulkReport:
         reason = self.stop_reason or "the load did not finish"
         error: RyngError
         if first_error is not None:
-            error = first_error
+            error = _fresh(first_error)
         elif self.unknown:
             error = AmbiguousError(
                 f"{self.unknown} leads may or may not have been appended ({reason}); "
                 "check them before sending them again"
             )
-        elif self.skipped or self.stopped_early or not self.finished or not self.invalid_leads:
+        elif self.skipped or self.stopped_early or not self.finished or not self.invalid:
             parts = [f"{self.skipped} leads were never sent"] if self.skipped else []
             if self.stopped_early:
-                parts.append("the input was not read to its end")
+                parts.append(
+                    "the input was not read to its end"
+                    + (
+                        f" (first position not read: {min(self.unread.values())})"
+                        if self.unread
+                        else ""
+                    )
+                )
             error = RyngError(f"{'; '.join(parts) or 'the load did not finish'} ({reason})")
-        else:
+        elif self.invalid_leads:
             first = self.invalid_leads[0]
             error = ValidationError(
                 f"{first.reason} ({self.invalid} invalid leads in all, none of them sent)",
                 field=first.field,
                 position=first.position,
             )
+        else:  # invalid leads counted, none described (keep_invalid_leads=0)
+            error = ValidationError(f"{self.invalid} invalid leads, none of them sent")
         error.report = self
         raise error
 
@@ -421,6 +502,10 @@ class BulkReport:
             "resumed": self.resumed,
             "maybe_duplicated": self.maybe_duplicated,
             "shard": None if self.shard is None else list(self.shard),
+            "sharding": None if self.sharding is None else list(self.sharding),
+            "input_read": self.input_read,
+            "unread": {str(shard): position for shard, position in sorted(self.unread.items())},
+            "failed_ranges": [list(run) for run in self.failed_ranges()],
             "elapsed": round(self.elapsed, 6),
             "leads_per_second": round(self.leads_per_second, 1),
             "batches": [r.to_dict() for r in self.batches],
@@ -448,4 +533,24 @@ class BulkReport:
             )
         if self.stopped_early:
             line += f"; stopped early: {self.stop_reason}"
+        if self.unread:
+            line += "; not read from input position " + ", ".join(
+                f"{position} (shard {shard})" if self.sharding else str(position)
+                for shard, position in sorted(self.unread.items())
+            )
         return line
+
+
+def _fresh(error: RyngError) -> RyngError:
+    """A copy of ``error`` to raise, so raising never grows the original's traceback.
+
+    The original lives in the report; a raise would chain the caller's frames onto its
+    ``__traceback__`` (and each raise again, deeper), keeping them alive with the report.
+    """
+    try:
+        fresh = copy.copy(error)
+    except Exception:
+        return error
+    fresh.__cause__ = error.__cause__
+    fresh.__suppress_context__ = error.__suppress_context__
+    return fresh

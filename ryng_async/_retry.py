@@ -22,15 +22,19 @@ from ._exceptions import (
     ConnectError,
     RateLimitError,
     RyngError,
+    ServerError,
 )
 
 __all__ = [
     "RetryBudget",
     "RetryDetails",
     "backoff_delay",
+    "is_definite",
     "is_retryable",
     "may_have_been_processed",
+    "paces",
     "parse_retry_after",
+    "retry_after_of",
     "retry_delay",
 ]
 
@@ -56,22 +60,54 @@ class RetryDetails:
     error: RyngError
 
 
+def is_definite(status: int, *, ryng_error: bool, policy: RetryPolicy) -> bool:
+    """Say whether an HTTP answer (not a 2xx) proves its request was not processed.
+
+    The table, for an answer that is not a success:
+
+    =====================================  =========================================
+    answer                                 the request
+    =====================================  =========================================
+    Ryng's JSON error body, any status     was not processed (definite)
+    3xx, 4xx (403, 413, 429...)            was not processed (definite)
+    5xx in ``policy.definite_statuses``    was not processed (definite; 503 by default)
+    any other 5xx (502, 504, an HTML 500)  may have been (ambiguous: a proxy gave up)
+    =====================================  =========================================
+
+    A 2xx that cannot be read is ambiguous too (`UnreadableResponseError`).
+    """
+    if ryng_error or status < 500:
+        return True
+    return status in policy.definite_statuses
+
+
 def may_have_been_processed(error: RyngError) -> bool:
     """Say whether a failed attempt may still have appended its leads.
 
     The one home of that rule: an `AmbiguousError` may have (a timeout or a drop after
-    sending, or a 2xx answer that could not be read: `UnreadableResponseError`); every
-    other error is definite (``"error": true``, a `ServerError`, is the vendor's refusal).
+    sending, a 5xx that `is_definite` does not prove, or a 2xx answer that could not be
+    read: `UnreadableResponseError`); every other error is definite.
     """
     return isinstance(error, AmbiguousError)
+
+
+def paces(error: RyngError) -> bool:
+    """Say whether ``error`` asks the client to slow down: a 429, or a 503 (RFC 9110).
+
+    Both pause the client for their ``Retry-After`` and tell the limiter (AIMD).
+    """
+    return isinstance(error, RateLimitError) or (
+        isinstance(error, ServerError) and error.status == 503
+    )
 
 
 def is_retryable(error: RyngError, policy: RetryPolicy) -> bool:
     """Say whether ``error`` is worth another attempt under ``policy``.
 
     Connection failures that surely never reached the server and the policy's statuses
-    (429, 500, 502, 503, 504 by default) are; 403 and every other 4xx never are; an
-    ambiguous failure only when ``policy.retry_ambiguous``.
+    (429, 500, 502, 503, 504 by default) when the answer was definite are; 403 and every
+    other 4xx never are; an ambiguous failure only when ``policy.retry_ambiguous`` (and,
+    if it came with a 3xx-5xx status, that status is among the policy's).
     """
     if isinstance(error, AuthenticationError):
         return False
@@ -80,6 +116,9 @@ def is_retryable(error: RyngError, policy: RetryPolicy) -> bool:
     if isinstance(error, ConnectError):
         return True
     if isinstance(error, AmbiguousError):
+        status = error.status
+        if status is not None and status >= 300 and status not in policy.retry_statuses:
+            return False
         return policy.retry_ambiguous
     return False
 
@@ -97,11 +136,20 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> floa
 def retry_delay(error: RyngError, attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     """Return the wait before the next attempt: ``Retry-After`` if given, else backoff.
 
-    A server's ``Retry-After`` is honoured up to ``policy.max_retry_after``.
+    A server's ``Retry-After`` (on a 429 or a 503) is honoured up to
+    ``policy.max_retry_after``.
     """
-    if isinstance(error, RateLimitError) and error.retry_after is not None:
-        return min(error.retry_after, policy.max_retry_after)
+    retry_after = retry_after_of(error)
+    if retry_after is not None:
+        return min(retry_after, policy.max_retry_after)
     return backoff_delay(attempt, policy, rng)
+
+
+def retry_after_of(error: RyngError) -> float | None:
+    """The ``Retry-After`` seconds a 429 or a 503 came with, else None."""
+    if isinstance(error, RateLimitError | ServerError):
+        return error.retry_after
+    return None
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

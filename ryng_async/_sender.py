@@ -22,6 +22,7 @@ import asyncio
 import errno
 import logging
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -59,9 +60,12 @@ from ._ratelimit import Limiter, PauseGate
 from ._retry import (
     RetryBudget,
     RetryDetails,
+    is_definite,
     is_retryable,
     may_have_been_processed,
+    paces,
     parse_retry_after,
+    retry_after_of,
     retry_delay,
 )
 
@@ -73,18 +77,34 @@ _USER_AGENT = "ryng-async"
 _READ_CHUNK = 64 * 1024
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 _LARGE_BODY = 1 << 20  # aiohttp warns of raw bodies past this size
+UNPROVEN_IDLE = 0.5
+"""Seconds of idleness after which a connection is reused only on proof it stays open."""
+_REUSE, _PROBE, _CLOSE = "reuse", "probe", "close"
+_idle_clock = time.monotonic  # how long pooled connections idle (tests move it by hand)
 # The connection the current task's request went out on: a small answer is read whole with
 # its headers and its connection released before the caller sees the response.
 _CONNECTION: ContextVar[ResponseHandler | None] = ContextVar("ryng_connection", default=None)
 
 
 class _KeepAliveConnector(aiohttp.TCPConnector):
-    """The owned pool: aiohttp's, plus the server's ``Keep-Alive: timeout=N`` honoured.
+    """The owned pool: aiohttp's, plus a connection reused only while surely still open.
 
     aiohttp itself drops connections idle longer than ``keepalive_timeout``. This adds,
-    through the connector's public ``connect``, the per-connection limit a server announces:
-    a connection idle longer than its server's hint minus `KEEPALIVE_MARGIN` is closed
-    instead of reused (with no hint seen, nothing is added to aiohttp's own path).
+    through the connector's ``connect``, two limits on reusing an idle connection:
+
+    - a server's ``Keep-Alive: timeout=N``: not reused once idle past ``N`` less
+      `KEEPALIVE_MARGIN`;
+    - without that hint (nginx and gunicorn send none), proof: a connection idle up to
+      `UNPROVEN_IDLE` is reused (no server we know closes faster than 1 s); past it, only if
+      the pool has already seen one of this server's connections still open at an idle age
+      that much longer (the longest seen, less a margin: `KEEPALIVE_MARGIN` or half of it).
+      Each connection handed back by aiohttp is such an observation, so a server that
+      closes idle connections after 2 s is never sent a request at 2 s: a new connection
+      is opened instead, and the one refused is kept open, out of the pool and never
+      sent on, as a probe (up to ``keepalive_timeout``): if it survives, the proof grows. The cost,
+      against a server that keeps connections longer: a new connection for the first
+      requests after idle spells longer than anything proven yet (nothing for a busy
+      load, whose connections idle for milliseconds).
     """
 
     def __init__(self, *, limit: int, keepalive_timeout: float) -> None:
@@ -94,6 +114,10 @@ class _KeepAliveConnector(aiohttp.TCPConnector):
             super().__init__(limit=limit, limit_per_host=limit, force_close=True)
         self._idle_limits: WeakKeyDictionary[ResponseHandler, float] = WeakKeyDictionary()
         self._released: WeakKeyDictionary[ResponseHandler, float] = WeakKeyDictionary()
+        self._longest_idle = keepalive_timeout
+        self.proven_idle = 0.0  # the longest idle time a connection was seen to survive
+        self.refused_idle = 0  # idle connections not reused (unproven)
+        self._probe: tuple[aiohttp.connector.Connection, ResponseHandler, float] | None = None
 
     async def connect(
         self,
@@ -101,24 +125,67 @@ class _KeepAliveConnector(aiohttp.TCPConnector):
         traces: list[Trace],
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature, overridden
     ) -> aiohttp.connector.Connection:
-        """Return a connection from the pool that has not idled past its limit, or a new one."""
+        """Return a connection from the pool that is surely still open, or a new one."""
+        self._watch_probe()
         connection = await super().connect(req, traces, timeout)
-        if self._idle_limits:
-            # Bounded: each pass closes one idle connection of the pool (at most `limit`
-            # of them); a new connection ends the loop.
-            for _ in range(self.limit):
-                protocol = connection.protocol
-                if protocol is None or not self._idled_too_long(protocol):
-                    break
+        # Bounded: each pass takes one idle connection out of the pool (at most `limit`
+        # of them); a new connection ends the loop.
+        for _ in range(self.limit):
+            protocol = connection.protocol
+            if protocol is None:
+                break
+            released = self._released.pop(protocol, None)
+            verdict = _REUSE if released is None else self._verdict(protocol, released)
+            if verdict is _REUSE:
+                break
+            if verdict is _PROBE and self._probe is None and self.limit > 1:
+                # Kept open, never sent on, only to see how long the server keeps it. One
+                # at most: it holds one place of the pool, and the others can go on.
+                self._probe = (connection, protocol, released or 0.0)
+            else:
                 connection.close()
-                connection = await super().connect(req, traces, timeout)
+            connection = await super().connect(req, traces, timeout)
         _CONNECTION.set(connection.protocol)
         return connection
 
-    def _idled_too_long(self, protocol: ResponseHandler) -> bool:
-        released = self._released.pop(protocol, None)
-        limit = self._idle_limits.get(protocol)
-        return released is not None and limit is not None and time.monotonic() - released > limit
+    def _verdict(self, protocol: ResponseHandler, released: float) -> str:
+        """Reuse an idle connection, keep it idle as a probe, or close it."""
+        idle = _idle_clock() - released
+        hint = self._idle_limits.get(protocol)
+        if idle > self._longest_idle or (hint is not None and idle > hint):
+            return _CLOSE
+        # aiohttp hands back only a connection still open: it survived ``idle``.
+        proven = self.proven_idle
+        self._survived(idle)
+        if (
+            hint is not None
+            or idle <= UNPROVEN_IDLE
+            or idle <= proven - min(KEEPALIVE_MARGIN, proven / 2)
+        ):
+            return _REUSE
+        self.refused_idle += 1
+        return _PROBE
+
+    def _survived(self, idle: float) -> None:
+        self.proven_idle = max(self.proven_idle, min(idle, self._longest_idle))
+
+    def _watch_probe(self) -> None:
+        """Note how long the probe has stayed open; close it once it proved all it can."""
+        if self._probe is None:
+            return
+        _, protocol, released = self._probe
+        idle = _idle_clock() - released
+        if protocol.is_connected():
+            self._survived(idle)
+            if idle < self._longest_idle:
+                return
+        self.close_probe()
+
+    def close_probe(self) -> None:
+        """Close the probe connection, if any (before the pool closes)."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe[0].close()  # not back to the pool: never reused
 
     def honour_keep_alive(self, response: aiohttp.ClientResponse) -> None:
         """Note the ``Keep-Alive: timeout=N`` of the current task's answer, for its connection."""
@@ -130,13 +197,13 @@ class _KeepAliveConnector(aiohttp.TCPConnector):
     def released(self) -> None:
         """Note that the current task's connection went back to the pool, idle from now."""
         protocol = _CONNECTION.get()
-        limit = None if protocol is None else self._idle_limits.get(protocol)
-        if protocol is None or limit is None:
+        if protocol is None:
             return
-        if limit <= 0:
+        limit = self._idle_limits.get(protocol)
+        if limit is not None and limit <= 0:
             protocol.close()  # a hint too short to reuse the connection safely
         else:
-            self._released[protocol] = time.monotonic()
+            self._released[protocol] = _idle_clock()
 
 
 def keep_alive_timeout(header: str | None) -> float | None:
@@ -234,6 +301,7 @@ class Sender:
         keepalive_timeout: float,
     ) -> None:
         self.headers: Mapping[str, str] = {"x-access-token": token, "User-Agent": _USER_AGENT}
+        self._token = token.encode()
         self.json_headers: Mapping[str, str] = {
             **self.headers,
             "Content-Type": "application/json",
@@ -299,6 +367,8 @@ class Sender:
             # the attempt timeout) before the pool they run on is closed.
             await asyncio.wait(list(self._loads))
         self.closed = True
+        if self._connector is not None:
+            self._connector.close_probe()
         self._connector = None
         session, self._session = self._session, None
         if session is not None and self._owns_session:
@@ -433,8 +503,8 @@ class Sender:
                 ),
                 request_error=error,
             )
-        if isinstance(error, RateLimitError):
-            pause = error.retry_after
+        if paces(error):  # a 429 or a 503
+            pause = retry_after_of(error)
             if pause is not None:
                 pause = min(pause, self.retry.max_retry_after)
                 self.pauses.pause(pause)
@@ -488,6 +558,7 @@ class Sender:
                     connector.honour_keep_alive(response)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+                location = response.headers.get("Location")
                 raw = await self._read_capped(response)
             if connector is not None:
                 connector.released()
@@ -506,7 +577,19 @@ class Sender:
                 f"no answer from {url.host} after sending ({_describe(exc)}); "
                 "the request may have been processed"
             ) from exc
-        return interpret(status, raw, retry_after)
+        token = self._token
+        if token and token in raw:  # a proxy's page echoing the request: never show it
+            raw = raw.replace(token, b"<token>")
+        if location is not None and token and token.decode() in location:
+            location = location.replace(token.decode(), "<token>")
+        return interpret(
+            status,
+            raw,
+            retry_after,
+            location=location,
+            sent=len(data) if raw_body else None,
+            policy=self.retry,
+        )
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes
@@ -532,7 +615,7 @@ def _raise_too_long(what: str, limit: int, status: int) -> None:
 
 def _status(error: RyngError) -> int | None:
     """The HTTP status an error came with, if it came with one."""
-    if isinstance(error, APIError | UnreadableResponseError):
+    if isinstance(error, APIError | AmbiguousError):
         return error.status
     return None
 
@@ -595,25 +678,40 @@ def _resource_message(code: int) -> str:
     )
 
 
-def interpret(status: int, raw: bytes, retry_after: str | None) -> AppendResponse:
-    """Map an HTTP answer to the vendor's response, or raise the matching `APIError`."""
+_DEFAULT_POLICY = RetryPolicy()
+_EXCERPT = 80
+_TAGS = re.compile(r"<[^>]*>")
+
+
+def excerpt(text: str, limit: int = _EXCERPT) -> str:
+    """Return a short one-line excerpt of a body that is not Ryng's JSON (tags dropped)."""
+    plain = " ".join(_TAGS.sub(" ", text).split())
+    if not plain:
+        return "(empty body)"
+    return plain if len(plain) <= limit else plain[: limit - 3] + "..."
+
+
+def interpret(
+    status: int,
+    raw: bytes,
+    retry_after: str | None,
+    *,
+    location: str | None = None,
+    sent: int | None = None,
+    policy: RetryPolicy = _DEFAULT_POLICY,
+) -> AppendResponse:
+    """Map an HTTP answer to the vendor's response, or raise the matching error.
+
+    What is definite and what is ambiguous is `is_definite`'s table: a 5xx that does not
+    prove the request was not processed (a proxy's 502 or 504) is an `AmbiguousError`
+    keeping its ``.status`` and ``.body``. ``location`` is a redirect's ``Location`` (never
+    followed), ``sent`` the size of the request body (named by a 413's message).
+    """
     text = raw.decode("utf-8", "replace")
     try:
         parsed: AppendResponse | None = decode_response(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         parsed = None
-    message = parsed.message if parsed is not None and parsed.message else None
-    if status == 403:
-        raise AuthenticationError(message or "Unauthorized Token", status=status, body=text)
-    if status == 429:
-        raise RateLimitError(
-            message or "Too Many Requests",
-            status=status,
-            body=text,
-            retry_after=parse_retry_after(retry_after),
-        )
-    if status >= 500:
-        raise ServerError(message or "server error", status=status, body=text)
     if 200 <= status < 300:
         if parsed is None:
             raise UnreadableResponseError(
@@ -624,7 +722,57 @@ def interpret(status: int, raw: bytes, retry_after: str | None) -> AppendRespons
         if parsed.error:
             raise ServerError(parsed.message or "error: true", status=status, body=text)
         return parsed
-    raise APIError(message or "unexpected HTTP status", status=status, body=text)
+    ryng_error = parsed is not None and parsed.error
+    if not is_definite(status, ryng_error=ryng_error, policy=policy):
+        raise AmbiguousError(
+            f"HTTP {status} from a proxy or gateway (not Ryng's JSON): {excerpt(text)}; "
+            "the request may have been processed",
+            status=status,
+            body=text,
+        )
+    if parsed is not None and ryng_error:
+        message = parsed.message or _REASONS.get(status, "error: true")
+    else:
+        message = (
+            f"{_REASONS.get(status, 'unexpected HTTP status')} (not Ryng's JSON): {excerpt(text)}"
+        )
+    if 300 <= status < 400:
+        message = (
+            f"redirect to {location or '(no Location header)'} not followed: the token is "
+            "sent only to the configured address; set base_url to where Ryng's API answers"
+        )
+    if status == 403:
+        raise AuthenticationError(
+            parsed.message if parsed is not None and parsed.message else "Unauthorized Token",
+            status=status,
+            body=text,
+        )
+    if status == 429:
+        raise RateLimitError(
+            message, status=status, body=text, retry_after=parse_retry_after(retry_after)
+        )
+    if status == 413:
+        size = "the request body" if sent is None else f"a request body of {sent:,} bytes"
+        message = (
+            f"{size} is larger than the server accepts ({message}); send fewer or smaller "
+            "leads a request (max_batch_bytes)"
+        )
+    if status >= 500:
+        raise ServerError(
+            message,
+            status=status,
+            body=text,
+            retry_after=parse_retry_after(retry_after) if status == 503 else None,
+        )
+    raise APIError(message, status=status, body=text)
+
+
+_REASONS = {
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "server error",
+    503: "Service Unavailable",
+}
 
 
 async def _feedback(call: Any, *, request_error: RyngError | None = None) -> None:

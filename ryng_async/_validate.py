@@ -293,6 +293,8 @@ class _RetrySettings(Protocol):
     @property
     def retry_statuses(self) -> frozenset[int]: ...
     @property
+    def definite_statuses(self) -> frozenset[int]: ...
+    @property
     def budget(self) -> int | None: ...
     @property
     def retry_cost(self) -> int: ...
@@ -317,6 +319,8 @@ def check_retry_policy(policy: _RetrySettings) -> None:
     )
     bad = sorted(s for s in policy.retry_statuses if s == 403 or not 400 <= s <= 599)
     _check_policy(not bad, f"retry_statuses may only hold 4xx/5xx other than 403, got {bad}")
+    bad = sorted(s for s in policy.definite_statuses if not 500 <= s <= 599)
+    _check_policy(not bad, f"definite_statuses may only hold 5xx statuses, got {bad}")
     _check_policy(
         policy.budget is None or policy.budget >= 0, f"budget must be >= 0, got {policy.budget}"
     )

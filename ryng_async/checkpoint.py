@@ -3,8 +3,9 @@
 A load journals each batch as in flight before its request is written and its outcome as
 soon as it is known, so a load killed at any instant can be run again without losing or
 resending a lead. The journal holds no lead content: a batch is its index, the input
-position of its first lead, its lead count and a digest of its encoded body. Its size grows
-with batches, never with leads.
+position of its first lead, its lead count, its leads' exact input positions (runs of
+consecutive positions, when invalid or deduplicated leads fall between them) and a digest
+of its encoded body. Its size grows with batches, never with leads.
 
 The file is an SQLite database (the standard library's ``sqlite3``) in WAL mode: a process
 killed at any instant, even by SIGKILL, leaves a consistent journal. One load at a time owns
@@ -48,7 +49,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -70,13 +71,15 @@ __all__ = [
     "SQLiteJournal",
 ]
 
-JOURNAL_FORMAT_VERSION: int = 2
+JOURNAL_FORMAT_VERSION: int = 3
 """The layout this version writes. Older journals are migrated on open; newer are refused.
 
 1: the first layout (batch digests by BLAKE2b-128). 2: the load records its digest
 algorithm (new journals use XXH3-128, about 40x cheaper a batch; a journal of format 1
 keeps BLAKE2b, so its resumes still match), and a load appends its records to a log
-table, one row a commit, folded into the batch table by the next open.
+table, one row a commit, folded into the batch table by the next open. 3: a batch records
+its leads' exact input positions (``ranges``); a batch of an older journal has none until
+a load meets it again (its ``start`` and ``count`` may span invalid leads).
 """
 
 # PRAGMA application_id: "RYNG" in ASCII, so `file` and sqlite tools can tell our journals.
@@ -168,6 +171,11 @@ class JournalledBatch:
         index: the batch's number in the load, from 0.
         start: input position of its first lead.
         count: leads in it.
+        ranges: its leads' input positions exactly, as ``(start, count)`` runs in input
+            order (one run when they are consecutive).
+        exact: ``ranges`` is known exactly; False for a batch recorded by a journal of
+            format 2 or older and not met by a load since (then ``ranges`` is
+            ``((start, count),)``, which may span invalid or deduplicated leads).
         digest: digest of its encoded body, as the load computed it.
         state: the last state recorded.
         attempts: requests sent for it by the run that recorded the state.
@@ -186,11 +194,17 @@ class JournalledBatch:
     status: int | None
     message: str
     maybe_duplicated: bool
+    ranges: tuple[tuple[int, int], ...] = ()
+    exact: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.ranges and self.count:
+            object.__setattr__(self, "ranges", ((self.start, self.count),))
 
     @property
     def positions(self) -> str:
-        """Its lead positions for messages, e.g. ``"leads 6000-6499"``."""
-        return f"leads {self.start}-{self.start + self.count - 1}"
+        """Its lead positions for messages, e.g. ``"leads 6000-6499"`` or ``"leads 0-1, 3-4"``."""
+        return "leads " + _describe(self.ranges)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +231,10 @@ class JournalSummary:
         uncertain: batches in flight or unknown: they may or may not be in Ryng; check
             their leads there before sending them again.
         size_bytes: bytes on disk (the database and its WAL file).
+        holder: the process id of the load holding the journal now, or None if no load
+            does: batches in flight then belong to a run that stopped (they are unknown,
+            and the next run reports them so); with a holder they may be in flight now.
+            0 if a load holds it but its id cannot be read.
     """
 
     path: str
@@ -233,6 +251,7 @@ class JournalSummary:
     next_position: int
     uncertain: tuple[JournalledBatch, ...]
     size_bytes: int
+    holder: int | None = None
 
     @property
     def total_batches(self) -> int:
@@ -270,9 +289,12 @@ _SCHEMA = (
         attempts INTEGER NOT NULL,
         status INTEGER,
         message TEXT NOT NULL,
-        maybe_duplicated INTEGER NOT NULL
+        maybe_duplicated INTEGER NOT NULL,
+        ranges TEXT
     )""",
 )
+# ``batch.ranges`` (format 3): '' when its leads are consecutive from ``start``, else runs
+# of positions 'first-last,first-last'; NULL for a batch an older format recorded.
 # A load appends its records here, one row a commit (format 2): one short insert however
 # many records a commit holds. Folded into `batch` by the next open (readers replay it).
 _LOG_SCHEMA = """CREATE TABLE log (
@@ -292,24 +314,36 @@ def _to_format_2(conn: sqlite3.Connection) -> None:
 
 # version -> the function that turns a journal of that version into one of version + 1,
 # inside the transaction that then sets the new user_version. Add one with each new layout.
-_MIGRATIONS: dict[int, _Migration] = {1: _to_format_2}
+def _to_format_3(conn: sqlite3.Connection) -> None:
+    """2 -> 3: a batch records its leads' exact input positions (NULL: not known yet)."""
+    conn.execute("ALTER TABLE batch ADD COLUMN ranges TEXT")
+    old = msgspec.msgpack.Decoder(
+        list[tuple[int, int, int, bytes, str, int, int | None, str, bool]]
+    ).decode
+    for seq, records in conn.execute("SELECT seq, records FROM log").fetchall():
+        upgraded = [(*record, None) for record in old(records)]
+        conn.execute("UPDATE log SET records = ? WHERE seq = ?", (_pack_records(upgraded), seq))
+
+
+_MIGRATIONS: dict[int, _Migration] = {1: _to_format_2, 2: _to_format_3}
 
 # Folding the log: one statement upserts up to _ROWS_PER_STATEMENT rows.
 _UPSERT_HEAD = (
     "INSERT INTO batch (idx, start, count, digest, state, attempts, status, message,"
-    " maybe_duplicated) VALUES "
+    " maybe_duplicated, ranges) VALUES "
 )
-_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_TAIL = """
     ON CONFLICT (idx) DO UPDATE SET
         start = excluded.start, count = excluded.count, digest = excluded.digest,
         state = excluded.state, attempts = excluded.attempts, status = excluded.status,
         message = excluded.message,
-        maybe_duplicated = batch.maybe_duplicated OR excluded.maybe_duplicated
+        maybe_duplicated = batch.maybe_duplicated OR excluded.maybe_duplicated,
+        ranges = coalesce(excluded.ranges, batch.ranges)
 """
-# Rows per statement: 9 parameters a row stays under SQLite's 32,766 (and under the 999
-# of builds older than 3.32 at 111 rows).
-_ROWS_PER_STATEMENT = 100
+# Rows per statement: 10 parameters a row stays under SQLite's 32,766 (and under the 999
+# of builds older than 3.32 at 99 rows).
+_ROWS_PER_STATEMENT = 99
 _UPSERTS = [""] + [  # by row count
     _UPSERT_HEAD + ", ".join([_UPSERT_ROW] * rows) + _UPSERT_TAIL
     for rows in range(1, _ROWS_PER_STATEMENT + 1)
@@ -319,16 +353,18 @@ _UPSERTS = [""] + [  # by row count
 _PAGE_SIZE = 1024
 _LOG_INSERT = "INSERT INTO log (at, records) VALUES (?, ?)"
 _SELECT_BATCHES = (
-    "SELECT idx, start, count, digest, state, attempts, status, message, maybe_duplicated"
-    " FROM batch"
+    "SELECT idx, start, count, digest, state, attempts, status, message, maybe_duplicated,"
+    " ranges FROM batch"
 )
 
-# A batch row: idx, start, count, digest, state, attempts, status, message, maybe_duplicated.
-_Write = tuple[int, int, int, bytes, str, int, int | None, str, bool]
+# A batch row: idx, start, count, digest, state, attempts, status, message, maybe_duplicated,
+# ranges (as in the table).
+_Write = tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]
 _IN_FLIGHT = str(BatchState.IN_FLIGHT)
+_UNKNOWN = str(BatchState.UNKNOWN)
 _pack_records = msgspec.msgpack.Encoder().encode
 _unpack_records = msgspec.msgpack.Decoder(
-    list[tuple[int, int, int, bytes, str, int, int | None, str, bool]]
+    list[tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]]
 ).decode
 # A record and the future its writer awaits (None for a record queued without waiting).
 _Queued = tuple[_Write, "asyncio.Future[None] | None"]
@@ -340,8 +376,36 @@ def _os_reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def _ranges_text(start: int, count: int, ranges: Sequence[tuple[int, int]] | None) -> str:
+    """A batch's runs of positions as the journal keeps them ('' when consecutive)."""
+    if ranges is None or len(ranges) == 1:
+        if ranges is not None and tuple(ranges[0]) != (start, count):
+            raise ValueError(f"ranges {list(ranges)} do not start at {start} with {count} leads")
+        return ""
+    if ranges[0][0] != start or sum(run[1] for run in ranges) != count:
+        raise ValueError(f"ranges {list(ranges)} do not start at {start} with {count} leads")
+    return ",".join(f"{first}-{first + length - 1}" for first, length in ranges)
+
+
+def _parse_ranges(start: int, count: int, text: str | None) -> tuple[tuple[int, int], ...]:
+    if not text:
+        return ((start, count),) if count else ()
+    runs = []
+    for run in text.split(","):
+        first, _, last = run.partition("-")
+        runs.append((int(first), int(last) - int(first) + 1))
+    return tuple(runs)
+
+
+def _describe(ranges: Sequence[tuple[int, int]]) -> str:
+    """``"0-1, 3-4"``: runs of positions, first and last of each."""
+    return ", ".join(
+        str(first) if length == 1 else f"{first}-{first + length - 1}" for first, length in ranges
+    )
+
+
 def _batch_from_row(row: tuple[Any, ...]) -> JournalledBatch:
-    index, start, count, digest, state, attempts, status, message, duplicated = row
+    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row
     return JournalledBatch(
         index=index,
         start=start,
@@ -352,11 +416,13 @@ def _batch_from_row(row: tuple[Any, ...]) -> JournalledBatch:
         status=status,
         message=sys.intern(message),  # most batches share a few messages
         maybe_duplicated=bool(duplicated),
+        ranges=_parse_ranges(start, count, ranges),
+        exact=ranges is not None,
     )
 
 
 def _row_from_sql(row: tuple[Any, ...]) -> _Write:
-    index, start, count, digest, state, attempts, status, message, duplicated = row
+    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row
     return (
         index,
         start,
@@ -367,6 +433,7 @@ def _row_from_sql(row: tuple[Any, ...]) -> _Write:
         status,
         sys.intern(message),
         bool(duplicated),
+        ranges,
     )
 
 
@@ -401,7 +468,9 @@ def _replay(rows: dict[int, _Write], conn: sqlite3.Connection) -> float | None:
         for record in _unpack_records(records):
             known = rows.get(record[0])
             sticky = known is not None and known[8] and not record[8]
-            rows[record[0]] = (*record[:8], True) if sticky else record
+            if record[9] is None and known is not None and known[9] is not None:
+                record = (*record[:9], known[9])  # noqa: PLW2901 - the runs already known
+            rows[record[0]] = (*record[:8], True, record[9]) if sticky else record
         last = at
     return last
 
@@ -502,19 +571,20 @@ def _read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalS
     batches = dict.fromkeys(BatchState, 0)
     leads = dict.fromkeys(BatchState, 0)
     duplicated = 0
-    for _, _, count, _, state, _, _, _, maybe_duplicated in ordered:
+    for _, _, count, _, state, _, _, _, maybe_duplicated, _ in ordered:
         batches[BatchState(state)] += 1
         leads[BatchState(state)] += count
         duplicated += count if maybe_duplicated else 0
     next_position = 0
     expected = 0
-    for index, start, count, _, state, *_ in ordered:
+    for index, start, count, _, state, _, _, _, _, ranges in ordered:
         if shard is None and index != expected:
             break  # a batch never journalled before this one: its leads were not sent
         if state != BatchState.ACCEPTED:
             next_position = start
             break
-        next_position = start + count
+        first, length = _parse_ranges(start, count, ranges)[-1]
+        next_position = first + length
         expected = index + 1
     uncertain = tuple(
         _batch_from_row(r) for r in ordered if r[4] in {BatchState.IN_FLIGHT, BatchState.UNKNOWN}
@@ -536,6 +606,7 @@ def _read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalS
         size_bytes=sum(
             os.path.getsize(name) for name in (path, path + "-wal") if os.path.exists(name)
         ),
+        holder=_holder(path),
     )
 
 
@@ -609,7 +680,7 @@ def _lock(path: str) -> int:
             f"{lock_path!r}: {_os_reason(exc)}"
         ) from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_briefly(fd, fcntl.LOCK_EX)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
@@ -628,6 +699,52 @@ def _lock(path: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     return fd
+
+
+def _flock_briefly(fd: int, how: int) -> None:
+    """Take a lock without waiting, but for the instant a reader probing it holds it."""
+    import fcntl
+
+    for _ in range(_LOCK_TRIES - 1):
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(_LOCK_RETRY)
+        else:
+            return
+    fcntl.flock(fd, how | fcntl.LOCK_NB)
+
+
+_LOCK_TRIES = 3
+_LOCK_RETRY = 0.02
+
+
+def _holder(path: str) -> int | None:
+    """The pid of the load that holds the journal's lock now, or None if none does.
+
+    Probes the lock with a shared lock for an instant (a load taking the journal in that
+    instant retries); 0 if it is held but the pid cannot be read.
+    """
+    if sys.platform == "win32":  # pragma: no cover - POSIX advisory locks only
+        return None
+    import fcntl
+
+    try:
+        fd = os.open(path + "-lock", os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no load ever held it (or it cannot be read)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else 0
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _unlock(fd: int) -> None:
@@ -977,28 +1094,53 @@ class SQLiteJournal:
         self._check_open()
         return self._digest(body)
 
-    def prior(self, index: int, *, start: int, count: int, digest: bytes) -> JournalledBatch | None:
+    def prior(
+        self,
+        index: int,
+        *,
+        start: int,
+        count: int,
+        digest: bytes,
+        ranges: Sequence[tuple[int, int]] | None = None,
+    ) -> JournalledBatch | None:
         """What the journal holds of batch ``index``, or None if nothing.
 
         Read from memory (loaded at `open`); once this run records the batch, it returns
-        this run's record.
+        this run's record. ``ranges`` are the batch's runs of input positions (None: one
+        run, ``(start, count)``); a batch an older format recorded without them gets
+        them now.
 
         Raises:
             CheckpointError: the journal holds batch ``index`` with other leads or another
                 content: the input changed since it was written.
+            ValueError: ``ranges`` do not start at ``start`` or hold ``count`` leads.
         """
-        row = self._known_row(index, start, count, digest)
+        text = _ranges_text(start, count, ranges)
+        row = self._known_row(index, start, count, digest, text)
+        if row is not None and row[9] is None:
+            row = (*row[:9], text)  # the exact positions, learnt now (a format 2 journal)
+            self._rows[index] = row
+            self._enqueue((row, None))
         return None if row is None else _batch_from_row(row)
 
-    def _known_row(self, index: int, start: int, count: int, digest: bytes) -> _Write | None:
+    def _known_row(
+        self, index: int, start: int, count: int, digest: bytes, ranges: str
+    ) -> _Write | None:
         self._check_open()
         row = self._rows.get(index)
-        if row is not None and (row[1] != start or row[2] != count or row[3] != digest):
+        if row is not None and (
+            row[1] != start
+            or row[2] != count
+            or row[3] != digest
+            or (row[9] is not None and row[9] != ranges)
+        ):
             known = _batch_from_row(row)
-            now = f"leads {start}-{start + count - 1}"
+            now = "leads " + _describe(_parse_ranges(start, count, ranges))
             then = (
                 "the same positions with other content"
-                if (known.start, known.count) == (start, count)
+                if (known.start, known.count, known.ranges)
+                == (start, count, _parse_ranges(start, count, ranges))
+                or (not known.exact and (known.start, known.count) == (start, count))
                 else f"{known.positions} in the journal"
             )
             raise CheckpointError(
@@ -1016,11 +1158,13 @@ class SQLiteJournal:
         digest: bytes,
         attempt: int,
         maybe_duplicated: bool = False,
+        ranges: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         """Record batch ``index`` as in flight; committed when the await returns.
 
         Call before each attempt's request is written. ``maybe_duplicated`` marks a resend
-        of a batch that may already be in Ryng. A writer cancelled while it waits stops
+        of a batch that may already be in Ryng; ``ranges`` are its runs of input
+        positions (see `prior`). A writer cancelled while it waits stops
         waiting, but its record is still written: a batch never sent may then read as in
         flight, the safe side.
 
@@ -1035,6 +1179,7 @@ class SQLiteJournal:
             digest=digest,
             attempt=attempt,
             maybe_duplicated=maybe_duplicated,
+            ranges=ranges,
         )
 
     def in_flight_future(
@@ -1046,6 +1191,7 @@ class SQLiteJournal:
         digest: bytes,
         attempt: int,
         maybe_duplicated: bool = False,
+        ranges: Sequence[tuple[int, int]] | None = None,
     ) -> asyncio.Future[None]:
         """Like `in_flight`, but return the future of the commit rather than a coroutine.
 
@@ -1056,10 +1202,11 @@ class SQLiteJournal:
             CheckpointError: the journal holds this batch with other content (see `prior`).
         """
         digest = bytes(digest)
-        known = self._known_row(index, start, count, digest)
+        text = _ranges_text(start, count, ranges)
+        known = self._known_row(index, start, count, digest, text)
         self._open.add(index)
         duplicated = bool(maybe_duplicated) or (known is not None and known[8])
-        row = (index, start, count, digest, _IN_FLIGHT, attempt, None, "", duplicated)
+        row = (index, start, count, digest, _IN_FLIGHT, attempt, None, "", duplicated, text)
         self._rows[index] = row
         return self._write(row)
 
@@ -1156,9 +1303,25 @@ class SQLiteJournal:
             status,
             sys.intern(_clean_message(message)),
             known[8] or bool(maybe_duplicated),
+            known[9],
         )
         self._rows[index] = row
         return row
+
+    def resolve_in_flight(self, index: int, *, message: str) -> None:
+        """Record as unknown a batch an earlier run left in flight (queued, not awaited).
+
+        For a run that reports the batch unknown without sending it: the journal then no
+        longer lists it as in flight, as if a load were sending it. Nothing is written
+        if the journal does not hold it in flight from an earlier run.
+        """
+        self._check_open()
+        known = self._rows.get(index)
+        if known is None or known[4] != _IN_FLIGHT or index in self._open:
+            return
+        row = (*known[:4], _UNKNOWN, known[5], known[6], _clean_message(message), *known[8:])
+        self._rows[index] = row
+        self._enqueue((row, None))
 
     def _check_open(self) -> None:
         if self._state != "open":

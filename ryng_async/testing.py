@@ -84,6 +84,12 @@ class Fault(enum.StrEnum):
     """Record the leads, then drop the connection without answering."""
     HANG = "hang"
     """Never answer (until the client gives up or the server closes); nothing recorded."""
+    BAD_GATEWAY = "502"
+    """Record the leads, then answer a proxy's HTML 502 (a proxy that lost the answer)."""
+    GATEWAY_TIMEOUT = "504"
+    """Record the leads, then answer a proxy's HTML 504 (a proxy that gave up waiting)."""
+    UNAVAILABLE = "503"
+    """Answer a proxy's HTML 503 (with ``Retry-After`` if the plan has one); nothing recorded."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +103,8 @@ class FaultPlan:
         rates: the chance of each fault per request (their sum at most 1).
         script: faults for the first requests in arrival order (None: no fault), applied
             before ``rates``; handy with one request at a time.
-        retry_after: the ``Retry-After`` header sent with `Fault.RATE_LIMIT` (None: none).
+        retry_after: the ``Retry-After`` header sent with `Fault.RATE_LIMIT` and
+            `Fault.UNAVAILABLE` (None: none).
     """
 
     seed: int = 0
@@ -162,7 +169,10 @@ class FakeRyngServer:
             counts are kept either way).
         host: the address to listen on (loopback only: 127.0.0.1 or ::1).
         port: the port, 0 for an ephemeral one.
-        max_body: the largest request body accepted (larger: 413).
+        max_body: the largest request body accepted (larger: 413, Ryng's JSON body).
+        idle_timeout: seconds an idle connection is kept before the server closes it,
+            sending no ``Keep-Alive`` header (as nginx and gunicorn do); None: aiohttp's
+            own (an hour).
         validate_leads: check every lead as the real API would (number in E.164 form,
             known field names, string values), answering 400 naming the first bad one,
             so tests catch bad leads sent around the SDK. The rules are the server's own,
@@ -188,8 +198,11 @@ class FakeRyngServer:
         port: int = 0,
         max_body: int = 64 << 20,
         validate_leads: bool = True,
+        idle_timeout: float | None = None,
         on_request: Callable[[ReceivedRequest], Awaitable[None] | None] | None = None,
     ) -> None:
+        if idle_timeout is not None and not (math.isfinite(idle_timeout) and idle_timeout > 0):
+            raise ValueError(f"idle_timeout must be > 0 seconds or None, got {idle_timeout!r}")
         if host not in {"127.0.0.1", "::1", "localhost"}:
             raise ValueError(f"FakeRyngServer listens on loopback only, got host={host!r}")
         if rate_limit is not None and not (math.isfinite(rate_limit) and rate_limit >= 1):
@@ -205,6 +218,7 @@ class FakeRyngServer:
         self.port = port
         self.max_body = max_body
         self.validate_leads = validate_leads
+        self.idle_timeout = idle_timeout
         self.on_request = on_request
         self.requests: list[ReceivedRequest] = []
         self.leads: list[dict[str, Any]] = []
@@ -235,11 +249,18 @@ class FakeRyngServer:
 
     async def start(self) -> None:
         """Start listening; `port` is then the port bound."""
-        app = web.Application(client_max_size=self.max_body)
+        # Older aiohttp refuses a body of exactly client_max_size, newer ones only a byte
+        # over: one byte of slack here, and the limit checked in _process, exact on both.
+        app = web.Application(client_max_size=self.max_body + 1)
         # Any id but a slash (aiohttp's default pattern refuses braces).
         app.router.add_route("*", _API_PREFIX + "{campaign_id:[^/]+}", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        if self.idle_timeout is None:
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        else:
+            self._runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, keepalive_timeout=self.idle_timeout
+            )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
@@ -332,6 +353,8 @@ class FakeRyngServer:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
+            raw = None
+        if raw is None or len(raw) > self.max_body:
             return self._answer(record, 413, b'{"error":true,"message":"Payload Too Large"}')
         record.body = raw  # kept only in a record of self.requests
         if self.on_request is not None:
@@ -346,16 +369,15 @@ class FakeRyngServer:
             if early is not None:
                 return early
         if request.content_type == "multipart/form-data":
-            parsed = self._read_multipart(record, request, raw)
+            parsed, count = self._read_multipart(record, request, raw)
         else:
             parsed = self._read_json(record, raw)
+            count = len(record.leads)
         if parsed is not None:
             return parsed
         self.accepted_requests += 1
         record.accepted = True
-        self.accepted_leads += (
-            len(record.leads) if record.sheet is None else _csv_rows(record.sheet)
-        )
+        self.accepted_leads += count
         if self.record:
             self.leads.extend(record.leads)
         else:
@@ -363,6 +385,8 @@ class FakeRyngServer:
         if fault is Fault.DROP:
             _reset(request)
             return web.Response(status=200)
+        if fault is Fault.BAD_GATEWAY or fault is Fault.GATEWAY_TIMEOUT:
+            return self._proxy_page(record, int(fault.value))
         if self.latency:
             await asyncio.sleep(self.latency)
         return self._answer(record, 200, _OK)
@@ -410,6 +434,11 @@ class FakeRyngServer:
             return self._answer(record, 429, _TOO_MANY, headers)
         if fault is Fault.ERROR_TRUE:
             return self._answer(record, 200, _ERROR_TRUE)
+        if fault is Fault.UNAVAILABLE:
+            retry_after = self.faults.retry_after
+            return self._proxy_page(
+                record, 503, {} if retry_after is None else {"Retry-After": retry_after}
+            )
         if fault is Fault.BAD_REQUEST:
             return self._answer(record, 400, b'{"error":true,"message":"Bad Request"}')
         if fault is Fault.RESET:
@@ -448,16 +477,25 @@ class FakeRyngServer:
 
     def _read_multipart(
         self, record: ReceivedRequest, request: web.Request, raw: bytes
-    ) -> web.StreamResponse | None:
+    ) -> tuple[web.StreamResponse | None, int]:
+        """The answer to a sheet it refuses (else None), and the sheet's data rows."""
         form = _split_multipart(raw, request.headers.get("Content-Type", ""))
         if form is None or "campaign-sheet" not in form:
-            return self._answer(
+            answer = self._answer(
                 record, 400, b'{"error":true,"message":"campaign-sheet is required"}'
             )
+            return answer, 0
         sheet = form.pop("campaign-sheet")
         record.sheet = sheet
-        record.form = {key: value.decode() for key, value in form.items()}
-        return None
+        try:
+            rows = _csv_rows(sheet)
+            record.form = {key: value.decode() for key, value in form.items()}
+        except (ValueError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
+            message = msgspec.json.encode(
+                {"error": True, "message": f"campaign-sheet is not a CSV file: {exc}"}
+            )
+            return self._answer(record, 400, message), 0
+        return None, rows
 
     def _answer(
         self,
@@ -469,6 +507,27 @@ class FakeRyngServer:
         record.status = status
         self.statuses[status] += 1
         return _json(status, body, headers)
+
+    def _proxy_page(
+        self, record: ReceivedRequest, status: int, headers: Mapping[str, str] | None = None
+    ) -> web.StreamResponse:
+        """Answer as nginx does when it, not Ryng, fails: an HTML page."""
+        record.status = status
+        self.statuses[status] += 1
+        reason = _PROXY_REASONS[status]
+        page = (
+            f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+        return web.Response(status=status, text=page, content_type="text/html", headers=headers)
+
+
+_PROXY_REASONS = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
 
 
 def _leads_pass(leads: list[dict[str, Any]]) -> bool:
@@ -554,8 +613,16 @@ def _preview(value: object, limit: int = 60) -> str:
 
 
 def _csv_rows(sheet: bytes) -> int:
-    """Count the data rows of a CSV sheet (its first row is the header)."""
-    rows = csv.reader(io.StringIO(sheet.decode("utf-8", "replace")))
+    """Count the data rows of a CSV sheet (its first row is the header).
+
+    Raises:
+        ValueError: the sheet is not UTF-8 text, or holds a NUL byte (a binary file).
+        csv.Error: the text is not CSV.
+    """
+    text = sheet.decode("utf-8-sig")
+    if "\x00" in text:
+        raise ValueError("it holds NUL bytes (a binary file?)")
+    rows = csv.reader(io.StringIO(text, newline=""), strict=True)
     return max(sum(1 for row in rows if any(cell.strip() for cell in row)) - 1, 0)
 
 

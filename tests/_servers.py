@@ -71,6 +71,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.open.discard(self)
+        self.server.closed.set()
         if self.idle is not None:
             self.idle.cancel()
 
@@ -84,6 +85,7 @@ class _Connection(asyncio.Protocol):
     def close_idle(self) -> None:
         if self.transport is not None and not self.busy and not self.buffer:
             self.server.stats.closed_idle += 1
+            self.server.closed_idle.set()
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -170,6 +172,8 @@ class IdleClosingServer:
         self.retry_after = retry_after
         self.stats = _Stats()
         self.open: set[_Connection] = set()
+        self.closed_idle = asyncio.Event()  # set at each idle close; clear it to wait again
+        self.closed = asyncio.Event()  # set at each close, by either side
         self.port = 0
         self._server: asyncio.Server | None = None
 

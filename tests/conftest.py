@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import settings
 
 from ryng_async import RetryPolicy, RyngClient
 from ryng_async.testing import FakeRyngServer
 
 TOKEN = "test-token-0123456789"
+
+# Property tests draw the same examples on every run and every machine, so a failure in CI
+# reproduces anywhere: derandomized, no example database. A test's own settings() inherit
+# this (conftest loads before the test modules build theirs). HYPOTHESIS_PROFILE=explore
+# draws fresh random examples, to look for new failures on purpose.
+settings.register_profile("ryng", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ryng"))
 
 # The vendor's example body (its "agentMapping" placeholder resolved to "global").
 VENDOR_EXAMPLE_BODY = b"""{

@@ -249,6 +249,33 @@ async def test_prior_refuses_a_batch_that_changed(tmp_path: Path) -> None:
         assert batch.positions == "leads 6000-6499"
 
 
+async def test_a_batch_keeps_its_exact_runs_and_refuses_others(tmp_path: Path) -> None:
+    runs = ((6000, 2), (6003, 498))  # an invalid lead at 6002
+    async with await journal_with(tmp_path / "j") as journal:
+        await journal.in_flight(12, start=6000, count=500, digest=b"d" * 16, attempt=1, ranges=runs)
+        batch = journal.prior(12, start=6000, count=500, digest=b"d" * 16, ranges=runs)
+        assert batch is not None
+        assert batch.ranges == runs
+        assert batch.exact
+        assert batch.positions == "leads 6000-6001, 6003-6500"
+        with pytest.raises(
+            CheckpointError,
+            match=r"batch 12 \(leads 6000-6499\) differs from the journalled one "
+            r"\(leads 6000-6001, 6003-6500 in the journal\)",
+        ):
+            journal.prior(12, start=6000, count=500, digest=b"d" * 16)
+        with pytest.raises(ValueError, match="do not start at 6000 with 500 leads"):
+            journal.prior(12, start=6000, count=500, digest=b"d" * 16, ranges=((6000, 499),))
+    (read,) = SQLiteJournal.read_batches(tmp_path / "j")
+    assert read.ranges == runs
+    async with await journal_with(tmp_path / "k") as journal:
+        await journal.in_flight(0, **where(0), attempt=1, ranges=((0, 4), (5, 6)))
+        await journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+    summary = SQLiteJournal.inspect(tmp_path / "k")
+    assert summary.next_position == 11  # after the last lead of the accepted batch
+    assert summary.holder is None
+
+
 # --- refusals at open -----------------------------------------------------------------------
 
 

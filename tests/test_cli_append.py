@@ -48,11 +48,18 @@ def cli_env(server: FakeRyngServer | None, **extra: str) -> dict[str, str]:
     return env
 
 
+def assert_no_token(*outputs: str) -> None:
+    """The token is in no output of a CLI run (every run's output goes through here)."""
+    for output in outputs:
+        assert TOKEN not in output
+
+
 async def run_cli(
     *args: str | Path,
     server: FakeRyngServer | None,
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Run:
     with anyio.fail_after(TIMEOUT):
         done = await anyio.run_process(
@@ -60,10 +67,10 @@ async def run_cli(
             input=stdin,
             check=False,
             env=dict(env) if env is not None else cli_env(server),
+            cwd=cwd,
         )
     run = Run(done.returncode, done.stdout.decode(), done.stderr.decode())
-    assert TOKEN not in run.out
-    assert TOKEN not in run.err
+    assert_no_token(run.out, run.err)
     return run
 
 
@@ -176,12 +183,9 @@ async def test_usage_and_configuration_errors_exit_2(
 ) -> None:
     write(tmp_path / "leads.csv", "number\n+919800000001\n")
     write(tmp_path / "leads.xml", "<leads/>")
-    run_env = cli_env(server, **env)
-    with anyio.fail_after(TIMEOUT):
-        done = await anyio.run_process([*CLI, *args], check=False, env=run_env, cwd=tmp_path)
-    err = done.stderr.decode()
-    assert done.returncode == 2, err
-    assert message in err
+    run = await run_cli(*args, server=server, env=cli_env(server, **env), cwd=tmp_path)
+    assert run.code == 2, run.err
+    assert message in run.err
     assert server.received_requests == 0
 
 
@@ -562,7 +566,11 @@ async def test_ctrl_c_while_stdin_stalls_exits_at_once(server: FakeRyngServer) -
                 if "loading <stdin>" in err:
                     break
             process.send_signal(signal.SIGINT)
+            assert process.stdout is not None
+            out = "".join([text async for text in TextReceiveStream(process.stdout)])
+            err += "".join([text async for text in TextReceiveStream(process.stderr)])
             returncode = await process.wait()
+    assert_no_token(out, err)
     assert returncode == 130
     assert server.received_requests == 0  # the one row was still waiting for a batch
 
@@ -609,10 +617,46 @@ async def test_a_large_csv_streams_in_bounded_memory(tmp_path: Path) -> None:
                     check=False,
                     env=cli_env(server),
                 )
+            assert_no_token(done.stdout.decode(), done.stderr.decode())
             assert done.returncode == 0, done.stderr.decode()[-2000:]
             peaks[rows] = _peak_rss_of(done.stderr.decode())
         assert server.lead_count() == 420_000
     # 20x the rows, nearly the same memory: the file is streamed, never read whole.
+    assert peaks[400_000] < peaks[20_000] * 1.3
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["--dry-run", "load"])
+async def test_invalid_rows_stream_in_bounded_memory(tmp_path: Path, mode: str) -> None:
+    # Before, each invalid row was held to the end: 1,000,000 peaked at 502 MB in a dry
+    # run, 276 MB in a load (780 MB with --report), where valid rows take 58 MB.
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        peaks: dict[int, int] = {}
+        for rows in (20_000, 400_000):
+            data = tmp_path / f"invalid{rows}.csv"
+            with data.open("w") as handle:
+                handle.write("number,name,city\n")
+                handle.writelines(f"{i},Customer {i},Pune\n" for i in range(rows))
+            report_path = tmp_path / f"report{rows}.json"
+            script = (
+                "import sys; from ryng_async.cli import main; code = main(sys.argv[1:]); "
+                "print(open('/proc/self/status').read(), file=sys.stderr); sys.exit(code)"
+            )
+            args = ["append", "42", str(data), "--progress", "none", "--report", str(report_path)]
+            with anyio.fail_after(300):
+                done = await anyio.run_process(
+                    [sys.executable, "-c", script, *args, *([mode] if mode != "load" else [])],
+                    check=False,
+                    env=cli_env(server),
+                )
+            assert done.returncode == 1, done.stderr.decode()[-2000:]
+            peaks[rows] = _peak_rss_of(done.stderr.decode())
+            document = json.loads(report_path.read_text())
+            assert document["invalid"] == rows == len(document["invalid_leads"])
+            assert document["invalid_leads"][-1]["line"] == rows + 1
+        assert server.received_requests == 0
+    # 20x the invalid rows, nearly the same memory: each is streamed out, not held.
     assert peaks[400_000] < peaks[20_000] * 1.3
 
 
@@ -645,6 +689,7 @@ async def test_ctrl_c_then_the_same_command_resumes_with_nothing_sent_twice(
                 out = "".join([text async for text in TextReceiveStream(process.stdout)])
                 err += "".join([text async for text in TextReceiveStream(process.stderr)])
                 assert await process.wait() == 130, err
+        assert_no_token(out, err)
         assert "run the same command again" in out + err
         shown = await run_cli("checkpoint", "show", journal, server=None)
         assert shown.code == 0
@@ -768,3 +813,195 @@ async def test_a_bad_shard_is_a_usage_error(server: FakeRyngServer, tmp_path: Pa
     assert run.code == 2
     assert "I/N" in run.err
     assert server.received_requests == 0
+
+
+# -- edges: dry-run counts, delimiters, a closed stdout, JSON logs, invalid rows at scale
+
+
+@pytest.mark.anyio
+async def test_dry_run_counts_a_row_both_invalid_and_too_large_once_as_a_load_does(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    big = "x" * 600
+    text = (
+        "number,name\n"
+        "+919800000001,a\n"
+        "+919800000002,b\n"
+        f"12345,{big}\n"  # invalid and too large: one invalid row
+        f"+919800000004,{big}\n"  # too large alone
+        "0800,c\n"  # invalid
+    )
+    data = write(tmp_path / "leads.csv", text)
+    limit = ["--max-batch-bytes", "500"]
+    dry = await run_cli("append", "42", data, "--dry-run", *limit, server=server)
+    assert "5 rows read" in dry.err
+    assert "2 valid, 3 invalid; nothing was sent" in dry.err
+    assert [line.split(":")[1] for line in dry.out.splitlines()] == ["4", "5", "6"]
+    report_path = tmp_path / "load.json"
+    load = await run_cli("append", "42", data, *limit, "--report", report_path, server=server)
+    document = json.loads(report_path.read_text())
+    assert (document["accepted"], document["invalid"]) == (2, 3), load.err
+    assert sorted(row["line"] for row in document["invalid_leads"]) == [4, 5, 6]
+
+
+@pytest.mark.parametrize("flag", ["\\t", "tab", "\t"])
+def test_a_tab_delimiter_can_be_spelled(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    data = write(tmp_path / "leads.csv", "number\tname\n+919800000001\tMax, Jr.\n12\tx\n")
+    code = main(["append", "42", str(data), "--dry-run", "--delimiter", flag])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "2 rows read" in captured.err
+    assert "1 valid, 1 invalid" in captured.err
+    assert captured.out.startswith(f"{data}:3: number: ")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["append", "42", "leads.csv", "--dry-run"],
+        ["checkpoint", "show", "load.db", "--file", "leads.csv"],
+        ["reconcile", "report.json", "callbacks.db", "--file", "leads.csv"],
+    ],
+    ids=["append", "checkpoint-show", "reconcile"],
+)
+@pytest.mark.parametrize("value", [";;", "", "tabs", '"'])
+def test_a_delimiter_that_is_not_one_character_is_a_usage_error(
+    command: list[str], value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--delimiter", value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--delimiter" in err
+    assert repr(value) in err
+    assert "Traceback" not in err
+
+
+def test_open_source_refuses_an_empty_delimiter_instead_of_reading_commas(
+    tmp_path: Path,
+) -> None:
+    from ryng_async.cli._readers import InputError, open_source
+
+    data = write(tmp_path / "leads.csv", "number,name\n+919800000001,a\n")
+    with pytest.raises(InputError, match="delimiter ''"):
+        open_source(str(data), delimiter="")
+
+
+def test_a_dry_run_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    rows = "".join(f"{i},x\n" for i in range(50_000))  # ~4 MB listed: more than a pipe holds
+    data = write(tmp_path / "leads.csv", "number,name\n" + rows)
+    with subprocess.Popen(  # noqa: S603 - our interpreter, our code
+        [*CLI, "append", "42", str(data), "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(None),
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = [process.stdout.readline() for _ in range(2)]  # what `head -2` reads
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        code = process.wait(TIMEOUT)
+    assert first[0].decode().startswith(f"{data}:2: number: ")
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err
+    assert err == ""
+    assert code == 141
+
+
+@pytest.mark.anyio
+async def test_a_load_whose_stdout_was_closed_still_writes_its_report(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(30))
+    report_path = tmp_path / "report.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read the summary
+    try:
+        with anyio.fail_after(TIMEOUT):
+            done = await anyio.run_process(
+                [*CLI, "append", "42", str(data), "--report", str(report_path)],
+                stdout=write_end,
+                check=False,
+                env=cli_env(server),
+            )
+    finally:
+        os.close(write_end)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "Traceback" not in err
+    assert json.loads(report_path.read_text())["accepted"] == 30 == server.lead_count()
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    lines = text.splitlines()
+    assert lines
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"not a JSON line: {line!r}")
+    return parsed
+
+
+@pytest.mark.anyio
+async def test_log_format_json_writes_only_json_lines_on_stderr(tmp_path: Path) -> None:
+    # 25 invalid rows (20 listed, then "5 more"), batches that fail, then a bad byte that
+    # stops the load with an error: every line a person would read, as JSON.
+    invalid = "".join(f"{i},x,y\n" for i in range(25))  # lines 2-26
+    rows = csv_rows(30_000)  # enough that the bad byte is read mid-load, not at the header
+    text = ("number,name,city\n" + invalid + rows).encode() + b"+919800099999,\xff,x\n"
+    data = write(tmp_path / "leads.csv", text)
+    plan = FaultPlan(seed=2, rates={Fault.BAD_REQUEST: 0.5})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        run = await run_cli("append", "42", data, "--log-format", "json", server=server)
+    assert run.code == 2
+    events = _json_lines(run.err)
+    kinds = Counter(event["event"] for event in events)
+    assert kinds["start"] == 1
+    assert kinds["invalid_row"] == 20
+    assert kinds["invalid_rows_not_shown"] == 1
+    assert kinds["error"] == 1
+    (error,) = (event for event in events if event["event"] == "error")
+    assert "line 30027" in error["message"]
+    (row,) = (e for e in events if e["event"] == "invalid_row" and e["line"] == 2)
+    assert row["field"] == "number"
+    assert _json_lines(run.out)[-1]["event"] == "summary"
+
+    dry = await run_cli("append", "42", data, "--dry-run", "--log-format", "json", server=None)
+    assert dry.code == 2
+    assert [event["event"] for event in _json_lines(dry.err)] == ["error"]
+    usage = await run_cli(
+        "append", "42", data, "--custom-field-names", "{x", "--log-format", "json", server=server
+    )
+    assert usage.code == 2
+    assert [event["event"] for event in _json_lines(usage.err)] == ["error"]
+
+
+def test_json_logging_turns_the_sdks_log_records_into_json_lines() -> None:
+    import io
+    import logging
+
+    from ryng_async.cli._progress import json_logging
+
+    stream = io.StringIO()
+    logger = logging.getLogger("ryng_async")
+    with json_logging(enabled=True, stream=stream):
+        logger.warning("retry budget exhausted; not retrying: %s", "HTTP 500")
+        logger.info("not shown: below warnings")
+    logger.warning("after: not this handler's")
+    assert _json_lines(stream.getvalue()) == [
+        {
+            "event": "log",
+            "level": "warning",
+            "logger": "ryng_async",
+            "message": "retry budget exhausted; not retrying: HTTP 500",
+        }
+    ]

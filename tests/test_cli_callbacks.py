@@ -198,3 +198,35 @@ def _parse(body: bytes) -> Any:
     from ryng_async import parse_callback
 
     return parse_callback(body)
+
+
+async def test_reconcile_takes_each_shards_report_or_journal(tmp_path: Path) -> None:
+    from ryng_async.callbacks import SQLiteCallbackStore
+
+    numbers = [f"+9198{i:08d}" for i in range(23)]
+    numbers[4] = "12345"  # an invalid row: shard 0's first batch is rows 0-3 and 5
+    data = tmp_path / "leads.csv"
+    data.write_text("number\n" + "".join(f"{n}\n" for n in numbers))
+    reports = [tmp_path / f"shard{i}.json" for i in range(2)]
+    journals = [tmp_path / f"shard{i}.db" for i in range(2)]
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        for i in range(2):
+            code, _, err = await run_cli(
+                "append", "42", data, "--batch-size", "6", "--shard", f"{i}/2",
+                "--report", reports[i], "--checkpoint", journals[i],
+                RYNG_BASE_URL=server.base_url, RYNG_ACCESS_TOKEN=TOKEN,
+            )  # fmt: skip
+            assert code == (1 if i == 0 else 0), err  # shard 0 has the invalid row
+    store = SQLiteCallbackStore(tmp_path / "callbacks.db")
+    await store.aclose()
+    for given, outside in ((reports, "invalid"), (journals, "skipped")):
+        out = tmp_path / "status.csv"
+        args: list[str | Path] = []
+        for path in given:
+            args += ["--report", path]
+        code, _, err = await run_cli(
+            "reconcile", data, *args, "--store", tmp_path / "callbacks.db", "--out", out
+        )
+        assert code == 0, err
+        loads = [line["load"] for line in csv.DictReader(io.StringIO(out.read_text()))]
+        assert loads == [outside if i == 4 else "accepted" for i in range(23)]

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -520,7 +521,9 @@ async def test_an_unreadable_2xx_ends_its_bulk_batch_unknown_with_an_ambiguous_e
         report.raise_for_failures()
 
 
-async def test_html_502_from_a_proxy_is_a_retried_server_error() -> None:
+async def test_html_502_from_a_proxy_is_ambiguous_and_not_resent() -> None:
+    # Issue 17: a proxy's 502 may follow a request Ryng processed; resending it appended
+    # every lead five times behind nginx.
     calls = 0
 
     async def handler(request: web.Request) -> web.Response:
@@ -529,12 +532,59 @@ async def test_html_502_from_a_proxy_is_a_retried_server_error() -> None:
         return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
 
     async with tiny_server(handler) as base_url, client_for(base_url) as client:
-        with pytest.raises(ServerError) as info:
+        with pytest.raises(AmbiguousError) as info:
             await client.append("42", [LEAD])
 
     assert info.value.status == 502
     assert "Bad Gateway" in info.value.body
+    assert str(info.value).startswith(
+        "HTTP 502 from a proxy or gateway (not Ryng's JSON): Bad Gateway"
+    )
+    assert calls == 1
+
+
+async def test_a_502_widened_into_the_definite_set_is_retried() -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+
+    policy = replace(FAST_RETRY, definite_statuses=frozenset({502, 503}))
+    async with tiny_server(handler) as base_url, client_for(base_url, retry=policy) as client:
+        with pytest.raises(ServerError) as info:
+            await client.append("42", [LEAD])
+
+    assert info.value.status == 502
+    assert "not Ryng's JSON" in str(info.value)
     assert calls == FAST_RETRY.max_attempts
+
+
+async def test_a_redirect_is_never_followed_and_its_message_names_the_location() -> None:
+    # Issue 24 point 6: the token goes only to the configured address. The redirect points
+    # at a second server that would record the token if the client followed it.
+    followed: list[str | None] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.headers.get("x-access-token"))
+        return web.json_response({"error": False, "message": "Processing Campaign..."})
+
+    async with tiny_server(elsewhere) as target:
+        location = f"{target}/rest-api/v1/campaign/42"
+
+        async def handler(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(location)
+
+        async with tiny_server(handler) as base_url, client_for(base_url) as client:
+            with pytest.raises(APIError) as info:
+                await client.append("42", [LEAD])
+
+    assert followed == []
+    assert info.value.status == 307
+    assert location in str(info.value)
+    assert "not followed" in str(info.value)
+    assert TOKEN not in str(info.value)
 
 
 async def test_200_without_the_error_flag_is_ambiguous() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any
@@ -45,6 +46,16 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+def test_the_examples_drawn_are_the_same_on_every_run() -> None:
+    # conftest's Hypothesis profile: a failure in CI reproduces on any machine.
+    if os.environ.get("HYPOTHESIS_PROFILE") == "explore":
+        pytest.skip("HYPOTHESIS_PROFILE=explore draws random examples on purpose")
+    assert SETTINGS.derandomize
+    assert SETTINGS.database is None
+
+
 LONG = "\u0928" * 5_000  # 15 kB of UTF-8 in one value (see also the huge-value test)
 
 

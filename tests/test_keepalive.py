@@ -30,6 +30,7 @@ from ryng_async import (
     RetryDetails,
     RetryPolicy,
     RyngClient,
+    _sender,
 )
 from ryng_async._sender import keep_alive_timeout
 
@@ -89,7 +90,26 @@ def test_a_bad_keepalive_timeout_is_refused(bad: object) -> None:
 # -- which connection a request goes on ------------------------------------------------
 
 
-async def test_a_connection_is_reused_within_the_hint_and_never_past_it() -> None:
+class IdleClock:
+    """Stands in for the pool's idle clock: moved by hand, so no test waits on time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def idle_clock(monkeypatch: pytest.MonkeyPatch) -> IdleClock:
+    clock = IdleClock()
+    monkeypatch.setattr(_sender, "_idle_clock", clock)
+    return clock
+
+
+async def test_a_connection_is_reused_within_the_hint_and_never_past_it(
+    idle_clock: IdleClock,
+) -> None:
     # The server keeps connections 5 s but says 2: the client reuses one for 1 s at most.
     async with (
         IdleClosingServer(idle_timeout=5.0, keep_alive_hint=2) as server,
@@ -97,7 +117,7 @@ async def test_a_connection_is_reused_within_the_hint_and_never_past_it() -> Non
     ):
         for number in numbers(2):
             await client.append("42", [{"number": number}])
-        await anyio.sleep(1.2)  # idle past the hint less its margin (2 - 1 s)
+        idle_clock.now += 1.2  # idle past the hint less its margin (2 - 1 s)
         await client.append("42", [{"number": numbers(1, 2)[0]}])
     first, second, third = (request.connection for request in server.requests)
     assert first == second  # reused while fresh
@@ -136,26 +156,82 @@ async def test_keepalive_timeout_bounds_reuse_without_a_hint() -> None:
 # -- the three setups of the issue -----------------------------------------------------
 
 
-async def test_appends_spaced_as_the_idle_timeout_through_a_round_trip_never_end_unknown() -> None:
-    # The server closes connections idle for 1 s and says "Keep-Alive: timeout=1"; a proxy
-    # adds a 50 ms round trip. Each append goes just as the server closes the connection
-    # the last one used: reused, it would reach the server after the close.
-    delay = 0.025
+async def test_appends_sent_as_the_server_closes_the_connection_never_end_unknown() -> None:
+    # The server closes connections idle for 2 s and says "Keep-Alive: timeout=2"; a proxy
+    # adds a 50 ms round trip. Each append goes the moment the server closes the connection
+    # the last one used (its close still on its way to the client): reused, it would reach
+    # the server after the close.
     async with (
-        IdleClosingServer(idle_timeout=1.0, keep_alive_hint=1) as server,
-        DelayProxy(server.port, delay) as proxy,
+        IdleClosingServer(idle_timeout=2.0, keep_alive_hint=2) as server,
+        DelayProxy(server.port, 0.025) as proxy,
         client_for(proxy.base_url) as client,
     ):
         unknown = 0
-        for number in numbers(5):
+        for number in numbers(3):
+            server.closed_idle.clear()
             try:
                 await client.append("42", [{"number": number}])
             except AmbiguousError:
                 unknown += 1
-            await anyio.sleep(1.0 - delay)  # the spacing under test, not a wait for a state
+            with anyio.fail_after(10):
+                await server.closed_idle.wait()
     assert unknown == 0
-    assert server.accepted_numbers() == numbers(5)
+    assert server.accepted_numbers() == numbers(3)
     assert proxy.dropped == 0
+
+
+@pytest.mark.parametrize(
+    "idle_timeout", [1.0, 2.0, pytest.param(5.0, marks=pytest.mark.slow)], ids=str
+)
+async def test_a_server_closing_idle_connections_without_a_hint_never_makes_unknown(
+    idle_timeout: float,
+) -> None:
+    # Issue 17 point 3: nginx (keepalive_timeout 2s) and gunicorn (2 s) send no Keep-Alive
+    # header. The append goes the moment the server closes the idle connection, its close
+    # still on its way through the proxy: the old pool (4 s, no hint) reused it, and the
+    # proxy dropped the request after the close: unknown, though the server never read it.
+    async with (
+        IdleClosingServer(idle_timeout=idle_timeout) as server,
+        DelayProxy(server.port, 0.025) as proxy,
+        client_for(proxy.base_url) as client,
+    ):
+        unknown = 0
+        for number in numbers(3):
+            server.closed.clear()
+            try:
+                await client.append("42", [{"number": number}])
+            except AmbiguousError:
+                unknown += 1
+                continue  # nothing of it reached the server: no close to wait for
+            with anyio.fail_after(idle_timeout + 10):
+                await server.closed.wait()  # the server's close (the client's at 4 s for 5 s)
+    assert unknown == 0
+    assert proxy.dropped == 0
+    assert server.accepted_numbers() == numbers(3)
+
+
+@pytest.mark.slow
+async def test_the_default_keepalive_reuses_a_connection_proven_open_and_none_past_4_s() -> None:
+    # Issue 24 point 9: the README's 4 s default, against a server keeping connections 30 s
+    # without a hint. Idle 2.2 s is past what is reused unproven (0.5 s): a new connection,
+    # while the first stays open, unused, as a probe; once the probe has lived 4 s, 2.2 s
+    # idle is proven safe and reused; past 4 s idle, never.
+    async with (
+        IdleClosingServer(idle_timeout=30.0) as server,
+        client_for(server.base_url) as client,
+    ):
+        await client.append("42", [{"number": numbers(1)[0]}])
+        await anyio.sleep(2.2)  # the idle spells under test, not waits for a state
+        await client.append("42", [{"number": numbers(1, 1)[0]}])
+        await anyio.sleep(2.2)
+        await client.append("42", [{"number": numbers(1, 2)[0]}])
+        await anyio.sleep(4.3)
+        await client.append("42", [{"number": numbers(1, 3)[0]}])
+    connections = [request.connection for request in server.requests]
+    assert connections[1] != connections[0]  # 2.2 s idle, unproven: not reused
+    assert connections[2] == connections[1]  # 2.2 s idle, proven by the probe: reused
+    assert connections[3] not in connections[:3]  # 4.3 s idle: past the default
+    assert server.stats.closed_idle == 0  # every close was the client's
 
 
 async def test_a_rate_limit_just_under_one_a_second_never_ends_unknown() -> None:

@@ -8,6 +8,7 @@ no URL), the tests skip saying so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -46,6 +47,15 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _refusing_port() -> Iterator[int]:
+    """A port bound but not listening, held for the block: connecting is refused, and no
+    other process can start listening there meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @dataclass
@@ -112,6 +122,15 @@ class RedisServer:
 def _start_own() -> RedisServer:
     if REDIS_SERVER is None:
         pytest.skip(NO_REDIS_SERVER)
+    # redis-server must bind the port itself, so a port is picked, then freed: another
+    # process may take it in between. redis-server then exits; try another port.
+    for _ in range(4):
+        server = RedisServer(_free_port())
+        try:
+            server.start()
+        except RuntimeError:
+            continue
+        return server
     server = RedisServer(_free_port())
     server.start()
     return server
@@ -438,7 +457,13 @@ async def test_four_processes_share_one_rate(redis_url: str, key: str) -> None:
 
 @pytest.mark.anyio
 async def test_unreachable_at_start_stops_before_sending() -> None:
-    dead = f"redis://:s3cret-password@127.0.0.1:{_free_port()}/0"
+    with _refusing_port() as port:
+        await _unreachable_at_start_stops_before_sending(
+            f"redis://:s3cret-password@127.0.0.1:{port}/0"
+        )
+
+
+async def _unreachable_at_start_stops_before_sending(dead: str) -> None:
     async with (
         FakeRyngServer(access_token=TOKEN) as server,
         RedisLimiter(dead, "nowhere", 10, timeout=0.5) as shared,
@@ -459,7 +484,11 @@ async def test_unreachable_at_start_stops_before_sending() -> None:
 
 @pytest.mark.anyio
 async def test_fallback_to_a_local_share(caplog: pytest.LogCaptureFixture) -> None:
-    dead = f"redis://127.0.0.1:{_free_port()}/0"
+    with _refusing_port() as port:
+        await _fallback_to_a_local_share(f"redis://127.0.0.1:{port}/0", caplog)
+
+
+async def _fallback_to_a_local_share(dead: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="ryng_async")
     async with (
         FakeRyngServer(access_token=TOKEN) as server,
@@ -468,11 +497,14 @@ async def test_fallback_to_a_local_share(caplog: pytest.LogCaptureFixture) -> No
         ) as shared,
         RyngClient(base_url=server.base_url, access_token=TOKEN, limiter=shared) as client,
     ):
-        report = await client.bulk_append("42", _leads(60), batch_size=10)
+        report = await client.bulk_append("42", _leads(150), batch_size=10)
     assert report.ok
     assert shared.local
     assert shared.rate == 10  # 40 / 4 workers, never unlimited
-    assert server.max_requests_per_window(1.0) <= 10
+    # 15 requests: unpaced (or paced at the fleet's 40/s) they would all fall within one
+    # second; at 10/s no one-second window holds more than the rate (+1 edge).
+    assert server.received_requests == 15
+    assert server.max_requests_per_window(1.0) <= 11
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("falling back to a local share" in m and "10 requests/s" in m for m in warnings)
 

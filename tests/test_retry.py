@@ -27,15 +27,126 @@ from ryng_async._exceptions import ResourceLimitError, UnreadableResponseError
 from ryng_async._retry import (
     RetryBudget,
     backoff_delay,
+    is_definite,
     is_retryable,
     may_have_been_processed,
+    paces,
     parse_retry_after,
     retry_delay,
 )
+from ryng_async._sender import interpret
 
 DEFAULT = RetryPolicy()
 AMBIGUOUS_OK = RetryPolicy(retry_ambiguous=True)
 NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+
+
+# -- the definite / ambiguous table (issue 17) ------------------------------------------
+
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+RYNG_500 = b'{"error": true, "message": "Failed to create Campaign"}'
+
+
+@pytest.mark.parametrize(
+    ("status", "ryng_error", "definite"),
+    [
+        (500, True, True),  # Ryng's documented "Failed to create Campaign"
+        (502, True, True),  # Ryng's own JSON, whatever the status
+        (504, True, True),
+        (500, False, False),  # an HTML 500 from something in between
+        (502, False, False),
+        (504, False, False),
+        (501, False, False),
+        (599, False, False),
+        (503, False, True),  # RFC 9110: not handled
+        (429, False, True),
+        (413, False, True),
+        (403, False, True),
+        (400, False, True),
+        (404, False, True),
+        (307, False, True),
+    ],
+)
+def test_the_definite_table(status: int, ryng_error: bool, definite: bool) -> None:
+    assert is_definite(status, ryng_error=ryng_error, policy=DEFAULT) is definite
+
+
+def test_a_policy_widens_and_narrows_the_definite_set() -> None:
+    wide = RetryPolicy(definite_statuses=frozenset({502, 503, 504}))
+    narrow = RetryPolicy(definite_statuses=frozenset())
+    assert is_definite(502, ryng_error=False, policy=wide)
+    assert is_definite(504, ryng_error=False, policy=wide)
+    assert not is_definite(503, ryng_error=False, policy=narrow)
+    assert is_definite(503, ryng_error=True, policy=narrow)  # Ryng's JSON always proves it
+    assert is_definite(429, ryng_error=False, policy=narrow)  # a 4xx always does
+
+
+@pytest.mark.parametrize("bad", [{429}, {200}, {600}, {413}])
+def test_definite_statuses_hold_only_5xx(bad: set[int]) -> None:
+    with pytest.raises(ConfigurationError, match="definite_statuses"):
+        RetryPolicy(definite_statuses=frozenset(bad))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "processed"),
+    [
+        (502, NGINX_502, AmbiguousError, True),
+        (504, b"<html>504 Gateway Time-out</html>", AmbiguousError, True),
+        (500, b"", AmbiguousError, True),
+        (500, RYNG_500, ServerError, False),
+        (502, RYNG_500, ServerError, False),
+        (503, b"<html>503 Service Temporarily Unavailable</html>", ServerError, False),
+        (429, b"<html>429</html>", RateLimitError, False),
+        (413, b"<html>413 Request Entity Too Large</html>", APIError, False),
+        (200, b"<html>ok</html>", UnreadableResponseError, True),
+    ],
+)
+def test_interpret_follows_the_table(
+    status: int, body: bytes, kind: type[RyngError], processed: bool
+) -> None:
+    with pytest.raises(kind) as info:
+        interpret(status, body, None)
+    assert type(info.value) is kind
+    assert may_have_been_processed(info.value) is processed
+    assert getattr(info.value, "status", None) == status
+
+
+def test_a_proxy_page_says_so_with_a_short_excerpt() -> None:
+    with pytest.raises(AmbiguousError) as info:
+        interpret(502, NGINX_502 * 20, None)
+    message = str(info.value)
+    assert message.startswith(
+        "HTTP 502 from a proxy or gateway (not Ryng's JSON): 502 Bad Gateway 502 Bad Gateway"
+    )
+    assert "<" not in message
+    assert len(message) < 200
+    assert info.value.body.startswith("<html>")  # the page stays readable
+
+
+def test_a_413_names_the_size_sent_and_the_option() -> None:
+    with pytest.raises(APIError) as info:
+        interpret(413, b"<html>413 Request Entity Too Large</html>", None, sent=92_345)
+    assert "92,345 bytes" in str(info.value)
+    assert "max_batch_bytes" in str(info.value)
+
+
+def test_a_503_carries_its_retry_after_and_paces() -> None:
+    with pytest.raises(ServerError) as info:
+        interpret(503, b"<html>503</html>", "7")
+    assert info.value.retry_after == 7.0
+    assert paces(info.value)
+    assert retry_delay(info.value, 1, DEFAULT, random.Random(0)) == 7.0
+    assert not paces(ServerError("Failed to create Campaign", status=500))
+
+
+def test_a_redirect_names_its_location() -> None:
+    with pytest.raises(APIError) as info:
+        interpret(302, b"", None, location="https://elsewhere.example/x")
+    assert "redirect to https://elsewhere.example/x not followed" in str(info.value)
 
 
 # -- is_retryable ----------------------------------------------------------------------
@@ -79,6 +190,7 @@ def test_is_retryable_under_the_default_policy(error: RyngError, retryable: bool
     ("error", "maybe"),
     [
         (AmbiguousError("timeout"), True),
+        (AmbiguousError("HTTP 502", status=502), True),
         (UnreadableResponseError("empty response body", status=200), True),
         (ConnectError("refused"), False),
         (ServerError("error: true", status=200), False),
@@ -94,6 +206,14 @@ def test_is_retryable_under_the_default_policy(error: RyngError, retryable: bool
 def test_only_an_ambiguous_error_may_have_been_processed(error: RyngError, maybe: bool) -> None:
     # One rule (issue 11 defect 6): whatever may have been appended is an AmbiguousError.
     assert may_have_been_processed(error) is maybe
+
+
+def test_an_ambiguous_5xx_is_resent_only_when_ambiguous_retries_are_on() -> None:
+    gateway = AmbiguousError("HTTP 502", status=502)
+    assert is_retryable(gateway, DEFAULT) is False
+    assert is_retryable(gateway, AMBIGUOUS_OK) is True
+    # ...and only if its status is among the retried ones.
+    assert is_retryable(AmbiguousError("HTTP 501", status=501), AMBIGUOUS_OK) is False
 
 
 def test_an_unreadable_2xx_is_resent_only_when_ambiguous_retries_are_on() -> None:

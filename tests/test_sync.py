@@ -18,6 +18,7 @@ from ryng_async import (
     BulkReport,
     ConfigurationError,
     LoadEvent,
+    Outcome,
     RetryPolicy,
     RyngClient,
     RyngError,
@@ -220,6 +221,22 @@ def test_ctrl_c_stops_the_load_gently_and_leaves_the_report_final(
     assert report.unknown == 0
     assert report.accepted == threaded_server.lead_count() >= 100
     assert report.skipped > 0
+    # Batch by batch: accepted ones reached the server, unknown ones wholly or not at all
+    # (cut off in flight), the rest never; nothing arrived twice.
+    received = [int(lead["number"][5:]) for lead in threaded_server.leads]
+    assert len(received) == len(set(received))
+    landed: set[int] = set()
+    for result in report.batches:
+        span = set(range(result.start, result.start + result.count))
+        if result.outcome is Outcome.ACCEPTED:
+            assert span <= set(received), result
+        elif result.outcome is Outcome.UNKNOWN:
+            assert span <= set(received) or not span & set(received), result
+        else:
+            assert not span & set(received), result
+        if span <= set(received):
+            landed |= span
+    assert set(received) == landed
     assert report.total < 5000
     assert any("stopped gently" in note for note in raised.value.__notes__)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

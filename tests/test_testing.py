@@ -8,6 +8,7 @@ the round trip is the point.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import math
 import random
@@ -232,6 +233,14 @@ async def test_body_of_exactly_max_body_is_accepted(session: aiohttp.ClientSessi
     async with FakeRyngServer(access_token=TOKEN, max_body=len(body)) as server:
         status, _, _ = await post(session, server.url("42"), body)
         assert status == 200
+
+
+async def test_body_one_byte_over_max_body_is_413(session: aiohttp.ClientSession) -> None:
+    body = leads_body(*numbers(3))
+    async with FakeRyngServer(access_token=TOKEN, max_body=len(body) - 1) as server:
+        status, _, _ = await post(session, server.url("42"), body)
+        assert status == 413
+        assert server.accepted_requests == 0
 
 
 # -- lead validation: the server's own rules, from the vendor's reference --------------
@@ -778,6 +787,38 @@ async def test_multipart_without_campaign_sheet_is_400(session: aiohttp.ClientSe
         assert response.status == 400
         assert (await response.json())["error"] is True
     assert server.accepted_requests == 0
+
+
+@pytest.mark.parametrize(
+    "sheet",
+    [
+        gzip.compress(b"number\n" + b"".join(b"+9198%08d\n" % i for i in range(500)), mtime=0),
+        b"number\n+919876543210\x00\n",  # UTF-8, but a NUL byte: not a text file
+        b'number\n"+919876543210\n',  # a quote left open to the end
+    ],
+    ids=["gzip", "nul", "open-quote"],
+)
+async def test_a_sheet_that_is_not_csv_is_400_and_counts_nothing(
+    session: aiohttp.ClientSession, sheet: bytes
+) -> None:
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        good = aiohttp.FormData()
+        good.add_field(
+            "campaign-sheet", b"number\n+919876543210\n+917994771185\n", filename="a.csv"
+        )
+        async with session.post(server.url("42"), data=good, headers={"x-access-token": TOKEN}):
+            pass
+        bad = aiohttp.FormData()
+        bad.add_field("campaign-sheet", sheet, filename="leads.csv")
+        async with session.post(server.url("42"), data=bad, headers={"x-access-token": TOKEN}) as r:
+            assert r.status == 400
+            body = await r.json()
+        assert body["error"] is True
+        assert body["message"].startswith("campaign-sheet is not a CSV file: ")
+        assert server.accepted_requests == 1
+        assert server.lead_count() == 2  # the first sheet's rows only
+        assert not server.requests[1].accepted
+        assert server.statuses[500] == 0
 
 
 # -- with RyngClient -------------------------------------------------------------------

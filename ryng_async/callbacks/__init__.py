@@ -26,9 +26,12 @@ from .._callback_events import (
 )
 from ._app import (
     CALLBACK_PATH,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY,
     CallbackHandler,
     RedactingAccessLogger,
+    SecretLogFilter,
     callback_url,
     create_app,
     serve,
@@ -56,6 +59,8 @@ from ._stores import (
 
 __all__ = [
     "CALLBACK_PATH",
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_MAX_BODY",
     "DEFAULT_STORE_PATH",
     "EXPORT_COLUMNS",
@@ -72,6 +77,7 @@ __all__ = [
     "Reconciliation",
     "RedactingAccessLogger",
     "SQLiteCallbackStore",
+    "SecretLogFilter",
     "Status",
     "StoredCallback",
     "TerminalCallback",

@@ -7,19 +7,22 @@ One route takes both kinds of callback (their ``callbackType`` tells them apart)
     GET  /healthz                   200 while the receiver runs
 
 Answers: 200 once the callback is stored (a duplicate too), 400 for a body that is not a
-callback, 403 for a missing or wrong secret, 405 for another method, 413 for a body over
-``max_body``, and 500 only when the store failed, so that Ryng sends it again.
+callback, 403 for a missing or wrong secret, 405 for another method, 408 for a body not
+received within ``body_timeout``, 413 for a body over ``max_body``, and 500 only when the
+store failed, so that Ryng sends it again (logged with its cause).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Final, Protocol
+from urllib.parse import quote, unquote, unquote_plus
 
 import msgspec
 from aiohttp import web
@@ -28,13 +31,17 @@ from aiohttp.http import HttpProcessingError
 
 from .._callback_events import CallbackEvent, parse_callback
 from .._exceptions import ConfigurationError, ValidationError
+from ._limits import DEFAULT_HEADER_TIMEOUT, ConnectionGuard, accept_error_handler
 from ._stores import DEFAULT_STORE_PATH, CallbackStore, SQLiteCallbackStore, callback_key
 
 __all__ = [
     "CALLBACK_PATH",
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_MAX_BODY",
     "CallbackHandler",
     "RedactingAccessLogger",
+    "SecretLogFilter",
     "callback_url",
     "create_app",
     "serve",
@@ -44,6 +51,9 @@ logger = logging.getLogger("ryng_async.callbacks")
 
 DEFAULT_MAX_BODY: Final = 256 * 1024
 """The largest callback body accepted, in bytes (the vendor's examples are under 3 KB)."""
+
+DEFAULT_BODY_TIMEOUT: Final = 30.0
+"""Seconds a request has to send its whole body once its headers are in (408 beyond)."""
 
 CALLBACK_PATH: Final = "/callbacks"
 """The path callbacks are posted to (followed by ``/{secret}`` when one is set)."""
@@ -119,7 +129,16 @@ def _check_secret(secret: bytes | None, given: str | None) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret)
 
 
-def _validate_options(secret: str | None, max_body: int) -> None:
+def _positive_seconds(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")
+    ):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _validate_options(secret: str | None, max_body: int, body_timeout: float) -> None:
     if secret is not None:
         if not isinstance(secret, str) or not _SECRET_CHARS.fullmatch(secret):
             raise ConfigurationError(
@@ -132,6 +151,7 @@ def _validate_options(secret: str | None, max_body: int) -> None:
             )
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
         raise ConfigurationError(f"max_body must be a positive int, got {max_body!r}")
+    _positive_seconds("body_timeout", body_timeout)
 
 
 def create_app(
@@ -140,6 +160,7 @@ def create_app(
     handler: CallbackHandler | None = None,
     secret: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> web.Application:
     """Build the aiohttp.web application that receives Ryng's callbacks.
 
@@ -158,20 +179,26 @@ def create_app(
             access log too.
         max_body: the largest body accepted, in bytes; a larger one is answered 413
             without being read whole.
+        body_timeout: seconds a request has, once its headers are in, to send its whole
+            body; a slower one is answered 408 and its connection closed. The header read
+            timeout and the bound on open connections are `serve`'s: aiohttp.web has
+            neither, so under ``web.run_app`` put a proxy (nginx) in front.
 
     Returns:
         The application, for ``web.run_app``, an ``AppRunner``, or a test server.
 
     Raises:
-        ConfigurationError: ``secret`` or ``max_body`` is unusable.
+        ConfigurationError: ``secret``, ``max_body`` or ``body_timeout`` is unusable.
     """
-    _validate_options(secret, max_body)
+    _validate_options(secret, max_body, body_timeout)
     app = web.Application(client_max_size=max_body)
     if store is not None:
         app[_STORE_KEY] = store
     else:
         app.cleanup_ctx.append(_default_store)
-    receive = _Receiver(handler=handler, secret=secret, max_body=max_body).receive
+    receive = _Receiver(
+        handler=handler, secret=secret, max_body=max_body, body_timeout=body_timeout
+    ).receive
     app.router.add_post(CALLBACK_PATH, receive)
     if secret is not None:
         app.router.add_post(CALLBACK_PATH + "/{secret}", receive)
@@ -202,11 +229,17 @@ class _Receiver:
     """The POST handler: check the secret, read within the cap, parse, store, answer."""
 
     def __init__(
-        self, *, handler: CallbackHandler | None, secret: str | None, max_body: int
+        self,
+        *,
+        handler: CallbackHandler | None,
+        secret: str | None,
+        max_body: int,
+        body_timeout: float,
     ) -> None:
         self.handler = handler
         self.expected = None if secret is None else secret.encode()
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     async def receive(self, request: web.Request) -> web.Response:
         given = request.match_info.get("secret", request.query.get("secret"))
@@ -216,9 +249,16 @@ class _Receiver:
         if length is not None and length > self.max_body:
             return _too_large(self.max_body)
         try:
-            body = await _read_capped(request, self.max_body)
+            async with asyncio.timeout(self.body_timeout):
+                body = await _read_capped(request, self.max_body)
+        except TimeoutError:
+            logger.info("a body took over %ss to arrive (408)", self.body_timeout)
+            response = _error(408, f"body not received within {self.body_timeout:g}s")
+            response.force_close()
+            return response
         except (HttpProcessingError, web.RequestPayloadError) as exc:
             # Bad chunked framing or compressed data: the body cannot be read.
+            logger.info("refused an unreadable body (400): %s", _cause(exc))
             return _error(400, f"unreadable body: {_cause(exc)}")
         if body is None:
             return _too_large(self.max_body)
@@ -233,8 +273,12 @@ class _Receiver:
         except ValidationError as exc:  # a store may refuse what parsed (e.g. not UTF-8)
             logger.info("refused a callback body (400): %s", exc)
             return _error(400, str(exc))
-        except Exception:
-            logger.exception("could not store callback %s; answered 500 so Ryng resends it", key)
+        except Exception as exc:
+            logger.exception(
+                "answered 500: could not store callback %s, so Ryng resends it: %s",
+                key,
+                _cause(exc),  # noqa: TRY401 - the line names the cause, the traceback follows
+            )
             return _error(500, "could not store the callback; send it again")
         if not stored:
             logger.debug("duplicate callback %s", key)
@@ -247,14 +291,121 @@ class _Receiver:
         return web.Response(body=_OK, content_type=_JSON)
 
 
-_SECRET_IN_PATH: Final = re.compile(r"^(" + re.escape(CALLBACK_PATH) + r"/)[^/?#]+")
-_SECRET_IN_QUERY: Final = re.compile(r"([?&]secret=)[^&#]*")
+_PATH_SAFE: Final = "/*:@!$&'()+,;=-._~"
+_QUERY_SPLIT: Final = re.compile(r"([&;])")
+
+
+def _decoded(text: str, *, plus: bool = False) -> str:
+    # Decode until stable (a few rounds): a double-encoded name is still the name.
+    for _ in range(3):
+        decoded = unquote_plus(text) if plus else unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def redact(path_qs: str) -> str:
-    """Return a request path with the callback secret (path or query) replaced by ``***``."""
-    path_qs = _SECRET_IN_PATH.sub(r"\1***", path_qs)
-    return _SECRET_IN_QUERY.sub(r"\1***", path_qs)
+    """Return a request target with the callback secret replaced by ``***``.
+
+    Judged on the decoded path, whatever its spelling (``/%63allbacks/...``,
+    ``//Callbacks/...``, ``/api/callbacks/...``): everything after a segment naming
+    ``callbacks`` is replaced; in the query, the value of any parameter whose decoded
+    name holds ``secret``. The path comes back decoded and quoted again.
+    """
+    path, question, query = path_qs.partition("?")
+    segments = _decoded(path).split("/")
+    for index, segment in enumerate(segments):
+        if "callbacks" in segment.lower():
+            if any(segments[index + 1 :]):
+                segments[index + 1 :] = ["***"]
+            break
+    redacted = quote("/".join(segments), safe=_PATH_SAFE)
+    if not question:
+        return redacted
+    parts = _QUERY_SPLIT.split(query)
+    for index in range(0, len(parts), 2):
+        name, equals, _ = parts[index].partition("=")
+        if "secret" in _decoded(name, plus=True).strip().lower():
+            parts[index] = f"{name}{equals}***"
+    return f"{redacted}?{''.join(parts)}"
+
+
+class SecretLogFilter(logging.Filter):
+    """A logging filter that replaces a secret's every occurrence in a record with ``***``.
+
+    It looks in the message, its arguments, the traceback and the stack, for the secret
+    as it is and percent-encoded (``%73ecret``). aiohttp logs the request line of a
+    request it cannot parse ("Error handling request"), secret included: `serve` puts
+    this filter on aiohttp's and this package's loggers while it runs. Under
+    ``web.run_app``, add it yourself::
+
+        for name in ("aiohttp.access", "aiohttp.server", "aiohttp.web"):
+            logging.getLogger(name).addFilter(SecretLogFilter(secret))
+    """
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+        self._encoded = re.compile(rf"[A-Za-z0-9._~%+-]{{{len(secret)},}}")
+
+    def scrub(self, text: str) -> str:
+        """Return ``text`` with the secret, plain or percent-encoded, replaced by ``***``."""
+        text = text.replace(self.secret, "***")
+        if "%" in text:
+            text = self._encoded.sub(
+                lambda m: "***" if self.secret in _decoded(m.group()) else m.group(), text
+            )
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Scrub ``record`` in place; never drops it."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the handler to report
+            return True
+        scrubbed = self.scrub(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            scrubbed = self.scrub(record.exc_text)
+            if scrubbed != record.exc_text:
+                # Formatters use exc_text once it is set; drop exc_info so none re-renders.
+                record.exc_text, record.exc_info = scrubbed, None
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
+        return True
+
+
+# Loggers that may carry a request line or URL: aiohttp's, asyncio's and this package's.
+_SCRUBBED_LOGGERS: Final = (
+    "aiohttp.access",
+    "aiohttp.server",
+    "aiohttp.web",
+    "aiohttp.internal",
+    "asyncio",
+    "ryng_async",
+    "ryng_async.callbacks",
+)
+
+
+@contextlib.contextmanager
+def scrubbing(secret: str | None) -> Iterator[None]:
+    """Put a `SecretLogFilter` for ``secret`` on the loggers above while the block runs."""
+    if secret is None:
+        yield
+        return
+    secret_filter = SecretLogFilter(secret)
+    loggers = [logging.getLogger(name) for name in _SCRUBBED_LOGGERS]
+    for each in loggers:
+        each.addFilter(secret_filter)
+    try:
+        yield
+    finally:
+        for each in loggers:
+            each.removeFilter(secret_filter)
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
@@ -276,7 +427,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
             '%s "%s %s HTTP/%d.%d" %d %s %.6fs',
             request.remote,
             request.method,
-            redact(request.path_qs),
+            redact(request.raw_path),
             request.version.major,
             request.version.minor,
             response.status,
@@ -306,11 +457,17 @@ async def serve(
     max_body: int = DEFAULT_MAX_BODY,
     handler: CallbackHandler | None = None,
     on_ready: Callable[[str], object] | None = None,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_connections: int | None = None,
 ) -> None:
     """Run the receiver with a `SQLiteCallbackStore` until cancelled.
 
     For ``ryng-async callbacks serve``. The access log goes through
-    `RedactingAccessLogger`.
+    `RedactingAccessLogger`, and a `SecretLogFilter` keeps the secret out of every log.
+    Connections that send no complete headers within ``header_timeout`` are closed, and
+    at most ``max_connections`` are open at once (one more closes the oldest idle one),
+    so idle or slow clients cannot shut real callbacks out.
 
     Args:
         host: the address to listen on.
@@ -320,28 +477,77 @@ async def serve(
         max_body: the largest body accepted, in bytes.
         handler: called with each new callback once stored.
         on_ready: called once listening, with the URL to give Ryng.
+        header_timeout: seconds a connection has to send complete request headers.
+        body_timeout: seconds a request has to send its body (see `create_app`).
+        max_connections: the most connections open at once; None: the descriptor
+            limit (``ulimit -n``) less 64 kept for the store and logs.
 
     Raises:
         ConfigurationError: bad options or an unusable store file.
         OSError: the address cannot be bound.
     """
-    _validate_options(secret, max_body)
-    store = await asyncio.to_thread(SQLiteCallbackStore, store_path)
-    try:
-        app = create_app(store=store, handler=handler, secret=secret, max_body=max_body)
-        runner = web.AppRunner(app, access_log_class=RedactingAccessLogger, handle_signals=False)
-        await runner.setup()
+    _validate_options(secret, max_body, body_timeout)
+    _positive_seconds("header_timeout", header_timeout)
+    if max_connections is not None and (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or max_connections < 1
+    ):
+        raise ConfigurationError(f"max_connections must be a positive int, got {max_connections!r}")
+    with scrubbing(secret):
+        store = await asyncio.to_thread(SQLiteCallbackStore, store_path)
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
+            await _serve_app(
+                create_app(
+                    store=store,
+                    handler=handler,
+                    secret=secret,
+                    max_body=max_body,
+                    body_timeout=body_timeout,
+                ),
+                host=host,
+                port=port,
+                secret=secret,
+                on_ready=on_ready,
+                header_timeout=header_timeout,
+                max_connections=max_connections,
+            )
+        finally:
+            await store.aclose()
+
+
+async def _serve_app(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    secret: str | None,
+    on_ready: Callable[[str], object] | None,
+    header_timeout: float,
+    max_connections: int | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(accept_error_handler(previous_handler))
+    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger, handle_signals=False)
+    guard = ConnectionGuard(header_timeout=header_timeout, max_connections=max_connections)
+    app.middlewares.append(guard.middleware)
+    await runner.setup()
+    try:
+        # aiohttp.web.Server is documented as a protocol factory for loop.create_server:
+        # the guard wraps it, as TCPSite would use it unwrapped.
+        guard.server = runner.server
+        server = await loop.create_server(guard, host, port, reuse_address=True)
+        try:
             bound = port
-            for address in runner.addresses:
-                bound = int(address[1])
+            for sock in server.sockets:
+                bound = int(sock.getsockname()[1])
                 break
             if on_ready is not None:
                 on_ready(callback_url(host, bound, secret))
-            await asyncio.Event().wait()  # until cancelled
+            await guard.watch()  # until cancelled
         finally:
-            await runner.cleanup()
+            server.close()
     finally:
-        await store.aclose()
+        await runner.cleanup()
+        loop.set_exception_handler(previous_handler)

@@ -2,7 +2,8 @@
 
 Inputs: the leads as they were given to ``bulk_append`` (every row, in input order, the
 invalid ones too, since report positions count them), the load's `BulkReport` (or its
-``to_json()``), and a callback store. Leads and callbacks are matched by a key the caller
+``to_json()``; the reports of a sharded load's shards, merged or not; or the load's
+checkpoint journals), and a callback store. Leads and callbacks are matched by a key the caller
 names: the number, or a custom field holding an id unique to the lead (a CRM id).
 
 The work is done in a temporary SQLite file, so memory stays bounded whatever the number
@@ -198,6 +199,8 @@ class _Batch(msgspec.Struct):
     start: int
     count: int
     outcome: str
+    # Exact runs of positions (reports since journal format 3); None in older reports.
+    ranges: list[tuple[int, int]] | None = None
 
 
 class _Invalid(msgspec.Struct):
@@ -208,15 +211,87 @@ class _Report(msgspec.Struct):
     total: int
     batches: list[_Batch]
     invalid_leads: list[_Invalid] = msgspec.field(default_factory=list)
+    input_read: int | None = None
+    unread: dict[int, int] = msgspec.field(default_factory=dict)
+    sharding: tuple[int, int] | None = None
+    # Positions in no batch are invalid (a report) or not sent (a journal: it does not
+    # record invalid leads, nor batches never sent).
+    outside: str = "invalid"
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_JOURNAL_OUTCOME = {"in_flight": "unknown"}
 
 
 def _load_report(report: Any) -> _Report:
-    """Read a report given as a `BulkReport`, its ``to_dict()``, its JSON, or a JSON file."""
+    """Read one report, or merge several: reports of a load's shards, or its journals."""
+    if isinstance(report, list | tuple):
+        if not report:
+            raise ConfigurationError("report: no report or journal given")
+        return _merged([_load_one(part) for part in report])
+    return _load_one(report)
+
+
+def _merged(parts: list[_Report]) -> _Report:
+    if len(parts) == 1:
+        return parts[0]
+    reads = [part.input_read for part in parts]
+    merged = _Report(
+        total=sum(part.total for part in parts),
+        batches=[batch for part in parts for batch in part.batches],
+        invalid_leads=[lead for part in parts for lead in part.invalid_leads],
+        input_read=None if None in reads else max(r for r in reads if r is not None),
+        sharding=parts[0].sharding,
+        outside=parts[0].outside,
+    )
+    for part in parts:
+        merged.unread.update(part.unread)
+    return merged
+
+
+def _from_journal(path: Path) -> _Report:
+    """A load's record as its checkpoint journal holds it (in flight: unknown)."""
+    from ..checkpoint import CheckpointError, SQLiteJournal
+
     try:
+        summary = SQLiteJournal.inspect(path)
+        batches = SQLiteJournal.read_batches(path)
+    except CheckpointError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    if not all(batch.exact for batch in batches):
+        raise ConfigurationError(
+            f"the checkpoint journal {str(path)!r} was written by an older ryng_async and "
+            "holds no exact positions for some batches: give the load's report instead"
+        )
+    return _Report(
+        total=sum(batch.count for batch in batches),
+        batches=[
+            _Batch(
+                index=batch.index,
+                start=batch.start,
+                count=batch.count,
+                outcome=_JOURNAL_OUTCOME.get(batch.state.value, batch.state.value),
+                ranges=list(batch.ranges),
+            )
+            for batch in batches
+        ],
+        sharding=None if summary.shard is None else (summary.shard[1], summary.batch_size),
+        outside="skipped",
+    )
+
+
+def _load_one(report: Any) -> _Report:
+    """Read a report: a `BulkReport`, its ``to_dict()``, its JSON, a file of either kind."""
+    try:
+        if isinstance(report, str | os.PathLike):
+            path = Path(report)
+            with contextlib.suppress(OSError), path.open("rb") as head:
+                if head.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER:
+                    return _from_journal(path)
         if hasattr(report, "to_dict"):
-            return msgspec.convert(report.to_dict(), _Report)
+            return msgspec.convert(report.to_dict(), _Report, strict=False)
         if isinstance(report, Mapping):
-            return msgspec.convert(report, _Report)
+            return msgspec.convert(report, _Report, strict=False)
         if isinstance(report, bytes | bytearray | memoryview):
             return msgspec.json.decode(report, type=_Report)
         if isinstance(report, str | os.PathLike):
@@ -234,7 +309,13 @@ def _load_report(report: Any) -> _Report:
 
 
 class _Outcomes:
-    """Gives each input position its load outcome and batch, walking the report once."""
+    """Gives each input position its load outcome and batch, walking the report once.
+
+    A report that names each batch's exact runs of positions (and the input each shard did
+    not read) is walked by them: a merged report of shards, whose batch indices repeat,
+    and batches whose leads are not consecutive, are read as they are. An older report
+    (no runs) is walked by its batches' counts, skipping its invalid leads.
+    """
 
     def __init__(self, report: _Report) -> None:
         self.total = report.total
@@ -275,6 +356,71 @@ class _Outcomes:
                 f"the leads do not match the report: the input ended after {read} leads, "
                 f"before the report's batches did"
             )
+
+
+class _ExactOutcomes:
+    """`_Outcomes` by each batch's exact runs of positions (see `_Outcomes`)."""
+
+    def __init__(self, report: _Report) -> None:
+        self.total = report.total
+        runs = [
+            (first, first + length, batch.outcome, batch.index)
+            for batch in report.batches
+            for first, length in (batch.ranges or [(batch.start, batch.count)])
+        ]
+        runs.sort()
+        self._runs = runs
+        self._next = 0
+        for (_, end, _, index), (after, _, _, then) in itertools.pairwise(runs):
+            if after < end:
+                raise ConfigurationError(
+                    f"the report's batches overlap: batch {index} and batch {then} both "
+                    f"hold input position {after} (a shard's report given twice?)"
+                )
+        self._read = report.input_read
+        self._unread = report.unread
+        self._sharding = report.sharding
+        self._outside = report.outside
+
+    def at(self, position: int) -> tuple[str, int | None]:
+        runs = self._runs
+        while self._next < len(runs) and runs[self._next][1] <= position:
+            self._next += 1
+        if self._next < len(runs) and runs[self._next][0] <= position:
+            _, _, outcome, index = runs[self._next]
+            return outcome, index
+        if self._not_read(position):
+            return "not_read", None
+        return self._outside, None
+
+    def _not_read(self, position: int) -> bool:
+        if self._read is not None and position >= self._read:
+            return True
+        if not self._unread:
+            return False
+        if self._sharding is None:
+            return position >= min(self._unread.values())
+        count, block = self._sharding
+        first = self._unread.get(position // block % count)
+        return first is not None and position >= first
+
+    def finish(self, read: int) -> None:
+        runs = self._runs
+        while self._next < len(runs) and runs[self._next][1] <= read:
+            self._next += 1
+        if self._next < len(runs):
+            raise ConfigurationError(
+                f"the leads do not match the report: the input ended after {read} leads, "
+                f"before the report's batches did (batch {runs[self._next][3]} holds input "
+                f"position {max(read, runs[self._next][0])})"
+            )
+
+
+def _outcomes(report: _Report) -> _Outcomes | _ExactOutcomes:
+    exact = all(batch.ranges is not None for batch in report.batches)
+    if exact and (report.input_read is not None or report.outside != "invalid"):
+        return _ExactOutcomes(report)
+    return _Outcomes(report)
 
 
 def _lead_fields(lead: Any, key: str) -> tuple[str | None, str | None]:
@@ -493,7 +639,11 @@ class Reconciliation:
         db.execute("COMMIT")
 
     def _insert_leads(
-        self, db: sqlite3.Connection, outcomes: _Outcomes, chunk: list[Any], start: int
+        self,
+        db: sqlite3.Connection,
+        outcomes: _Outcomes | _ExactOutcomes,
+        chunk: list[Any],
+        start: int,
     ) -> None:
         by_load = self.summary.by_load
         rows = []
@@ -505,7 +655,7 @@ class Reconciliation:
         self._insert(db, _INSERT_LEAD, rows)
 
     async def _load_leads(self, db: sqlite3.Connection) -> None:
-        outcomes = _Outcomes(self._report)
+        outcomes = _outcomes(self._report)
         position = 0
         async for chunk in _chunks(self._leads):
             await asyncio.to_thread(self._insert_leads, db, outcomes, chunk, position)
@@ -692,7 +842,10 @@ def reconcile(
         leads: every lead given to the load, in the same order (the invalid ones too):
             wire-form mappings or `Lead` s, a plain or async iterable, read once.
         report: the load's `BulkReport`, its ``to_dict()``, its ``to_json()`` bytes, or
-            the path of a file holding that JSON.
+            the path of a file holding that JSON; or a list of them: the reports of a
+            sharded load's shards (or their merge, `BulkReport.merge`); or the path of
+            the load's checkpoint journal, or a list of its shards' journals (a journal
+            records no invalid leads: leads in no journalled batch read as skipped).
         store: a callback store, a store file (SQLite files are joined in SQL, fastest),
             or an async iterable of `StoredCallback`.
         key: what ties a callback to a lead: ``"number"`` (the callback's

@@ -8,7 +8,8 @@ a journalled load stands), ``callbacks serve|export`` (Ryng's callbacks, stored 
 against, end to end, without an account).
 
 Exit codes: 0 every lead accepted; 1 some failed, unknown or invalid; 2 usage,
-configuration or unreadable input; 3 the token was refused; 130 interrupted (Ctrl-C).
+configuration or unreadable input; 3 the token was refused; 130 interrupted (Ctrl-C);
+141 standard output closed by its reader (``| head``), the command stopped quietly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from ._common import ExitCode, resolve_env
+from ._common import ExitCode, quiet_stdout, resolve_env
 
 __all__ = ["main"]
 
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # ``... | head``: the reader has what it wanted
+        quiet_stdout()
+        return ExitCode.PIPE_CLOSED
     return code
 
 

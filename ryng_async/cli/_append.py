@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TextIO
 
 import anyio
 import msgspec
@@ -44,6 +45,7 @@ from ._common import (
     Commands,
     ExitCode,
     add_connection_options,
+    delimiter,
     env_option,
     make_client,
     non_negative_float,
@@ -52,8 +54,9 @@ from ._common import (
     run_async,
     say,
     shard,
+    write_stdout,
 )
-from ._progress import Meter, View, make_view, summary_table, tick
+from ._progress import Meter, View, json_logging, make_view, summary_table, tick
 from ._readers import (
     FORMATS,
     InputError,
@@ -105,7 +108,12 @@ def add_parser(commands: Commands) -> None:
     source.add_argument(
         "--encoding", default="utf-8", help="the CSV's text encoding (default: utf-8)"
     )
-    source.add_argument("--delimiter", help="the CSV's delimiter (default: ',' or a tab for .tsv)")
+    source.add_argument(
+        "--delimiter",
+        type=delimiter,
+        help="the CSV's delimiter: one character, or \\t or tab for a tab (default: ',', or "
+        "a tab for .tsv)",
+    )
     source.add_argument(
         "--number-column",
         default="number",
@@ -377,47 +385,124 @@ def _check_report_path(path: Path | None) -> None:
         raise CliError(f"--report {str(path)!r}: not a writable file path")
 
 
-# -- the report, with file lines ----------------------------------------------------
+# -- invalid rows, streamed ---------------------------------------------------------
+
+_KEPT_INVALID = 100
+"""Invalid leads a load's report keeps in memory (``--report`` lists every one)."""
 
 
-def _invalid_rows(
-    report_invalid: list[InvalidLead], source: LeadSource
-) -> Iterator[dict[str, Any]]:
-    for lead in report_invalid:
-        rejected = source.rejected.get(lead.position)
-        yield {
-            "position": lead.position,
-            "line": source.line_of(lead.position),
-            "field": rejected.field if rejected is not None else lead.field,
-            "reason": rejected.reason if rejected is not None else lead.reason,
-        }
+class _InvalidRows:
+    """Takes invalid leads as they are found and streams them out, keeping few in memory.
+
+    Each becomes a row with its file line; a row is written at once to ``listing`` (the
+    dry run's standard output), to a spool file that ``--report`` copies (when
+    ``spool``), and the first ``keep`` are held for the listing at the end of a load.
+    Memory holds those few whatever the number of invalid rows.
+    """
+
+    def __init__(
+        self, source: LeadSource, *, listing: TextIO | None, keep: int, spool: bool
+    ) -> None:
+        self.source = source
+        self.listing = listing
+        self.keep = keep
+        self.kept: list[dict[str, Any]] = []
+        self.count = 0
+        self._spool: IO[bytes] | None = tempfile.TemporaryFile() if spool else None  # noqa: SIM115 - closed by close()
+
+    def add(self, leads: Iterable[InvalidLead]) -> None:
+        """Take invalid leads (their rows leave `LeadSource.rejected` here)."""
+        source = self.source
+        for lead in leads:
+            rejected = source.rejected.pop(lead.position, None)
+            row = {
+                "position": lead.position,
+                "line": source.line_of(lead.position),
+                "field": rejected.field if rejected is not None else lead.field,
+                "reason": rejected.reason if rejected is not None else lead.reason,
+            }
+            if self._spool is not None:
+                self._spool.write(b"," if self.count else b"")
+                self._spool.write(_encoder.encode(row))
+            if self.listing is not None:
+                self.listing.write(_line(source, row) + "\n")
+            if len(self.kept) < self.keep:
+                self.kept.append(row)
+            self.count += 1
+
+    def copy_to(self, out: IO[bytes]) -> None:
+        """Write the rows spooled so far as a JSON array."""
+        out.write(b"[")
+        if self._spool is not None:
+            self._spool.seek(0)
+            shutil.copyfileobj(self._spool, out)
+            self._spool.seek(0, os.SEEK_END)
+        out.write(b"]")
+
+    def close(self) -> None:
+        """Drop the spool file."""
+        if self._spool is not None:
+            self._spool.close()
 
 
-def _show_invalid(
-    rows: Iterator[dict[str, Any]], count: int, source: LeadSource, limit: int | None
-) -> None:
-    out = sys.stdout if limit is None else sys.stderr
-    shown = 0
-    for row in rows:
-        if limit is not None and shown >= limit:
-            break
-        field = f"{row['field']}: " if row["field"] else ""
-        out.write(f"{source.name}:{row['line']}: {field}{row['reason']}\n")
-        shown += 1
-    if count > shown:
-        out.write(f"... and {count - shown:,} more invalid rows (--report PATH lists them all)\n")
-    out.flush()
+class _StreamingReport(BulkReport):
+    """A load's report whose invalid leads go to an `_InvalidRows` as they come.
+
+    The counts stay exact; ``invalid_leads`` keeps only the first `_KEPT_INVALID`.
+    """
+
+    rows: _InvalidRows
+
+    def record_invalid(self, leads: list[InvalidLead]) -> None:
+        """Stream the leads out, count them, and keep the first few."""
+        self.rows.add(leads)
+        super().record_invalid(leads)
+        if len(self.invalid_leads) > _KEPT_INVALID:
+            del self.invalid_leads[_KEPT_INVALID:]
 
 
-def _write_report(path: Path, document: dict[str, Any]) -> None:
-    """Write the report whole or not at all (a temporary file, then a rename)."""
+def _line(source: LeadSource, row: dict[str, Any]) -> str:
+    field = f"{row['field']}: " if row["field"] else ""
+    return f"{source.name}:{row['line']}: {field}{row['reason']}"
+
+
+def _show_invalid(rows: _InvalidRows, *, as_json: bool) -> None:
+    """List the invalid rows kept, and how many more there are, on standard error."""
+    for row in rows.kept:
+        if as_json:
+            say(json.dumps({"event": "invalid_row", "file": rows.source.name, **row}))
+        else:
+            say(_line(rows.source, row))
+    more = rows.count - len(rows.kept)
+    if more > 0:
+        text = f"... and {more:,} more invalid rows (--report PATH lists them all)"
+        _tell(as_json, "invalid_rows_not_shown", text, count=more)
+
+
+def _tell(as_json: bool, event: str, message: str, **fields: Any) -> None:
+    """One line for a person on standard error, or a JSON line for a log collector."""
+    say(json.dumps({"event": event, "message": message, **fields}) if as_json else message)
+
+
+def _write_report(path: Path, document: dict[str, Any], rows: _InvalidRows | None) -> None:
+    """Write the report whole or not at all (a temporary file, then a rename).
+
+    With ``rows``, its ``invalid_leads`` are copied from their spool file, not held.
+    """
     folder = path.parent if str(path.parent) else Path()
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed below
         "wb", dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False
     )
     try:
         with handle:
-            handle.write(_encoder.encode(document) + b"\n")
+            if rows is None:
+                handle.write(_encoder.encode(document) + b"\n")
+            else:
+                document = {k: v for k, v in document.items() if k != "invalid_leads"}
+                handle.write(_encoder.encode(document)[:-1])
+                handle.write(b',"invalid_leads":' if document else b'{"invalid_leads":')
+                rows.copy_to(handle)
+                handle.write(b"}\n")
         Path(handle.name).replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -428,10 +513,16 @@ def _write_report(path: Path, document: dict[str, Any]) -> None:
 def _report_document(
     report: BulkReport, source: LeadSource, code: int, ended: str
 ) -> dict[str, Any]:
+    """The report as ``--report`` writes it, but for its invalid leads (streamed in)."""
     document = report.to_dict()
-    document["invalid_leads"] = list(_invalid_rows(report.invalid_leads, source))
+    document.pop("invalid_leads", None)
     for batch in document["batches"]:
         batch["line"] = source.line_of(batch["start"])
+    # What to send again as the file's lines (the unread rest too: a last run to the end).
+    document["failed_lines"] = [
+        [source.line_of(start), None if count is None else source.line_of(start + count - 1)]
+        for start, count in report.failed_ranges()
+    ]
     document["input"] = {
         "file": source.name,
         "format": source.format,
@@ -449,60 +540,73 @@ def _report_document(
 
 def _dry_run(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
+    as_json = args.log_format == "json"
     source = _open(args)
+    rows = _InvalidRows(source, listing=sys.stdout, keep=0, spool=args.report is not None)
     try:
-        request = build_request(**_campaign_options(args, source))
-        overhead = BodyTemplate(request).overhead + 2
-        invalid: list[InvalidLead] = []
-        seen: set[str] | None = set() if args.dedupe else None
-        position = 0
-        for chunk in source.chunks():
-            _check_chunk(
-                chunk,
-                position,
-                invalid=invalid,
-                seen=seen,
-                overhead=overhead,
-                max_bytes=args.max_batch_bytes,
-            )
-            position += len(chunk)
-    finally:
-        source.close()
-    rows = list(_invalid_rows(invalid, source))
-    _show_invalid(iter(rows), len(rows), source, None)
-    code = ExitCode.NOT_ALL_ACCEPTED if invalid else ExitCode.OK
-    say(
-        f"dry run: {position:,} rows read from {source.name}, {position - len(invalid):,} "
-        f"valid, {len(invalid):,} invalid; nothing was sent"
-    )
-    if args.report is not None:
-        _write_report(
-            args.report,
-            {
+        try:
+            request = build_request(**_campaign_options(args, source))
+            overhead = BodyTemplate(request).overhead + 2
+            seen: set[str] | None = set() if args.dedupe else None
+            position = 0
+            for chunk in source.chunks():
+                rows.add(
+                    _check_chunk(
+                        chunk,
+                        position,
+                        seen=seen,
+                        overhead=overhead,
+                        max_bytes=args.max_batch_bytes,
+                    )
+                )
+                position += len(chunk)
+        finally:
+            source.close()
+        sys.stdout.flush()
+        code = ExitCode.NOT_ALL_ACCEPTED if rows.count else ExitCode.OK
+        valid = position - rows.count
+        _tell(
+            as_json,
+            "dry_run",
+            f"dry run: {position:,} rows read from {source.name}, {valid:,} valid, "
+            f"{rows.count:,} invalid; nothing was sent",
+            file=source.name,
+            total=position,
+            valid=valid,
+            invalid=rows.count,
+            exit_code=int(code),
+        )
+        if args.report is not None:
+            document = {
                 "dry_run": True,
                 "total": position,
-                "valid": position - len(invalid),
-                "invalid": len(invalid),
-                "invalid_leads": rows,
+                "valid": valid,
+                "invalid": rows.count,
                 "input": {"file": source.name, "format": source.format, "rows": source.rows},
                 "exit_code": int(code),
-            },
-        )
-    return code
+            }
+            _write_report(args.report, document, rows)
+        return code
+    finally:
+        rows.close()
 
 
 def _check_chunk(
     chunk: list[Any],
     start: int,
     *,
-    invalid: list[InvalidLead],
     seen: set[str] | None,
     overhead: int,
     max_bytes: int,
-) -> None:
-    """The SDK's checks of one chunk: its batched check first, lead by lead only if needed."""
+) -> list[InvalidLead]:
+    """The SDK's checks of one chunk, as a load makes them: its invalid leads, in order.
+
+    Validation (and ``seen``, for ``--dedupe``) first, then the size of each valid lead
+    alone: a lead refused by validation is one invalid lead, never counted twice.
+    """
+    invalid: list[InvalidLead] = []
     if seen is None and leads_are_valid(chunk):
-        valid = chunk
+        valid: list[tuple[int, Any]] = list(enumerate(chunk, start))
     else:
         valid = []
         for position, lead in enumerate(chunk, start):
@@ -522,11 +626,11 @@ def _check_chunk(
                     )
                     continue
                 seen.add(row["number"])
-            valid.append(row)
-    if len(_encoder.encode(valid)) + overhead <= max_bytes:
-        return
-    for position, lead in enumerate(chunk, start):  # some lead may be too big alone
-        if isinstance(lead, dict) and len(_encoder.encode(lead)) + overhead > max_bytes:
+            valid.append((position, row))
+    if len(_encoder.encode([row for _, row in valid])) + overhead <= max_bytes:
+        return invalid
+    for position, row in valid:  # some lead may be too big alone
+        if len(_encoder.encode(row)) + overhead > max_bytes:
             invalid.append(
                 InvalidLead(
                     position=position,
@@ -536,6 +640,7 @@ def _check_chunk(
                 )
             )
     invalid.sort(key=lambda lead: lead.position)
+    return invalid
 
 
 # -- the load ------------------------------------------------------------------------
@@ -543,12 +648,14 @@ def _check_chunk(
 
 def run(args: argparse.Namespace) -> int:
     """Run ``append``; return the exit code."""
+    as_json = args.log_format == "json"
     try:
-        if args.dry_run:
-            return _dry_run(args)
-        return run_async(lambda: _load(args))
+        with json_logging(enabled=as_json):
+            if args.dry_run:
+                return _dry_run(args)
+            return run_async(lambda: _load(args))
     except (CliError, InputError, ConfigurationError, ValidationError) as exc:
-        say(f"ryng-async append: error: {exc}")
+        _tell(as_json, "error", f"ryng-async append: error: {exc}")
         return ExitCode.USAGE
 
 
@@ -577,16 +684,28 @@ async def _load(args: argparse.Namespace) -> int:
         with interrupts.scope():
             source = await run_blocking(_open, args)
         if source is None:  # interrupted while opening the file
-            say("ryng-async append: interrupted before the load started; nothing was sent")
+            _tell(
+                args.log_format == "json",
+                "interrupted",
+                "ryng-async append: interrupted before the load started; nothing was sent",
+            )
             return interrupts.code or ExitCode.INTERRUPTED
+        rows = _InvalidRows(
+            source, listing=None, keep=args.show_invalid, spool=args.report is not None
+        )
         try:
-            return await _load_source(args, client, source, interrupts)
+            return await _load_source(args, client, source, interrupts, rows)
         finally:
+            rows.close()
             source.close()
 
 
 async def _load_source(
-    args: argparse.Namespace, client: Any, source: LeadSource, interrupts: _Interrupts
+    args: argparse.Namespace,
+    client: Any,
+    source: LeadSource,
+    interrupts: _Interrupts,
+    rows: _InvalidRows,
 ) -> int:
     options = load_options(args, source)
     as_json = args.log_format == "json"
@@ -604,7 +723,8 @@ async def _load_source(
         meter, mode=args.progress, log_format=args.log_format, interval=args.progress_interval
     )
     interrupts.meter = meter
-    report = BulkReport()
+    report = _StreamingReport()
+    report.rows = rows
     code: int = ExitCode.OK
     error: str | None = None
     async with client:
@@ -750,10 +870,12 @@ class _Interrupts:
 def _finish(
     args: argparse.Namespace,
     source: LeadSource,
-    report: BulkReport,
+    report: _StreamingReport,
     code: int,
     error: str | None,
 ) -> int:
+    as_json = args.log_format == "json"
+    rows = report.rows
     ended = {
         ExitCode.INTERRUPTED: "interrupted",
         ExitCode.TERMINATED: "terminated",
@@ -761,17 +883,15 @@ def _finish(
         ExitCode.USAGE: "input error",
     }.get(ExitCode(code), "done")
     if error is not None:
-        say(f"ryng-async append: error: {error}")
-    if report.invalid:
-        _show_invalid(
-            _invalid_rows(report.invalid_leads, source), report.invalid, source, args.show_invalid
-        )
-    if args.log_format == "json":
+        _tell(as_json, "error", f"ryng-async append: error: {error}")
+    if rows.count:
+        _show_invalid(rows, as_json=as_json)
+    if as_json:
         summary = {"event": "summary", "ended": ended, "exit_code": int(code)}
         summary.update(
             {k: v for k, v in report.to_dict().items() if k not in {"batches", "invalid_leads"}}
         )
-        sys.stdout.write(json.dumps(summary) + "\n")
+        write_stdout(json.dumps(summary) + "\n")
     else:
         extra = {}
         if source.blank_rows:
@@ -783,8 +903,18 @@ def _finish(
             if ended != "done"
             else "not every lead was accepted"
         )
-        sys.stdout.write(f"{verdict} (exit {int(code)})\n{summary_table(report, extra=extra)}\n")
-    sys.stdout.flush()
+        write_stdout(f"{verdict} (exit {int(code)})\n{summary_table(report, extra=extra)}\n")
+    if report.unread:
+        first = min(report.unread.values())
+        line = source.line_of(first)
+        at = f" (line {line} of {source.name})" if line is not None else ""
+        _tell(
+            as_json,
+            "unread",
+            f"the load stopped before reading input position {first:,}{at}: the rows from "
+            "there on were never read; send them again (--report lists every range to "
+            "send again under failed_ranges)",
+        )
     if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
         cancelled = (
             f"; {report.unknown:,} leads of requests cancelled in flight are 'unknown' (they "
@@ -792,11 +922,17 @@ def _finish(
             if report.unknown
             else "; every request sent got its answer"
         )
-        say(resume_hint(args) or f"the rest of the file was never sent{cancelled}")
+        _tell(
+            as_json, "hint", resume_hint(args) or f"the rest of the file was never sent{cancelled}"
+        )
     if args.report is not None:
         try:
-            _write_report(args.report, _report_document(report, source, code, ended))
+            _write_report(args.report, _report_document(report, source, code, ended), rows)
         except OSError as exc:
-            say(f"ryng-async append: error: cannot write --report {str(args.report)!r}: {exc}")
+            _tell(
+                as_json,
+                "error",
+                f"ryng-async append: error: cannot write --report {str(args.report)!r}: {exc}",
+            )
             return max(code, ExitCode.USAGE) if code < ExitCode.AUTH else code
     return code

@@ -3,8 +3,9 @@
 Read-only, and safe while the load runs: the campaign and settings of the load, its
 batches and leads by state, the first input position not yet accepted, and the batches
 that may or may not be in Ryng (in flight or unknown), to check before sending them again.
-With ``--file`` (the load's input, read as ``append`` read it), positions are also given as
-the file's line numbers.
+Batches in flight are told apart: sent by a load that holds the journal now, or left by
+a run that stopped (unknown: the next run reports them so). With ``--file`` (the load's
+input, read as ``append`` read it), positions are also given as the file's line numbers.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _line_map(args: argparse.Namespace, summary: JournalSummary) -> Lines | None
     if args.file is None:
         return None
     wanted = max(
-        [summary.next_position, *(b.start + b.count for b in summary.uncertain)], default=0
+        [summary.next_position, *(sum(b.ranges[-1]) for b in summary.uncertain)], default=0
     )
     source = source_from_args(args)
     try:
@@ -74,16 +75,29 @@ def _lines(lines: Lines | None, start: int, count: int) -> tuple[int | None, int
     return lines(start), lines(start + count - 1)
 
 
+def _state(b: JournalledBatch, holder: int | None) -> str:
+    """A batch's state, telling a live load's in-flight batch from a stopped run's."""
+    if b.state is not BatchState.IN_FLIGHT:
+        return b.state.value
+    if holder is None:
+        return "in_flight, left by a run that stopped: unknown"
+    return f"in_flight now (pid {holder})" if holder else "in_flight now"
+
+
 def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
     def batch(b: JournalledBatch) -> dict[str, object]:
         out: dict[str, object] = {
             "index": b.index,
             "start": b.start,
             "count": b.count,
+            "ranges": [list(run) for run in b.ranges],
             "state": b.state.value,
+            "live": b.state is BatchState.IN_FLIGHT and summary.holder is not None,
         }
         if lines is not None:
-            out["first_line"], out["last_line"] = _lines(lines, b.start, b.count)
+            spans = [_lines(lines, first, length) for first, length in b.ranges]
+            out["first_line"], out["last_line"] = spans[0][0], spans[-1][1]
+            out["lines"] = [list(span) for span in spans]
         return out
 
     return {
@@ -102,14 +116,16 @@ def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
         "next_line": None if lines is None else lines(summary.next_position),
         "uncertain": [batch(b) for b in summary.uncertain],
         "size_bytes": summary.size_bytes,
+        "holder": summary.holder,
     }
 
 
 def _where(b: JournalledBatch, lines: Lines | None, name: str) -> str:
-    first, last = _lines(lines, b.start, b.count)
-    if first is None or last is None:
+    spans = [_lines(lines, first, length) for first, length in b.ranges]
+    if lines is None or any(first is None or last is None for first, last in spans):
         return b.positions
-    return f"{b.positions}, lines {first}-{last} of {name}"
+    text = ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in spans)
+    return f"{b.positions}, lines {text} of {name}"
 
 
 def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
@@ -121,6 +137,9 @@ def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
         f"{summary.max_batch_bytes:,} bytes{shard}",
         f"created {summary.created_at:%Y-%m-%d %H:%M:%S} UTC, "
         f"last written {summary.updated_at:%Y-%m-%d %H:%M:%S} UTC",
+        "no load holds it now"
+        if summary.holder is None
+        else f"a load holds it now{f' (pid {summary.holder})' if summary.holder else ''}",
         "",
         f"{'state':<10} {'batches':>9} {'leads':>11}",
     ]
@@ -147,7 +166,7 @@ def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
             "check their leads there before resending them (--resend-unknown)"
         )
         out.extend(
-            f"  batch {b.index}: {_where(b, lines, name)} ({b.state.value})"
+            f"  batch {b.index}: {_where(b, lines, name)} ({_state(b, summary.holder)})"
             for b in summary.uncertain[:_SHOWN_UNCERTAIN]
         )
         if len(summary.uncertain) > _SHOWN_UNCERTAIN:

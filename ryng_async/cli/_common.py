@@ -32,6 +32,7 @@ __all__ = [
     "ExitCode",
     "add_connection_options",
     "add_reading_options",
+    "delimiter",
     "env_option",
     "fraction",
     "make_client",
@@ -39,10 +40,12 @@ __all__ = [
     "plain",
     "positive_float",
     "positive_int",
+    "quiet_stdout",
     "resolve_env",
     "run_async",
     "say",
     "shard",
+    "write_stdout",
 ]
 
 
@@ -67,6 +70,9 @@ class ExitCode(enum.IntEnum):
     """The access token was refused (403)."""
     INTERRUPTED = 130
     """Interrupted by Ctrl-C (SIGINT)."""
+    PIPE_CLOSED = 141
+    """Standard output was closed by its reader (``| head``): the command stopped quietly,
+    with the status of a process ended by SIGPIPE."""
     TERMINATED = 143
     """Stopped by SIGTERM."""
 
@@ -97,6 +103,34 @@ def say(message: str, stream: TextIO | None = None) -> None:
     out.flush()
 
 
+def quiet_stdout() -> None:
+    """Point standard output at the null device, once its reader has gone.
+
+    What is still buffered, and the interpreter's flush at exit, then go nowhere instead
+    of raising `BrokenPipeError` again (Python's documented way for a closed pipe).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def write_stdout(text: str) -> bool:
+    """Write and flush ``text`` on standard output; False if its reader has gone.
+
+    A closed pipe is not an error of the command: the rest of its work (a report file,
+    its exit code) goes on.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+        return False
+    return True
+
+
 # -- option types --------------------------------------------------------------------
 
 
@@ -121,6 +155,22 @@ def shard(text: str) -> tuple[int, int]:
     if not 0 <= value[0] < value[1]:
         raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, got {text!r}")
     return value
+
+
+def delimiter(text: str) -> str:
+    r"""A CSV delimiter (argparse type): one character, or ``\t`` or ``tab`` for a tab.
+
+    The shell passes ``'\t'`` as a backslash and a t, hence the spelled-out forms.
+    """
+    if text in {"\\t", "tab", "TAB"}:
+        return "\t"
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(
+            f"must be one character, or \\t or tab for a tab, got {text!r}"
+        )
+    if text in {'"', "\r", "\n"}:
+        raise argparse.ArgumentTypeError(f"cannot be a quote or a line break, got {text!r}")
+    return text
 
 
 def fraction(text: str) -> float:
@@ -172,7 +222,7 @@ def add_reading_options(group: _AddsArguments) -> None:
     """Add the options that read a lead file as ``append`` read it (defaults as its own)."""
     group.add_argument("--input-format", dest="format", choices=sorted(FORMATS), default=None)
     group.add_argument("--encoding", default="utf-8")
-    group.add_argument("--delimiter", default=None)
+    group.add_argument("--delimiter", type=delimiter, default=None)
     group.add_argument("--number-column", default="number")
     group.add_argument("--agents-column", default="agentsAssigned")
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
@@ -22,7 +23,7 @@ import anyio
 
 from .. import BatchResult, BulkReport, Outcome, Progress
 
-__all__ = ["Meter", "Snapshot", "View", "make_view", "summary_table"]
+__all__ = ["Meter", "Snapshot", "View", "json_logging", "make_view", "summary_table"]
 
 _WINDOW = 5.0  # seconds of history behind the rate shown
 
@@ -294,6 +295,42 @@ async def tick(view: View) -> None:
     while True:
         await anyio.sleep(view.period)
         view.refresh()
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "event": "log",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info is not None and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            line["error"] = f"{type(error).__name__}: {error}"
+        return json.dumps(line)
+
+
+@contextlib.contextmanager
+def json_logging(*, enabled: bool, stream: TextIO | None = None) -> Iterator[None]:
+    """While open, the SDK's log records (warnings and up) go out as JSON lines.
+
+    Without it, Python's last-resort handler writes them to standard error as plain
+    text, breaking a log collector's one-JSON-object-a-line stream. Does nothing unless
+    ``enabled``.
+    """
+    if not enabled:
+        yield
+        return
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_JsonFormatter())
+    logger = logging.getLogger("ryng_async")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 _REASONS_SHOWN = 5

@@ -503,7 +503,8 @@ def open_source(
 
     Raises:
         InputError: the file cannot be opened, its format is unknown, its encoding is
-            unknown, or its CSV header is empty or lacks the number column.
+            unknown, its delimiter is not one character, or its CSV header is empty or
+            lacks the number column.
     """
     if fmt is None and path != "-":
         fmt = guess_format(path)
@@ -516,6 +517,11 @@ def open_source(
         codecs.lookup(encoding)
     except LookupError:
         raise InputError(f"unknown encoding {encoding!r} (--encoding)") from None
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise InputError(
+            f"delimiter {delimiter!r} (--delimiter): must be one character, not a quote "
+            "or a line break"
+        )
     handle: IO[bytes]
     total: int | None = None
     underlying: list[IO[bytes]] = []
@@ -550,7 +556,9 @@ def open_source(
             source.also_close = underlying
             source.prepare(
                 encoding=encoding,
-                delimiter=delimiter or ("\t" if path.lower().endswith(".tsv") else ","),
+                delimiter=delimiter
+                if delimiter is not None
+                else ("\t" if path.lower().endswith(".tsv") else ","),
                 number_column=number_column,
                 agents_column=agents_column,
                 normalize=normalize,

@@ -41,7 +41,13 @@ def add_parser(commands: Commands) -> None:
     parser.set_defaults(run=run)
     parser.add_argument("file", metavar="FILE", help="the lead file the load read ('-': stdin)")
     parser.add_argument(
-        "--report", type=Path, required=True, metavar="PATH", help="the load's JSON report"
+        "--report",
+        type=Path,
+        required=True,
+        action="append",
+        metavar="PATH",
+        help="the load's JSON report (append --report) or its checkpoint journal; give it "
+        "once per shard for a sharded load (or the shards' merged report once)",
     )
     parser.add_argument(
         "--store", type=Path, required=True, metavar="PATH", help="the callback store"
@@ -104,11 +110,16 @@ async def _normalized(leads: AsyncIterator[Any], region: str | None) -> AsyncIte
 
 def run(args: argparse.Namespace) -> int:
     """Run ``reconcile``; return the exit code."""
-    for path, what in ((args.report, "report"), (args.store, "callback store")):
+    for path, what in (
+        *((report, "report") for report in args.report),
+        (args.store, "callback store"),
+    ):
         if not path.is_file():
             say(f"ryng-async reconcile: error: no such {what}: {str(path)!r}")
             return ExitCode.USAGE
-    loaded_at = datetime.fromtimestamp(args.report.stat().st_mtime, tz=UTC)
+    loaded_at = datetime.fromtimestamp(
+        max(report.stat().st_mtime for report in args.report), tz=UTC
+    )
 
     async def write(out: IO[bytes]) -> int:
         source = source_from_args(args)
