@@ -263,8 +263,11 @@ class _Receiver:
         if length is not None and length > self.max_body:
             return _too_large(self.max_body)
         try:
-            async with asyncio.timeout(self.body_timeout):
+            if request.content.is_eof():  # all of it is here (the usual case): no timer
                 body = await _read_capped(request, self.max_body)
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await _read_capped(request, self.max_body)
         except TimeoutError:
             logger.info("a body took over %ss to arrive (408)", self.body_timeout)
             return _closing(
