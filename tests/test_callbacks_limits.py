@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import logging
 import os
 import re
 import subprocess
@@ -296,7 +295,3 @@ async def test_the_issue_measurement_at_full_size(tmp_path: Path) -> None:
     )
     assert max(latencies) < 1.0, max(latencies)
     assert "Traceback" not in err
-
-
-def test_logging_names_what_it_needs() -> None:
-    assert logging.getLogger("ryng_async.callbacks") is limits.logger
