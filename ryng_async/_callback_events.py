@@ -17,6 +17,7 @@ vendor fields do not break the receiver, but the types of known fields are check
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Final, TypeAlias
 
@@ -235,15 +236,24 @@ def _has_lone_surrogate(body: bytes | bytearray | memoryview | str) -> bool:
 
 
 _KEY_COLON: Final = re.compile(rb'"\s*:')
+_QUOTE_SPACE: Final = re.compile(rb'"[ \t\r\n]')
 _any_json = msgspec.json.Decoder()
 
 
 def _count_keys(value: Any) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_count_keys(item) for item in value.values())
-    if isinstance(value, list):
-        return sum(_count_keys(item) for item in value)
-    return 0
+    """How many names the objects in a decoded JSON value hold, each object's once."""
+    items: Iterable[Any]
+    if type(value) is dict:
+        count = len(value)
+        items = value.values()
+    elif type(value) is list:
+        count, items = 0, value
+    else:
+        return 0
+    for item in items:
+        if type(item) is dict or type(item) is list:
+            count += _count_keys(item)
+    return count
 
 
 def duplicate_key(body: bytes) -> str | None:
@@ -264,8 +274,12 @@ def duplicate_key(body: bytes) -> str | None:
         return None  # e.g. not UTF-8 inside a field parse_callback skips: the store says so
     except RecursionError as exc:
         raise ValidationError("callback body is nested too deeply") from exc
+    if _QUOTE_SPACE.search(body) is not None:
+        colons = len(_KEY_COLON.findall(body))
+    else:  # no key has space before its colon: a plain count finds every one
+        colons = body.count(b'":')
     try:
-        if _count_keys(decoded) == len(_KEY_COLON.findall(body)):
+        if _count_keys(decoded) == colons:
             return None
         found: list[str] = []
 

@@ -109,7 +109,7 @@ def _closing(request: web.Request, response: web.Response) -> web.Response:
     client that trickles, for up to ``lingering_time``; from a body that failed to
     decode, it raises again and logs "Unhandled exception" with a traceback. Marking the
     body's stream at its end skips that read. The one aiohttp detail relied on here
-    (``StreamReader.feed_eof``), tested in test_callbacks_limits.py.
+    (``StreamReader.feed_eof``), tested in test_callbacks_bodies.py.
     """
     request.content.feed_eof()
     response.force_close()
@@ -263,8 +263,11 @@ class _Receiver:
         if length is not None and length > self.max_body:
             return _too_large(self.max_body)
         try:
-            async with asyncio.timeout(self.body_timeout):
+            if request.content.is_eof():  # all of it is here (the usual case): no timer
                 body = await _read_capped(request, self.max_body)
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await _read_capped(request, self.max_body)
         except TimeoutError:
             logger.info("a body took over %ss to arrive (408)", self.body_timeout)
             return _closing(
