@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import fnmatch
 import importlib.util
 import inspect
 import os
@@ -302,3 +303,33 @@ def _nav_files() -> set[str]:
 def test_every_page_is_in_the_navigation() -> None:
     pages = {str(path.relative_to(DOCS)) for path in DOCS.rglob("*.md")}
     assert pages == _nav_files()
+
+
+# -- the guarantees ----------------------------------------------------------------------------
+
+
+def _test_names() -> dict[str, set[str]]:
+    """Each test file of tests/ and the test functions it defines."""
+    return {
+        path.name: set(re.findall(r"^\s*(?:async )?def (test_\w+)", path.read_text(), re.M))
+        for path in (ROOT / "tests").glob("test_*.py")
+    }
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    page = (DOCS / "guarantees.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "`test_" in line]
+    assert len(rows) >= 15
+    tests = _test_names()
+    every = set().union(*tests.values())
+    missing = []
+    for row in rows:
+        proof = row.rsplit("|", 2)[-2]  # the "proved by" cell
+        for span in re.findall(r"`([^`]+)`", proof):
+            file, _, name = span.partition("::")
+            if file.startswith("test_") and file.endswith(".py"):
+                if file not in tests or (name and not fnmatch.filter(tests[file], name)):
+                    missing.append(span)
+            elif span.startswith("test_") and not fnmatch.filter(every, span):
+                missing.append(span)
+    assert not missing, f"docs/guarantees.md names tests that do not exist: {missing}"
