@@ -669,6 +669,7 @@ async def test_invalid_rows_stream_in_bounded_memory(tmp_path: Path, mode: str) 
                     check=False,
                     env=cli_env(server),
                 )
+            assert_no_token(done.stdout.decode(), done.stderr.decode())
             assert done.returncode == 1, done.stderr.decode()[-2000:]
             peaks[rows] = _peak_rss_of(done.stderr.decode())
             document = json.loads(report_path.read_text())
@@ -953,6 +954,7 @@ async def test_a_load_whose_stdout_was_closed_still_writes_its_report(
     finally:
         os.close(write_end)
     err = done.stderr.decode()
+    assert_no_token(err)
     assert done.returncode == 0, err
     assert "Traceback" not in err
     assert json.loads(report_path.read_text())["accepted"] == 30 == server.lead_count()
