@@ -8,18 +8,27 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from ryng_async import parse_callback
 from ryng_async.callbacks import SQLiteCallbackStore
-from ryng_async.checkpoint import BatchState, Decision, SQLiteJournal
+from ryng_async.checkpoint import (
+    JOURNAL_FORMAT_VERSION,
+    BatchState,
+    CheckpointError,
+    Decision,
+    LoadIdentity,
+    SQLiteJournal,
+)
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
 CLI = [sys.executable, "-m", "ryng_async"]
@@ -28,7 +37,7 @@ CAMPAIGN = "42"
 ROWS = 60
 BATCH = 10
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = pytest.mark.anyio
 
 
 def env_for(base_url: str) -> dict[str, str]:
@@ -67,6 +76,7 @@ def connect_callback(call_id: int, customer: str, created: datetime) -> bytes:
     ).encode()
 
 
+@pytest.mark.slow
 async def test_a_killed_load_is_resolved_and_finished_with_every_lead_sent_once(
     tmp_path: Path,
 ) -> None:
@@ -158,3 +168,102 @@ async def test_a_killed_load_is_resolved_and_finished_with_every_lead_sent_once(
     after = SQLiteJournal.read_batches(journal)
     assert {b.state for b in after} == {BatchState.ACCEPTED}
     assert not any(b.maybe_duplicated for b in after)
+
+
+# --- the Python API ---------------------------------------------------------------------
+
+IDENTITY = LoadIdentity(campaign_id="42", batch_size=10, max_batch_bytes=65536, options=b"{}")
+
+
+def where(index: int) -> dict[str, Any]:
+    return {"start": index * 10, "count": 10, "digest": bytes([index]) * 16}
+
+
+async def unknown_journal(path: Path) -> None:
+    """Batch 0 accepted, 1 unknown (a resend: maybe duplicated), 2 failed, 3 in flight."""
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        for index in range(4):
+            await journal.in_flight(index, **where(index), attempt=1, maybe_duplicated=index == 1)
+        await journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+        await journal.settled(1, state=BatchState.UNKNOWN, attempts=2, status=None, message="")
+        await journal.settled(2, state=BatchState.FAILED, attempts=1, status=500, message="")
+
+
+async def test_resolve_records_each_decision_and_the_next_run_sees_it(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    await unknown_journal(path)
+    made = SQLiteJournal.resolve(path, "not-received", batches=[1], note="not in the console")
+    assert [(r.index, r.decision, r.previous_state) for r in made] == [
+        (1, Decision.NOT_RECEIVED, BatchState.UNKNOWN)
+    ]
+    made = SQLiteJournal.resolve(path, Decision.ACCEPTED)  # every open one left: batch 3
+    assert [(r.index, r.previous_state, r.ranges) for r in made] == [
+        (3, BatchState.IN_FLIGHT, ((30, 10),))
+    ]
+    summary = SQLiteJournal.inspect(path)
+    assert summary.uncertain == ()
+    assert [(r.index, r.decision, r.note) for r in summary.resolved] == [
+        (1, Decision.NOT_RECEIVED, "not in the console"),
+        (3, Decision.ACCEPTED, ""),
+    ]
+    assert summary.resolved[0].at <= summary.resolved[1].at <= datetime.now(UTC)
+    batches = {b.index: b for b in SQLiteJournal.read_batches(path)}
+    assert batches[1].state is BatchState.SKIPPED
+    assert not batches[1].maybe_duplicated
+    assert batches[3].state is BatchState.ACCEPTED
+    assert batches[3].message == "resolved as accepted"
+    assert batches[1].message == "resolved as not received: not in the console"
+    # The next run: batch 1 is sent as a fresh batch, not a maybe-duplicated resend.
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        prior = journal.prior(1, **where(1))
+        assert prior is not None
+        assert prior.state is BatchState.SKIPPED
+        await journal.in_flight(1, **where(1), attempt=1)
+        assert not journal.batches[1].maybe_duplicated
+
+
+async def test_resolve_refuses_batches_that_are_not_open_and_records_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j"
+    await unknown_journal(path)
+    with pytest.raises(CheckpointError, match=r"not in flight or unknown: batch 0 \(accepted\)"):
+        SQLiteJournal.resolve(path, "accepted", batches=[0, 1])
+    with pytest.raises(CheckpointError, match="not in the journal: batch 9"):
+        SQLiteJournal.resolve(path, "accepted", batches=[9])
+    with pytest.raises(ValueError, match="'maybe'"):
+        SQLiteJournal.resolve(path, "maybe")
+    summary = SQLiteJournal.inspect(path)
+    assert [b.index for b in summary.uncertain] == [1, 3]
+    assert summary.resolved == ()
+
+
+async def test_resolve_is_refused_while_a_load_holds_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    await unknown_journal(path)
+    async with await SQLiteJournal(path).open(IDENTITY):
+        with pytest.raises(CheckpointError, match=rf"held by a live load \(pid {os.getpid()}\)"):
+            SQLiteJournal.resolve(path, "accepted")
+        refused = await anyio.run_process(
+            [*CLI, "checkpoint", "resolve", str(path), "--as", "accepted", "--all"], check=False
+        )
+    assert refused.returncode == 2
+    assert b"held by a live load" in refused.stderr
+    assert [b.index for b in SQLiteJournal.inspect(path).uncertain] == [1, 3]
+
+
+async def test_a_format_3_journal_is_read_and_migrated_by_resolve(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    await unknown_journal(path)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE resolution")  # as format 3 wrote it
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    summary = SQLiteJournal.inspect(path)
+    assert summary.format_version == 3
+    assert [b.index for b in summary.uncertain] == [1, 3]
+    SQLiteJournal.resolve(path, "accepted", batches=[3])
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (JOURNAL_FORMAT_VERSION,)
+    conn.close()
+    assert [r.index for r in SQLiteJournal.inspect(path).resolved] == [3]
