@@ -267,3 +267,57 @@ async def test_a_format_3_journal_is_read_and_migrated_by_resolve(tmp_path: Path
     assert conn.execute("PRAGMA user_version").fetchone() == (JOURNAL_FORMAT_VERSION,)
     conn.close()
     assert [r.index for r in SQLiteJournal.inspect(path).resolved] == [3]
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def tricky_csv(path: Path) -> list[bytes]:
+    """30 rows: row 7 holds a line break in a quoted cell, a blank line follows row 8,
+    row 16's number is invalid. Returns each row's bytes (blank line in row 8's)."""
+    rows = []
+    for i in range(30):
+        note = '"two\nlines"' if i == 7 else f"n{i}"
+        phone = "12345" if i == 16 else number(i)
+        rows.append(f'{phone},"Doe, J{i}",{note}\n'.encode())
+    path.write_bytes(
+        b"number,name,note\n" + b"".join(r + b"\n" if i == 8 else r for i, r in enumerate(rows))
+    )
+    return rows
+
+
+@pytest.mark.slow
+async def test_export_writes_the_rows_of_a_state_byte_for_byte(tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    rows = tricky_csv(leads)
+    journal = tmp_path / "load.journal"
+    # One request at a time, batches of 5 valid leads: batches 1 and 3 refused (400).
+    faults = FaultPlan(script=[None, Fault.BAD_REQUEST, None, Fault.BAD_REQUEST])
+    async with FakeRyngServer(access_token=TOKEN, faults=faults) as server:
+        env = env_for(server.base_url)
+        load = await cli(
+            "append", CAMPAIGN, str(leads), "--checkpoint", str(journal),
+            "--batch-size", "5", "--concurrency", "1", env=env,
+        )  # fmt: skip
+    assert load.returncode == 1, load.stderr
+    failed = [b.ranges for b in SQLiteJournal.read_batches(journal, states=[BatchState.FAILED])]
+    assert failed == [((5, 5),), ((15, 1), (17, 4))]  # row 16 invalid, not in a batch
+    header = b"number,name,note\n"
+    for state, wanted in [
+        ("failed", [5, 6, 7, 8, 9, 15, 17, 18, 19, 20]),
+        ("not-accepted", [5, 6, 7, 8, 9, 15, 17, 18, 19, 20]),
+        ("unknown", []),
+    ]:
+        out = tmp_path / f"{state}.csv"
+        exported = await cli(
+            "checkpoint", "export", str(journal), "--file", str(leads), "--state", state,
+            "-o", str(out), env=env,
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        assert out.read_bytes() == header + b"".join(rows[i] for i in wanted), state
+    from_stdin = await cli(
+        "checkpoint", "export", str(journal), "--file", "-", "--state", "failed", "-o", "-",
+        env=env,
+    )  # fmt: skip
+    assert from_stdin.returncode == 2
+    assert b"not stdin" in from_stdin.stderr
