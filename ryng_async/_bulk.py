@@ -347,7 +347,8 @@ class _Load:
         else:
             message = (
                 "in flight when an earlier run stopped: it may have been appended; check "
-                "these leads in Ryng before resending them (resend_unknown=True sends them)"
+                "these leads in Ryng, then record what you found (ryng-async checkpoint "
+                "resolve, or SQLiteJournal.resolve); resend_unknown=True sends them anyway"
             )
         return BatchResult(
             index=batch.index,

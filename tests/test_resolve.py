@@ -5,6 +5,7 @@ Driven through the real command line against `FakeRyngServer`, as an operator wo
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -321,3 +322,28 @@ async def test_export_writes_the_rows_of_a_state_byte_for_byte(tmp_path: Path) -
     )  # fmt: skip
     assert from_stdin.returncode == 2
     assert b"not stdin" in from_stdin.stderr
+
+
+async def test_export_of_json_lines_and_gzip_keeps_each_line_as_read(tmp_path: Path) -> None:
+    lines = [f'{{"number": "{number(i)}", "n": {i}}}\n'.encode() for i in range(12)]
+    body = b"".join(line + (b"\n" if i == 4 else b"") for i, line in enumerate(lines))
+    plain_file = tmp_path / "leads.jsonl"
+    plain_file.write_bytes(body)
+    zipped = tmp_path / "leads.jsonl.gz"
+    zipped.write_bytes(gzip.compress(body))
+    path = tmp_path / "j"
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        await journal.in_flight(0, start=3, count=3, digest=b"a" * 16, attempt=1)
+        await journal.in_flight(1, start=9, count=2, digest=b"b" * 16, attempt=1,
+                                ranges=[(9, 1), (11, 1)])  # fmt: skip
+        await journal.settled(0, state=BatchState.FAILED, attempts=1, status=400, message="")
+    for source in (plain_file, zipped):
+        out = tmp_path / "out.jsonl"
+        for state, wanted in [("failed", [3, 4, 5]), ("unknown", [9, 11])]:
+            done = await anyio.run_process(
+                [*CLI, "checkpoint", "export", str(path), "--file", str(source),
+                 "--input-format", "jsonl", "--state", state, "-o", str(out)],
+                check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert out.read_bytes() == b"".join(lines[i] for i in wanted), (source, state)
