@@ -347,3 +347,60 @@ async def test_export_of_json_lines_and_gzip_keeps_each_line_as_read(tmp_path: P
             )  # fmt: skip
             assert done.returncode == 0, done.stderr
             assert out.read_bytes() == b"".join(lines[i] for i in wanted), (source, state)
+
+
+async def test_resolve_chooses_batches_by_index_position_or_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    leads = tmp_path / "leads.csv"
+    # Lines: 1 header, 2-41 rows 0-39 (batch b holds rows 10b..10b+9: lines 10b+2..10b+11).
+    leads.write_bytes(b"number\n" + b"".join(f"{number(i)}\n".encode() for i in range(40)))
+    path = tmp_path / "j"
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        for index in range(4):
+            await journal.in_flight(index, **where(index), attempt=1)
+        await journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+    base = ["checkpoint", "resolve", str(path)]
+
+    def resolve(*args: str) -> tuple[int, str, str]:
+        code = main([*base, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = resolve("--as", "accepted")  # no selection
+    assert (code, "choose the batches" in err) == (2, True)
+    code, _, err = resolve("--all")
+    assert code == 2
+    assert "give --as" in err
+    code, _, err = resolve("--as", "accepted", "--all", "--batch", "1")
+    assert (code, "one way" in err) == (2, True)
+    code, _, err = resolve("--as", "accepted", "--lines", "2-5")
+    assert (code, "--lines needs --file" in err) == (2, True)
+    code, _, err = resolve("--as", "accepted", "--batch", "0")  # accepted already
+    assert (code, "no batch in flight or unknown matches" in err) == (2, True)
+
+    code, out, _ = resolve("--as", "accepted", "--batch", "0-1", "--note", "seen")
+    assert code == 1  # batches 2 and 3 still open
+    assert "batch 1: leads 10-19 resolved as accepted (seen)" in out
+    assert "1 batches (10 leads) resolved as accepted; 2 batches still unknown" in out
+    code, out, _ = resolve("--as", "not-received", "--positions", "25")
+    assert "batch 2: leads 20-29 resolved as not-received" in out
+    code, out, _ = resolve("--as", "not-received", "--lines", "41", "--file", str(leads))
+    assert code == 0
+    assert "batch 3: leads 30-39 resolved as not-received" in out
+    summary = SQLiteJournal.inspect(path)
+    assert [(r.index, r.decision) for r in summary.resolved] == [
+        (1, Decision.ACCEPTED),
+        (2, Decision.NOT_RECEIVED),
+        (3, Decision.NOT_RECEIVED),
+    ]
+    assert main(["checkpoint", "show", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["uncertain"] == []
+    assert [(r["index"], r["decision"], r["note"]) for r in shown["resolved"]] == [
+        (1, "accepted", "seen"),
+        (2, "not-received", ""),
+        (3, "not-received", ""),
+    ]
