@@ -404,3 +404,40 @@ async def test_resolve_chooses_batches_by_index_position_or_line(
         (2, "not-received", ""),
         (3, "not-received", ""),
     ]
+
+
+async def test_a_callback_proves_a_batch_only_for_a_number_of_its_own_called_since(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    leads = tmp_path / "leads.csv"
+    numbers = [number(i) for i in range(40)]
+    numbers[35] = numbers[25]  # batch 2's lead 25 is loaded again in batch 3
+    leads.write_text("number\n" + "".join(f"{n}\n" for n in numbers))
+    path = tmp_path / "j"
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        for index in range(4):
+            await journal.in_flight(index, **where(index), attempt=1)
+    created = SQLiteJournal.inspect(path).created_at
+    store_path = tmp_path / "store.db"
+    async with SQLiteCallbackStore(store_path) as store:
+        for call_id, lead, when in [
+            (1, 25, datetime.now(UTC)),  # a number of two leads: proves neither batch
+            (2, 12, datetime(2020, 1, 1, tzinfo=UTC)),  # batch 1, but called before the load
+            (3, 3, datetime.now(UTC)),  # batch 0: proof
+            (4, 4, datetime.now(UTC)),  # batch 0 again: one proof is enough
+        ]:
+            body = connect_callback(call_id, number(lead), when)
+            assert await store.add(parse_callback(body), body)
+    code = main(
+        ["checkpoint", "resolve", str(path), "--callbacks", str(store_path), "--file", str(leads)]
+    )
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "1 batches (10 leads) resolved as accepted; 3 batches still unknown" in out
+    (resolution,) = SQLiteJournal.inspect(path).resolved
+    assert resolution.index == 0
+    assert resolution.note.startswith(f"callback of call 3 to {number(3)} at ")
+    assert resolution.at >= created
+    assert [b.index for b in SQLiteJournal.inspect(path).uncertain] == [1, 2, 3]

@@ -22,10 +22,11 @@ import gzip
 import re
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 from ..checkpoint import BatchState, CheckpointError, Decision, JournalledBatch, SQLiteJournal
 from ._common import Commands, ExitCode, add_reading_options, plain, say
@@ -128,26 +129,27 @@ def add_actions(actions: Commands) -> None:
 # --- reading the input -------------------------------------------------------------------
 
 
-def _read_input(args: argparse.Namespace, upto: int) -> tuple[LeadSource, dict[int, str]]:
-    """Read the input past position ``upto``; return it and each lead's number by position."""
+def _read_input(
+    args: argparse.Namespace, upto: int, keep: Callable[[int, str], None] | None = None
+) -> LeadSource:
+    """Read the input past position ``upto`` (all of it: -1), showing ``keep`` each number."""
     if args.file == "-":
         raise InputError("the input is read twice here: give a file, not stdin ('-')")
     source = source_from_args(args)
-    numbers: dict[int, str] = {}
     try:
         position = 0
         for chunk in source.chunks():
             for lead in chunk:
-                if isinstance(lead, dict):
+                if keep is not None and isinstance(lead, dict):
                     number = lead.get("number")
                     if isinstance(number, str | int):
-                        numbers[position] = str(number)
+                        keep(position, str(number))
                 position += 1
-            if position > upto:
+            if 0 <= upto < position:
                 break
     finally:
         source.close()
-    return source, numbers
+    return source
 
 
 def _positions(batches: Iterable[JournalledBatch]) -> Iterator[int]:
@@ -190,26 +192,37 @@ def _digits(number: str) -> str:
 
 
 def _proven(
-    store: Path,
-    candidates: list[JournalledBatch],
-    numbers: dict[int, str],
-    since: datetime,
+    args: argparse.Namespace, candidates: list[JournalledBatch], since: datetime
 ) -> tuple[dict[int, str], int]:
-    """Batches a callback proves reached Ryng (index -> the proof), and callbacks read."""
-    counts: dict[str, int] = {}
-    for number in numbers.values():
-        key = _digits(number)
-        counts[key] = counts.get(key, 0) + 1
+    """Batches a callback proves reached Ryng (index -> the proof), and callbacks read.
+
+    Reads the input twice: for the numbers of the candidates' leads, then for how often
+    each occurs in the whole file (a number loaded twice proves neither lead).
+    """
+    store: Path = args.callbacks
+    batch_of = {position: b.index for b in candidates for position in _positions([b])}
     owner: dict[str, int] = {}
-    for b in candidates:
-        for position in _positions([b]):
-            key = _digits(numbers.get(position, ""))
-            if key and counts.get(key) == 1:
-                owner[key] = b.index
+
+    def note_candidate(position: int, number: str) -> None:
+        index = batch_of.get(position)
+        key = _digits(number)
+        if index is not None and key:
+            owner[key] = index
+
+    _read_input(args, max(batch_of, default=0), note_candidate)
+    counts: dict[str, int] = dict.fromkeys(owner, 0)
+
+    def count(_: int, number: str) -> None:
+        key = _digits(number)
+        if key in counts:
+            counts[key] += 1
+
+    _read_input(args, -1, count)
+    owner = {key: index for key, index in owner.items() if counts[key] == 1}
     proofs: dict[int, str] = {}
     read = 0
     try:
-        conn = sqlite3.connect(f"file:{store.resolve()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{quote(str(store.resolve()))}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise InputError(f"cannot open the callback store {store}: {exc}") from exc
     try:
@@ -256,13 +269,12 @@ def run_resolve(args: argparse.Namespace) -> int:
         summary = SQLiteJournal.inspect(args.path)
         uncertain = list(summary.uncertain)
         source = None
-        numbers: dict[int, str] = {}
-        if args.file is not None:
+        if args.lines is not None:
             upto = max((sum(b.ranges[-1]) for b in uncertain), default=0)
-            source, numbers = _read_input(args, upto)
+            source = _read_input(args, upto)
         chosen = _select(args, uncertain, source)
         if args.callbacks is not None:
-            proofs, read = _proven(args.callbacks, chosen, numbers, summary.created_at)
+            proofs, read = _proven(args, chosen, summary.created_at)
             chosen = [b for b in chosen if b.index in proofs]
             decision = Decision.ACCEPTED
         else:
@@ -331,7 +343,7 @@ def export_rows(
     written whole.
     """
     wanted = sorted(set(_positions(batches)))
-    source, _ = _read_input(args, (wanted[-1] + 1) if wanted else 0)
+    source = _read_input(args, (wanted[-1] + 1) if wanted else 0)
     starts: list[tuple[int, int | None]] = []  # (first line, line of the next row)
     for position in wanted:
         first = source.line_of(position)
