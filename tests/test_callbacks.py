@@ -699,8 +699,9 @@ async def test_a_crash_between_store_and_answer_loses_nothing_and_the_retry_is_s
 
 _RECEIVER_PROCESS = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, signal, sys
     from ryng_async.callbacks import serve
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # stopped by SIGINT, even nohup
     asyncio.run(serve(port=0, store_path=sys.argv[1], on_ready=lambda url: print(url, flush=True)))
     """
 )

@@ -526,6 +526,25 @@ async def test_a_second_signal_cancels_the_requests_in_flight(tmp_path: Path) ->
 
 
 @pytest.mark.anyio
+async def test_two_signals_under_log_format_json_leave_only_json_on_stderr(
+    tmp_path: Path,
+) -> None:
+    hang = FaultPlan(rates={Fault.HANG: 1.0})
+    trigger = SignalOnArrival(2, signal.SIGINT)
+    async with FakeRyngServer(access_token=TOKEN, faults=hang, on_request=trigger) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(1000) + "1,x,y\n")
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--progress", "none", "--stop-grace", "600", "--log-format", "json"]
+        run = await run_signalled(command, server, trigger, again_on='"event": "stopping"')
+    assert run.code == 130, run.err
+    assert trigger.sent == 2
+    events = [event["event"] for event in _json_lines(run.err)]
+    assert events[0] == "start"
+    assert "stopping" in events
+    assert "cancelling" in events
+
+
+@pytest.mark.anyio
 async def test_the_stop_grace_bounds_the_wait_for_the_requests_in_flight(tmp_path: Path) -> None:
     hang = FaultPlan(rates={Fault.HANG: 1.0})
     trigger = SignalOnArrival(2, signal.SIGTERM)

@@ -220,7 +220,6 @@ def test_ctrl_c_stops_the_load_gently_and_leaves_the_report_final(
     # and the report's accepted leads are exactly the server's.
     assert report.unknown == 0
     assert report.accepted == threaded_server.lead_count() >= 100
-    assert report.skipped > 0
     # Batch by batch: accepted ones reached the server, unknown ones wholly or not at all
     # (cut off in flight), the rest never; nothing arrived twice.
     received = [int(lead["number"][5:]) for lead in threaded_server.leads]

@@ -109,7 +109,7 @@ def _closing(request: web.Request, response: web.Response) -> web.Response:
     client that trickles, for up to ``lingering_time``; from a body that failed to
     decode, it raises again and logs "Unhandled exception" with a traceback. Marking the
     body's stream at its end skips that read. The one aiohttp detail relied on here
-    (``StreamReader.feed_eof``), tested in test_callbacks_limits.py.
+    (``StreamReader.feed_eof``), tested in test_callbacks_bodies.py.
     """
     request.content.feed_eof()
     response.force_close()

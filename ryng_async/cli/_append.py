@@ -810,9 +810,11 @@ class _Interrupts:
             self.stop.set()
             self._tell_stopping(signum)
         else:
-            say(
+            _tell(
+                getattr(self._args, "log_format", "text") == "json",
+                "cancelling",
                 f"ryng-async append: {signal.Signals(signum).name} again: cancelling the "
-                "requests in flight (they end 'unknown': they may have been appended)"
+                "requests in flight (they end 'unknown': they may have been appended)",
             )
         for scope, gentle in self._scopes:
             if not gentle or not first:
