@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -170,3 +171,41 @@ def test_fake_server_record_refuses_no_record() -> None:
     )
     assert run.returncode == 2
     assert b"--record needs the leads" in run.stderr
+
+
+@pytest.mark.anyio
+async def test_upload_sheet_checks_the_sheet_before_sending(tmp_path: Path) -> None:
+    # Issue 19 point 6: read as append reads a CSV; a bad sheet is refused, nothing sent.
+    good = b"number;name\n+919800000001;Max\n+919800000002;Alex\n"
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"number,name\n+919800000001,Max\n12345,Alex\n\n98,Kim\n")
+    zipped = tmp_path / "sheet.csv.gz"
+    zipped.write_bytes(gzip.compress(good))
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_bytes(good)
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = env_for(server.base_url, TOKEN)
+
+        async def upload(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+            with anyio.fail_after(60):
+                done = await anyio.run_process(
+                    [*CLI, "upload-sheet", "42", *args], input=stdin, check=False, env=env
+                )
+            return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+        code, _, err = await upload(str(bad))
+        assert code == 1, err
+        assert "2 of 3 rows of" in err
+        assert "line 3: number: must be E.164" in err
+        assert "line 5: number: must be E.164" in err
+        code, _, err = await upload(str(zipped))
+        assert (code, "is not a CSV sheet: it is gzip-compressed" in err) == (2, True)
+        code, _, err = await upload(str(semicolons))  # read with a comma: no number column
+        assert (code, "no 'number' column" in err) == (2, True)
+        code, out, err = await upload(str(semicolons), "--delimiter", ";", "--dry-run")
+        assert (code, "2 rows, every one valid (dry run: nothing sent)" in out) == (0, True), err
+        assert server.received_requests == 0
+        code, out, err = await upload("-", "--delimiter", ";", stdin=good)
+        assert code == 0, err
+        assert server.lead_count() == 2
+        assert server.requests[0].form is not None
