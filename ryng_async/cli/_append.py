@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -240,6 +241,22 @@ def add_parser(commands: Commands) -> None:
         action="store_true",
         help="refuse, as invalid, a lead whose number came earlier in the file",
     )
+    load.add_argument(
+        "--max-invalid",
+        type=max_invalid,
+        default=None,
+        metavar="N|N%",
+        help="stop before sending anything more once more than N rows (or N%% of the rows "
+        f"read, checked from the {_SHARE_FROM}th row on) are invalid: a file read with the "
+        "wrong settings is refused rather than sent (exit 1)",
+    )
+    load.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="read only the first N data rows (a trial run)",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -292,6 +309,50 @@ def add_parser(commands: Commands) -> None:
 
 
 # -- what the command line asks for -------------------------------------------------
+
+_SHARE_FROM = 100
+"""--max-invalid N%: the share is checked once this many rows were read (or at the end)."""
+
+
+def max_invalid(text: str) -> tuple[int | None, float | None]:
+    """``"50"`` -> (50, None); ``"5%"`` -> (None, 0.05)."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            share = float(value[:-1])
+            if not 0 <= share <= 100:
+                raise ValueError  # noqa: TRY301 - reported below
+            return None, share / 100
+        count = int(value)
+        if count < 0:
+            raise ValueError  # noqa: TRY301 - reported below
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of rows (50) or a share (5%), got {text!r}"
+        ) from None
+    return count, None
+
+
+class _InvalidGuard:
+    """--max-invalid: sets ``stop`` once too many of the rows read are invalid."""
+
+    def __init__(self, limit: tuple[int | None, float | None], stop: asyncio.Event) -> None:
+        self.count, self.share = limit
+        self.stop = stop
+        self.tripped: str | None = None
+
+    def check(self, invalid: int, read: int) -> None:
+        if self.tripped is not None:
+            return
+        if self.count is not None and invalid > self.count:
+            self.tripped = f"{invalid:,} invalid rows, more than --max-invalid {self.count:,}"
+        elif self.share is not None and read >= _SHARE_FROM and invalid > self.share * read:
+            self.tripped = (
+                f"{invalid:,} of the first {read:,} rows invalid ({invalid / read:.1%}), "
+                f"more than --max-invalid {self.share:.1%}"
+            )
+        if self.tripped is not None:
+            self.stop.set()
 
 
 def _custom_field_names(text: str) -> dict[str, str] | None:
@@ -408,6 +469,7 @@ class _InvalidRows:
         self.keep = keep
         self.kept: list[dict[str, Any]] = []
         self.count = 0
+        self.guard: _InvalidGuard | None = None
         self._spool: IO[bytes] | None = None
         if report is not None:
             folder = report.parent if str(report.parent) else Path()
@@ -434,6 +496,8 @@ class _InvalidRows:
         if len(self.kept) < self.keep:
             self.kept.append(row)
         self.count += 1
+        if self.guard is not None:
+            self.guard.check(self.count, lead.position + 1)
 
     def copy_to(self, out: IO[bytes]) -> None:
         """Write the rows spooled so far as a JSON array."""
@@ -538,16 +602,30 @@ def _dry_run(args: argparse.Namespace) -> int:
             overhead = BodyTemplate(request).overhead + 2
             seen: set[str] | None = set() if args.dedupe else None
             position = 0
+            guard = None
+            if args.max_invalid is not None:
+                guard = rows.guard = _InvalidGuard(args.max_invalid, asyncio.Event())
             for chunk in source.chunks():
+                if args.limit is not None and position + len(chunk) >= args.limit:
+                    chunk = chunk[: args.limit - position]  # noqa: PLW2901 - the rows wanted
                 found = _check_chunk(
                     chunk, position, seen=seen, overhead=overhead, max_bytes=args.max_batch_bytes
                 )
                 for lead in found:
                     rows.add(lead)
+                    if guard is not None and guard.tripped:
+                        break
+                if guard is not None and guard.tripped:
+                    position = found[-1].position + 1 if found else position
+                    break
                 position += len(chunk)
+                if position == args.limit:
+                    break
         finally:
             source.close()
         sys.stdout.flush()
+        if rows.guard is not None and rows.guard.tripped:
+            _tell(as_json, "max_invalid", f"ryng-async append: stopped: {rows.guard.tripped}")
         code = ExitCode.NOT_ALL_ACCEPTED if rows.count else ExitCode.OK
         valid = position - rows.count
         _tell(
@@ -691,6 +769,8 @@ async def _load_source(
     rows: _InvalidRows,
 ) -> int:
     options = load_options(args, source)
+    if args.max_invalid is not None:
+        rows.guard = _InvalidGuard(args.max_invalid, interrupts.stop)
     # Every invalid row streams out as it is found (to --report and the listing at the
     # end); the report itself describes only the first few.
     options.update(on_invalid=rows.add, keep_invalid_leads=_KEPT_INVALID)
@@ -724,6 +804,7 @@ async def _load_source(
                     meter=meter,
                     view=view,
                     report=report,
+                    limit=args.limit,
                 )
         except AuthenticationError as exc:
             code, error = ExitCode.AUTH, f"the access token was refused: {exc}"
@@ -746,6 +827,7 @@ async def _run_load(
     meter: Meter,
     view: View,
     report: BulkReport,
+    limit: int | None = None,
 ) -> None:
     """The load, with the view ticking beside it; raise what stopped it, bare."""
     failure: Exception | None = None
@@ -753,7 +835,11 @@ async def _run_load(
         tasks.start_soon(tick, view)
         try:
             await client.bulk_append(
-                campaign, aiter_leads(source), on_progress=meter.update, report=report, **options
+                campaign,
+                _first(aiter_leads(source), limit, source),
+                on_progress=meter.update,
+                report=report,
+                **options,
             )
         except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
             failure = exc
@@ -761,6 +847,45 @@ async def _run_load(
             tasks.cancel_scope.cancel()
     if failure is not None:
         raise failure
+
+
+def _checkpoint_hint(args: argparse.Namespace, report: BulkReport) -> str:
+    """Where to go from unknown or failed leads, with the journal's commands."""
+    path = shlex.quote(str(args.checkpoint))
+    file = "" if args.file == "-" else f" --file {shlex.quote(args.file)}"
+    lines = [f"to see the batches left: ryng-async checkpoint show {path}{file}"]
+    if report.unknown:
+        lines.append(
+            f"{report.unknown:,} leads are unknown (maybe in Ryng): write them out with "
+            f"ryng-async checkpoint export {path}{file or ' --file FILE'} --state unknown "
+            "-o unknown.csv, check them in Ryng, then record it: ryng-async checkpoint "
+            f"resolve {path} --as accepted|not-received --all (or --callbacks STORE); the "
+            "next run then sends the not-received ones"
+        )
+    if report.failed:
+        lines.append(
+            f"{report.failed:,} leads failed: running the same command again sends them "
+            f"(ryng-async checkpoint export {path}{file or ' --file FILE'} --state failed "
+            "-o failed.csv writes their rows)"
+        )
+    return "\n".join(lines)
+
+
+async def _first(
+    leads: AsyncIterator[Any], limit: int | None, source: LeadSource
+) -> AsyncIterator[Any]:
+    """The first ``limit`` leads (all if None); the source then counts only those rows."""
+    if limit is None:
+        async for lead in leads:
+            yield lead
+        return
+    taken = 0
+    async for lead in leads:
+        if taken == limit:
+            break
+        yield lead
+        taken += 1
+    source.rows = min(source.rows, limit)
 
 
 class _Interrupts:
@@ -874,6 +999,13 @@ def _finish(
         _tell(as_json, "error", f"ryng-async append: error: {error}")
     if rows.count:
         _show_invalid(rows, as_json=as_json)
+    if rows.guard is not None and rows.guard.tripped:
+        _tell(
+            as_json,
+            "max_invalid",
+            f"ryng-async append: stopped: {rows.guard.tripped}; nothing more was sent "
+            "(check the file's settings: --delimiter, --encoding, --number-column)",
+        )
     if as_json:
         summary = {"event": "summary", "ended": ended, "exit_code": int(code)}
         summary.update(
@@ -903,6 +1035,8 @@ def _finish(
             "there on were never read; send them again (--report lists every range to "
             "send again under failed_ranges)",
         )
+    if args.checkpoint is not None and (report.unknown or report.failed):
+        _tell(as_json, "checkpoint_hint", _checkpoint_hint(args, report))
     if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
         cancelled = (
             f"; {report.unknown:,} leads of requests cancelled in flight are 'unknown' (they "
