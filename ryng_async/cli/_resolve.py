@@ -25,14 +25,16 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 from urllib.parse import quote
 
 from ..checkpoint import BatchState, CheckpointError, Decision, JournalledBatch, SQLiteJournal
 from ._common import Commands, ExitCode, add_reading_options, plain, say
 from ._readers import InputError, LeadSource, source_from_args
 
-__all__ = ["add_actions", "export_rows"]
+__all__ = ["add_actions", "copy_rows", "export_rows"]
+
+T = TypeVar("T")
 
 _OPEN = frozenset({BatchState.IN_FLIGHT, BatchState.UNKNOWN})
 _EXPORT_STATES = {
@@ -333,6 +335,17 @@ def _is_blank(line: bytes) -> bool:
     return not line.strip()
 
 
+def _write_heading(
+    heading: list[bytes], header: Callable[[bytes], bytes] | None, out: IO[bytes]
+) -> int:
+    while heading and _is_blank(heading[-1]):
+        heading.pop()
+    if heading and header is not None:
+        heading[-1] = header(heading[-1])
+    out.writelines(heading)
+    return len(heading)
+
+
 def export_rows(
     args: argparse.Namespace, batches: list[JournalledBatch], out: IO[bytes]
 ) -> tuple[int, int]:
@@ -344,51 +357,82 @@ def export_rows(
     """
     wanted = sorted(set(_positions(batches)))
     source = _read_input(args, (wanted[-1] + 1) if wanted else 0)
-    starts: list[tuple[int, int | None]] = []  # (first line, line of the next row)
-    for position in wanted:
-        first = source.line_of(position)
-        if first is None:
-            raise InputError(f"{args.file}: no row at input position {position}")
-        following = source.line_of(position + 1) if position + 1 < source.rows else None
-        starts.append((first, following))
+    return copy_rows(args.file, source, ((p, None) for p in wanted), out)
+
+
+Edit = Callable[[bytes, T], bytes]
+
+
+def copy_rows(
+    path: str,
+    source: LeadSource,
+    wanted: Iterable[tuple[int, T]],
+    out: IO[bytes],
+    *,
+    header: Callable[[bytes], bytes] | None = None,
+    row: Edit[T] | None = None,
+) -> tuple[int, int]:
+    """Copy the rows at ``wanted``'s positions (ascending) from ``path``, header first.
+
+    ``source`` is ``path`` as read (to its end, or past the last position wanted): it maps
+    positions to lines. ``header`` edits the header's line, ``row`` a row's last line
+    (with its item's tag). Streams: holds one row's lines at a time. Returns (rows, lines)
+    written.
+    """
+    wanted = iter(wanted)
     header_end = source.line_of(0) if source.format == "csv" else None
     rows = written = 0
-    with _open_bytes(args.file) as handle:
-        at = 0  # index into starts
+    heading: list[bytes] = []
+
+    def next_row() -> tuple[int, int, T] | None:
+        item = next(wanted, None)
+        if item is None:
+            return None
+        position, tag = item
+        first = source.line_of(position)
+        if first is None:
+            raise InputError(f"{path}: no row at input position {position}")
+        following = source.line_of(position + 1) if position + 1 < source.rows else None
+        return first, following or 0, tag
+
+    def flush(lines: list[bytes], tag: T) -> int:
+        while lines and _is_blank(lines[-1]):
+            lines.pop()
+        if lines and row is not None:
+            lines[-1] = row(lines[-1], tag)
+        out.writelines(lines)
+        return len(lines)
+
+    current = next_row()
+    with _open_bytes(path) as handle:
         pending: list[bytes] = []  # the current row's lines, blank ones held back
-        inside: int | None = None  # the line the current row ends before
+        inside: tuple[int, T] | None = None  # (the line the row ends before or 0, its tag)
         for number, line in enumerate(handle, start=1):
             if header_end is not None and number < header_end:
-                if not _is_blank(line):
-                    out.write(line)
-                    written += 1
+                heading.append(line)
                 continue
-            if inside is not None and (number < inside if inside else True):
+            if heading:
+                written += _write_heading(heading, header, out)
+                heading = []
+            if inside is not None and (number < inside[0] or not inside[0]):
                 pending.append(line)
                 continue
             if inside is not None:
-                written += _flush(pending, out)
+                written += flush(pending, inside[1])
                 pending, inside = [], None
-            if at < len(starts) and number == starts[at][0]:
+            if current is not None and number == current[0]:
                 pending = [line]
-                inside = starts[at][1] or 0
+                inside = (current[1], current[2])
                 rows += 1
-                at += 1
-            elif at >= len(starts):
+                current = next_row()
+            elif current is None:
                 break
         if inside is not None:
-            written += _flush(pending, out)
-    if rows != len(starts):
-        raise InputError(f"{args.file}: {len(starts) - rows} rows were not found again")
+            written += flush(pending, inside[1])
+        written += _write_heading(heading, header, out)  # a file of a header, no rows
+    if current is not None:
+        raise InputError(f"{path}: a row was not found again at line {current[0]}")
     return rows, written
-
-
-def _flush(lines: list[bytes], out: IO[bytes]) -> int:
-    while lines and _is_blank(lines[-1]):
-        lines.pop()
-    for line in lines:
-        out.write(line)
-    return len(lines)
 
 
 def run_export(args: argparse.Namespace) -> int:
