@@ -91,3 +91,42 @@ async def test_the_summary_points_to_the_journal_commands(tmp_path: Path) -> Non
     assert f"checkpoint export {journal} --file {leads} --state unknown" in err
     assert f"checkpoint resolve {journal} --as accepted|not-received" in err
     assert "10 leads failed: running the same command again sends them" in err
+
+
+async def test_rejects_holds_each_invalid_row_as_read_with_line_and_reason(
+    tmp_path: Path,
+) -> None:
+    leads = tmp_path / "leads.csv"
+    body = (
+        b"number;name;note\r\n"
+        b'+919800000001;"Doe; A";x\r\n'
+        b'12345;"Doe;\r\nB";y\r\n'  # a multi-line cell, an invalid number
+        b"\r\n"
+        b"+919800000003;C;z\r\n"
+        b"+919800000001;E;dup\r\n"  # a duplicate (--dedupe)
+        b"98;D;w"  # the last line, with no line break
+    )
+    leads.write_bytes(body)
+    rejects = tmp_path / "rejects.csv"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        code, _, err = await append(
+            str(leads), "--delimiter", ";", "--dedupe", "--rejects", str(rejects),
+            env=env_for(server.base_url),
+        )  # fmt: skip
+        assert code == 1, err
+        assert server.lead_count() == 2
+    reason = b"number: must be E.164: '+' then 7 to 15 digits, the first not 0, got "
+    assert rejects.read_bytes() == (
+        b"number;name;note;line;reason\r\n"
+        b'12345;"Doe;\r\nB";y;3;' + reason + b"'12345'\r\n"
+        b"+919800000001;E;dup;7;number: duplicate of an earlier lead in this load: "
+        b"+919800000001\r\n"
+        b"98;D;w;8;" + reason + b"'98'\n"
+    )
+    refused = await anyio.run_process(
+        [*CLI, "append", "42", "-", "--dry-run", "--rejects", str(rejects)],
+        input=b"number\n1\n",
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert b"--rejects reads the file again" in refused.stderr

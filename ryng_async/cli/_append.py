@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
 import shlex
@@ -270,6 +272,14 @@ def add_parser(commands: Commands) -> None:
         "--report", type=Path, metavar="PATH", help="write the whole report here as JSON"
     )
     output.add_argument(
+        "--rejects",
+        type=Path,
+        metavar="PATH",
+        help="write every invalid row here as it was read (the header first, same columns "
+        "and bytes) plus 'line' and 'reason' columns (JSON Lines input: one object a row "
+        "with line, reason and the row's text); not with stdin",
+    )
+    output.add_argument(
         "--show-invalid",
         type=int,
         default=20,
@@ -438,12 +448,12 @@ def _open(args: argparse.Namespace) -> LeadSource:
     return source_from_args(args, normalize=_normalizer(args))
 
 
-def _check_report_path(path: Path | None) -> None:
+def _check_report_path(path: Path | None, flag: str = "--report") -> None:
     if path is None:
         return
     folder = path.parent if str(path.parent) else Path()
     if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise CliError(f"--report {str(path)!r}: not a writable file path")
+        raise CliError(f"{flag} {str(path)!r}: not a writable file path")
 
 
 # -- invalid rows, streamed ---------------------------------------------------------
@@ -462,7 +472,13 @@ class _InvalidRows:
     """
 
     def __init__(
-        self, source: LeadSource, *, listing: TextIO | None, keep: int, report: Path | None
+        self,
+        source: LeadSource,
+        *,
+        listing: TextIO | None,
+        keep: int,
+        report: Path | None,
+        rejects: Path | None = None,
     ) -> None:
         self.source = source
         self.listing = listing
@@ -470,6 +486,10 @@ class _InvalidRows:
         self.kept: list[dict[str, Any]] = []
         self.count = 0
         self.guard: _InvalidGuard | None = None
+        self.rejects: IO[bytes] | None = None  # position and reason of each, for --rejects
+        if rejects is not None:
+            folder = rejects.parent if str(rejects.parent) else Path()
+            self.rejects = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
         self._spool: IO[bytes] | None = None
         if report is not None:
             folder = report.parent if str(report.parent) else Path()
@@ -495,6 +515,9 @@ class _InvalidRows:
             self.listing.write(_line(source, row) + "\n")
         if len(self.kept) < self.keep:
             self.kept.append(row)
+        if self.rejects is not None:
+            reason = f"{row['field']}: {row['reason']}" if row["field"] else row["reason"]
+            self.rejects.write(_encoder.encode([lead.position, reason]) + b"\n")
         self.count += 1
         if self.guard is not None:
             self.guard.check(self.count, lead.position + 1)
@@ -509,9 +532,69 @@ class _InvalidRows:
         out.write(b"]")
 
     def close(self) -> None:
-        """Drop the spool file."""
+        """Drop the spool files."""
         if self._spool is not None:
             self._spool.close()
+        if self.rejects is not None:
+            self.rejects.close()
+
+    def write_rejects(self, args: argparse.Namespace) -> None:
+        """Write ``--rejects``: the invalid rows as read, with their line and reason."""
+        if self.rejects is None:
+            return
+        self.rejects.flush()
+        self.rejects.seek(0)
+        items = [_decode_reject(line) for line in self.rejects]
+        items.sort()  # in input order already, but for a guarantee
+        write_rejects(args, self.source, items)
+
+
+_decode_reject = msgspec.json.Decoder(tuple[int, str]).decode
+
+
+def write_rejects(
+    args: argparse.Namespace, source: LeadSource, items: list[tuple[int, str]]
+) -> None:
+    """The reject file: each row's bytes as read plus its line and reason (a rename)."""
+    from ._resolve import copy_rows
+
+    path: Path = args.rejects
+    encoding = args.encoding if source.format == "csv" else "utf-8"
+    comma = args.delimiter or ("\t" if args.file.lower().endswith((".tsv", ".tsv.gz")) else ",")
+
+    def cells(*values: str) -> bytes:
+        text = io.StringIO()
+        csv.writer(text, delimiter=comma, lineterminator="").writerow(values)
+        return (comma + text.getvalue()).encode(encoding, "replace")
+
+    def split(line: bytes) -> tuple[bytes, bytes]:
+        body = line.rstrip(b"\r\n")
+        return body, line[len(body) :] or b"\n"
+
+    def header(line: bytes) -> bytes:
+        body, end = split(line)
+        return body + cells("line", "reason") + end
+
+    def row(line: bytes, tag: tuple[int, str]) -> bytes:
+        body, end = split(line)
+        if source.format != "csv":
+            text = body.decode("utf-8", "backslashreplace")
+            return msgspec.json.encode({"line": tag[0], "reason": tag[1], "row": text}) + b"\n"
+        return body + cells(str(tag[0]), tag[1]) + end
+
+    wanted = ((position, (source.line_of(position) or 0, reason)) for position, reason in items)
+    folder = path.parent if str(path.parent) else Path()
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed below
+        "wb", dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            copy_rows(args.file, source, wanted, handle, header=header, row=row)
+        Path(handle.name).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(handle.name).unlink()
+        raise
 
 
 def _line(source: LeadSource, row: dict[str, Any]) -> str:
@@ -591,11 +674,22 @@ def _report_document(
 # -- dry run -----------------------------------------------------------------------
 
 
+def _check_rejects(args: argparse.Namespace) -> None:
+    if args.rejects is None:
+        return
+    if args.file == "-":
+        raise CliError("--rejects reads the file again to copy its rows: not with stdin ('-')")
+    _check_report_path(args.rejects, "--rejects")
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
+    _check_rejects(args)
     as_json = args.log_format == "json"
     source = _open(args)
-    rows = _InvalidRows(source, listing=sys.stdout, keep=0, report=args.report)
+    rows = _InvalidRows(
+        source, listing=sys.stdout, keep=0, report=args.report, rejects=args.rejects
+    )
     try:
         try:
             request = build_request(**_campaign_options(args, source))
@@ -649,6 +743,7 @@ def _dry_run(args: argparse.Namespace) -> int:
                 "exit_code": int(code),
             }
             _write_report(args.report, document, rows)
+        rows.write_rejects(args)
         return code
     finally:
         rows.close()
@@ -741,6 +836,7 @@ def _describe(args: argparse.Namespace, source: LeadSource, options: dict[str, A
 
 async def _load(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
+    _check_rejects(args)
     client = make_client(args)
     with _Interrupts(args) as interrupts:
         source = None
@@ -753,7 +849,9 @@ async def _load(args: argparse.Namespace) -> int:
                 "ryng-async append: interrupted before the load started; nothing was sent",
             )
             return interrupts.code or ExitCode.INTERRUPTED
-        rows = _InvalidRows(source, listing=None, keep=args.show_invalid, report=args.report)
+        rows = _InvalidRows(
+            source, listing=None, keep=args.show_invalid, report=args.report, rejects=args.rejects
+        )
         try:
             return await _load_source(args, client, source, interrupts, rows)
         finally:
@@ -1047,6 +1145,11 @@ def _finish(
         _tell(
             as_json, "hint", resume_hint(args) or f"the rest of the file was never sent{cancelled}"
         )
+    try:
+        rows.write_rejects(args)
+    except (OSError, InputError) as exc:
+        _tell(as_json, "error", f"ryng-async append: error: cannot write --rejects: {exc}")
+        code = max(code, ExitCode.USAGE) if code < ExitCode.AUTH else code
     if args.report is not None:
         try:
             _write_report(args.report, _report_document(report, source, code, ended), rows)
