@@ -130,3 +130,24 @@ async def test_rejects_holds_each_invalid_row_as_read_with_line_and_reason(
     )
     assert refused.returncode == 2
     assert b"--rejects reads the file again" in refused.stderr
+
+
+async def test_skip_rows_skips_title_lines_and_lines_still_count_them(tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_bytes(b"Leads export\r\nfrom the CRM\r\nnumber,name\r\n+919800000001,A\r\n12,B\r\n")
+    rejects = tmp_path / "rejects.csv"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = env_for(server.base_url)
+        code, out, err = await append(
+            str(leads), "--skip-rows", "2", "--dry-run", "--rejects", str(rejects), env=env
+        )
+        assert code == 1, err
+        assert f"{leads}:5: number: must be E.164" in out
+        assert rejects.read_bytes().startswith(b"number,name,line,reason\r\n12,B,5,")
+        code, _, err = await append(str(leads), "--skip-rows", "1", "--dry-run", env=env)
+        assert (code, "no 'number' column in the header (line 2)" in err) == (2, True), err
+        code, _, err = await append(str(leads), "--skip-rows", "9", "--dry-run", env=env)
+        assert (code, "--skip-rows 9: it has only 5 lines" in err) == (2, True), err
+        code, _, err = await append(str(leads), "--skip-rows", "2", env=env)
+        assert code == 1, err
+        assert [lead["number"] for lead in server.leads] == ["+919800000001"]

@@ -52,6 +52,7 @@ from ._common import (
     env_option,
     make_client,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
     run_async,
@@ -128,6 +129,13 @@ def add_parser(commands: Commands) -> None:
         default="agentsAssigned",
         metavar="NAME",
         help="the CSV column of agent usernames (default: agentsAssigned)",
+    )
+    source.add_argument(
+        "--skip-rows",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="skip N lines above the header (title lines); line numbers still count them",
     )
     env_option(
         source,

@@ -409,7 +409,8 @@ def copy_rows(
         inside: tuple[int, T] | None = None  # (the line the row ends before or 0, its tag)
         for number, line in enumerate(handle, start=1):
             if header_end is not None and number < header_end:
-                heading.append(line)
+                if number > source.skipped_lines:  # not a title line --skip-rows skipped
+                    heading.append(line)
                 continue
             if heading:
                 written += _write_heading(heading, header, out)
