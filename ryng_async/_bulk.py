@@ -64,6 +64,7 @@ from ._ratelimit import AdaptiveLimiter, Limiter
 from ._report import BatchResult, BulkReport, InvalidLead, Outcome
 from ._seen import SeenNumbers
 from ._sender import Sender
+from ._split import Splitter, combine, is_too_large, send_in_parts
 from ._validate import (
     CAMPAIGN_OPTION_NAMES,
     build_request,
@@ -130,7 +131,11 @@ class _Load:
         template = BodyTemplate(build_request(**campaign))
         max_batch_bytes = options.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)
         check_int(max_batch_bytes, "max_batch_bytes", template.overhead + 2)
-        self.packer = Packer(template, self.batch_size, max_batch_bytes)
+        # A batch refused as too large (413) is sent again in halves: see _split.
+        self.packer, self.split = (
+            Packer(template, self.batch_size, max_batch_bytes),
+            Splitter(template),
+        )
         # A load's own limiter replaces the client's; the client's Retry-After pauses
         # (held by the sender) still hold every request.
         rate_limit = options.get("rate_limit")
@@ -402,29 +407,53 @@ class _Load:
             except ValidationError as exc:
                 invalid.append(InvalidLead(position=position, field=exc.field, reason=exc.reason))
                 continue
-            if self.seen is not None:
-                number = row["number"]
-                if not self.seen.add(number):
-                    invalid.append(
-                        InvalidLead(
-                            position=position,
-                            field="number",
-                            reason=f"duplicate of an earlier lead in this load: {number}",
-                        )
-                    )
-                    continue
             rows.append(row)
             positions.append(position)
+        if self.seen is not None and rows:
+            rows, positions = self._dedupe(rows, positions, invalid)
         if invalid:
             self.record_invalid(invalid)
         return rows, positions
 
+    def _dedupe(
+        self, rows: list[dict[str, Any]], positions: list[int], invalid: list[InvalidLead]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Refuse, as invalid, the leads whose number this load already had (one lookup)."""
+        assert self.seen is not None  # noqa: S101 - only called when deduplicating
+        fresh = self.seen.add_many([row["number"] for row in rows])
+        if all(fresh):
+            return rows, positions
+        kept_rows, kept_positions = [], []
+        for row, position, new in zip(rows, positions, fresh, strict=True):
+            if new:
+                kept_rows.append(row)
+                kept_positions.append(position)
+            else:
+                invalid.append(
+                    InvalidLead(
+                        position=position,
+                        field="number",
+                        reason=f"duplicate of an earlier lead in this load: {row['number']}",
+                    )
+                )
+        invalid.sort(key=lambda lead: lead.position)
+        return kept_rows, kept_positions
+
     def record_invalid(self, invalid: list[InvalidLead]) -> None:
-        """Count leads refused before sending, and hand each to ``on_invalid``."""
+        """Count leads refused before sending, and hand each to ``on_invalid``.
+
+        Plain code that also runs in `settle`: what ``on_invalid`` raises stops the load
+        (raised once it has settled) and it is not called again.
+        """
         self.report.record_invalid(invalid)
-        if self.on_invalid is not None:
+        if self.on_invalid is None:
+            return
+        try:
             for lead in invalid:
                 self.on_invalid(lead)
+        except Exception as exc:
+            self.on_invalid = None
+            self.fail(exc, f"{type(exc).__name__} raised by on_invalid: {exc}")
 
     # -- sending ---------------------------------------------------------------------
 
@@ -441,6 +470,27 @@ class _Load:
         return self.stop_signal.fired
 
     async def send_one(self, batch: Batch) -> BatchResult:
+        """Send one batch; one refused as too large (413) is sent again in halves."""
+        limit = self.split.limit
+        first = None
+        if limit.fits(len(batch.body)) or batch.count == 1:
+            first = await self._send_batch(batch)
+            if not is_too_large(first.error) or self.stopping:
+                if first.outcome is Outcome.ACCEPTED:
+                    limit.note_accepted(len(batch.body))
+                return first
+        parts = await send_in_parts(batch, self.split, partial(self._send_part, batch), first=first)
+        self.report.body_refused, self.report.body_accepted = limit.refused, limit.accepted
+        self.split.doubtful.discard(batch.index)
+        return combine(batch, parts, keep_leads=self.report.leads_kept)
+
+    async def _send_part(self, batch: Batch, part: Batch) -> BatchResult:
+        result = await self._send_batch(part)
+        if result.outcome in {Outcome.ACCEPTED, Outcome.UNKNOWN}:
+            self.split.doubtful.add(batch.index)  # cancelled from here on: unknown
+        return result
+
+    async def _send_batch(self, batch: Batch) -> BatchResult:
         exchange = Exchange(campaign_id=self.report.campaign_id, batch_index=batch.index)
         self.exchanges[batch.index] = exchange
         started = self.clock.now()
@@ -683,6 +733,8 @@ class _Load:
             batch = self.unfinished[index]
             exchange = self.exchanges.get(index)
             outcome = _outcome(exchange, Outcome.SKIPPED)
+            if index in self.split.doubtful:  # a part of it may be in Ryng already
+                outcome = Outcome.UNKNOWN
             message = (
                 "cancelled after sending: may have been appended"
                 if outcome is Outcome.UNKNOWN
@@ -781,6 +833,9 @@ class BulkOptions(CampaignOptions, total=False):
             input exactly once; ``BulkReport.merge`` joins their reports.
         on_progress: a plain callable given a `Progress` after every batch.
         dedupe: refuse a lead whose number was already sent in this load, as invalid.
+            Exact in bounded memory: past 50,000 numbers they go to a temporary SQLite
+            file in the system's temp directory (11 to 20 bytes a number), removed when
+            the load ends.
         default_region: normalize national numbers (``09876543210``, ``98765 43210``) to
             E.164 with libphonenumber's rules for this region (``"IN"``; the ``phone``
             extra); a number it calls invalid is an invalid lead with its reason.

@@ -15,9 +15,11 @@ vendor does not say which fields are always sent. Unknown fields are ignored, so
 vendor fields do not break the receiver, but the types of known fields are checked.
 """
 
+import json
 import re
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Final, TypeAlias
+from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
 
@@ -188,6 +190,11 @@ def parse_callback(body: bytes | bytearray | memoryview | str) -> CallbackEvent:
             f"invalid callback body: {message}", field=_field_of(message)
         ) from exc
     except msgspec.DecodeError as exc:
+        if _has_lone_surrogate(body):
+            raise ValidationError(
+                "callback body is not valid JSON: it holds a lone UTF-16 surrogate escape "
+                "(\\ud800-\\udfff without its pair), which is no character"
+            ) from exc
         raise ValidationError(f"callback body is not valid JSON: {exc}") from exc
     except UnicodeError as exc:
         # A str body holding lone surrogates cannot be encoded to UTF-8.
@@ -210,3 +217,81 @@ def encode_callback(event: CallbackEvent) -> bytes:
         The JSON body.
     """
     return _ENCODER.encode(event)
+
+
+def _has_lone_surrogate(body: bytes | bytearray | memoryview | str) -> bool:
+    r"""Whether a body msgspec refused is JSON that escapes a lone surrogate (error path only).
+
+    msgspec reports ``"\ud800"`` as "Input data was truncated"; Python's json reads it, as
+    a str that cannot be encoded.
+    """
+    try:
+        value = json.loads(bytes(body) if not isinstance(body, str) else body)
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
+_KEY_COLON: Final = re.compile(rb'"\s*:')
+_QUOTE_SPACE: Final = re.compile(rb'"[ \t\r\n]')
+_any_json = msgspec.json.Decoder()
+
+
+def _count_keys(value: Any) -> int:
+    """How many names the objects in a decoded JSON value hold, each object's once."""
+    items: Iterable[Any]
+    if type(value) is dict:
+        count = len(value)
+        items = value.values()
+    elif type(value) is list:
+        count, items = 0, value
+    else:
+        return 0
+    for item in items:
+        if type(item) is dict or type(item) is list:
+            count += _count_keys(item)
+    return count
+
+
+def duplicate_key(body: bytes) -> str | None:
+    """Return a name that one JSON object of ``body`` holds twice, else None.
+
+    Parsers disagree on such a body: msgspec keeps the last value, SQLite's
+    ``json_extract`` the first, so the receiver refuses it. ``body`` must be valid JSON.
+    Fast path: every key is a string followed by ``:``, so when the keys decoded (each
+    object's keys once) are as many as the ``":`` in the text (keys, plus any inside
+    strings), there is no duplicate; otherwise a slower exact look settles it.
+
+    Raises:
+        ValidationError: the body is nested too deeply to look through.
+    """
+    try:
+        decoded = _any_json.decode(body)
+    except msgspec.DecodeError:
+        return None  # e.g. not UTF-8 inside a field parse_callback skips: the store says so
+    except RecursionError as exc:
+        raise ValidationError("callback body is nested too deeply") from exc
+    if _QUOTE_SPACE.search(body) is not None:
+        colons = len(_KEY_COLON.findall(body))
+    else:  # no key has space before its colon: a plain count finds every one
+        colons = body.count(b'":')
+    try:
+        if _count_keys(decoded) == colons:
+            return None
+        found: list[str] = []
+
+        def pairs(items: list[tuple[str, Any]]) -> None:
+            seen: set[str] = set()
+            for name, _ in items:
+                if name in seen:
+                    found.append(name)
+                    return
+                seen.add(name)
+
+        json.loads(body, object_pairs_hook=pairs)
+    except RecursionError as exc:
+        raise ValidationError("callback body is nested too deeply") from exc
+    return found[0] if found else None

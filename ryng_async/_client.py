@@ -232,13 +232,15 @@ class RyngClient:
             ValidationError: a bad lead or option; nothing was sent.
             AuthenticationError: the token was refused (403).
             RateLimitError: still 429 after the retries allowed.
-            ServerError: 5xx, or ``"error": true``, after the retries allowed.
-            APIError: any other error answer.
+            ServerError: Ryng's own 5xx JSON error or a 503, after the retries allowed,
+                or ``"error": true``.
+            APIError: any other error answer (a 413, a redirect: never followed).
             ConnectError: the server could not be reached (the request surely never
                 reached it).
-            AmbiguousError: no usable answer after sending (a timeout, a drop, or an
-                `UnreadableResponseError`: a 2xx answer that could not be read); the leads
-                may have been appended.
+            AmbiguousError: no usable answer after sending (a timeout, a drop, a proxy's
+                502 or 504 or another 5xx that is not Ryng's JSON: ``.status``, ``.body``,
+                or an `UnreadableResponseError`: a 2xx answer that could not be read); the
+                leads may have been appended.
             ResourceLimitError: the process ran out of file descriptors or memory.
             Exception: what an ``on_retry`` hook, an observer or the limiter raised.
         """

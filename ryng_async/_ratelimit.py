@@ -1,7 +1,8 @@
 """Rate limiting: the `Limiter` protocol, the default in-process limiter, client pauses.
 
 A request awaits ``limiter.acquire()`` before it goes and reports back with
-``throttled(retry_after)`` (a 429) or ``succeeded()``. Every method is async and may raise,
+``throttled(retry_after)`` (a 429, or a 503: a proxy's rate limit, RFC 9110) or
+``succeeded()``. Every method is async and may raise,
 so a limiter that asks a remote store (the Redis-backed one of ``ryng_async[redis]``) fits
 as naturally as the in-process default. A ``Retry-After`` pause is not the limiter's job:
 `PauseGate` holds it for the whole client, whatever limiter a load uses.
@@ -97,7 +98,7 @@ class Limiter(Protocol):
         ...
 
     async def throttled(self, retry_after: float | None) -> None:
-        """Record a 429; ``retry_after`` is the server's ``Retry-After`` in seconds, if any."""
+        """Record a 429 or a 503; ``retry_after`` is its ``Retry-After`` in seconds, if any."""
         ...
 
     async def succeeded(self) -> None:

@@ -171,6 +171,9 @@ class BulkReport:
             gives the input positions to read again.
         shard: ``(index, count)`` when the load sent one shard of its input (``total``
             then counts that shard's leads), else None.
+        body_refused: the smallest request body, in bytes, the server refused as too
+            large (HTTP 413; such batches were sent again in halves), else None.
+        body_accepted: the largest request body accepted after that, else None.
     """
 
     campaign_id: str = ""
@@ -195,6 +198,8 @@ class BulkReport:
     input_read: int = 0
     unread: dict[int, int] = field(default_factory=dict)
     sharding: tuple[int, int] | None = None
+    body_refused: int | None = None
+    body_accepted: int | None = None
     _started: float | None = field(default=None, repr=False)
     _resumed_accepted: int = field(default=0, repr=False)
     _leads_held: int = field(default=0, repr=False)
@@ -506,6 +511,8 @@ class BulkReport:
             "input_read": self.input_read,
             "unread": {str(shard): position for shard, position in sorted(self.unread.items())},
             "failed_ranges": [list(run) for run in self.failed_ranges()],
+            "body_refused": self.body_refused,
+            "body_accepted": self.body_accepted,
             "elapsed": round(self.elapsed, 6),
             "leads_per_second": round(self.leads_per_second, 1),
             "batches": [r.to_dict() for r in self.batches],
@@ -531,6 +538,8 @@ class BulkReport:
                 f"; {self.maybe_duplicated} accepted leads were resent after an ambiguous "
                 "attempt and may be in Ryng twice"
             )
+        if self.body_refused is not None:
+            line += "; " + self.body_limit_note()
         if self.stopped_early:
             line += f"; stopped early: {self.stop_reason}"
         if self.unread:
@@ -539,6 +548,19 @@ class BulkReport:
                 for shard, position in sorted(self.unread.items())
             )
         return line
+
+    def body_limit_note(self) -> str:
+        """Say what request body size a 413 taught, and which option sets it."""
+        accepted = (
+            ""
+            if self.body_accepted is None
+            else f", bodies up to {self.body_accepted:,} bytes went through"
+        )
+        return (
+            f"the server refused request bodies of {self.body_refused:,} bytes as too large "
+            f"(HTTP 413){accepted}: batches were split in halves to fit; set max_batch_bytes "
+            "below the server's limit to send them whole"
+        )
 
 
 def _fresh(error: RyngError) -> RyngError:

@@ -71,6 +71,32 @@ from ._retry import (
 
 __all__ = ["Sender", "interpret"]
 
+# -- The aiohttp internals the keep-alive guarantee rests on, named here and only here ---
+# Each is checked by tests/test_keepalive.py::test_the_aiohttp_internals_relied_on_are_there
+# (it fails if aiohttp changes one); tested from aiohttp 3.12.0 on.
+#  1. `TCPConnector.connect(req, traces, timeout) -> Connection`: overridden by
+#     _KeepAliveConnector to refuse idle connections that may be closing. Its types,
+#     imported above: `client_proto.ResponseHandler`, `client_reqrep.ClientRequest`,
+#     `tracing.Trace`.
+#  2. `Connection.protocol`, `Connection.close()`: the pooled connection handed back, and
+#     closing one not to be reused.
+#  3. `ResponseHandler.is_connected()`, `ResponseHandler.close()`: whether the probe is still
+#     open; closing a connection whose server's hint is too short to reuse it.
+#  4. The pool hands back only connections still connected (`is_connected()` in
+#     `BaseConnector._get`): what makes a connection handed back a proof it survived.
+#  5. `BytesPayload.write_with_length(writer, content_length)` (added in aiohttp 3.12) and
+#     `writer.transport`: _Body writes nothing onto a connection already closing.
+AIOHTTP_INTERNALS = (
+    "TCPConnector.connect(req, traces, timeout)",
+    "Connection.protocol",
+    "Connection.close",
+    "ResponseHandler.is_connected",
+    "ResponseHandler.close",
+    "BaseConnector._get checks is_connected",
+    "BytesPayload.write_with_length(writer, content_length)",
+    "StreamWriter.transport",
+)
+
 logger = logging.getLogger("ryng_async")
 
 _USER_AGENT = "ryng-async"

@@ -1143,9 +1143,16 @@ class SQLiteJournal:
                 or (not known.exact and (known.start, known.count) == (start, count))
                 else f"{known.positions} in the journal"
             )
+            older = (
+                ""
+                if known.exact or self._identity is None or self._identity.shard is None
+                else "; or the journal predates format 3, whose shards never batch leads of "
+                "two blocks together: a shard whose blocks hold invalid leads cannot resume "
+                "it (give this load a new checkpoint path)"
+            )
             raise CheckpointError(
                 f"the input changed since the checkpoint journal {self._path!r} was written: "
-                f"batch {index} ({now}) differs from the journalled one ({then})"
+                f"batch {index} ({now}) differs from the journalled one ({then}){older}"
             )
         return row
 

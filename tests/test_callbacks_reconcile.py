@@ -346,7 +346,22 @@ async def test_written_as_csv_and_jsonl(load: Load) -> None:
     table = summary.table()
     assert "ended" in table
     assert f"{LEADS:,}" in table
-    assert "1 calls match no lead" in table
+    assert "1 call matches no lead of this load" in table
+
+
+async def test_written_to_a_file_it_leaves_no_work_file_open(load: Load, tmp_path: Path) -> None:
+    # It left its SQLite work file open and on disk: a ResourceWarning on Python 3.13,
+    # a ryng-reconcile-* folder left in the temp dir by every `ryng-async reconcile`.
+    work = tmp_path / "work"
+    work.mkdir()
+    for fmt in ("csv", "jsonl"):
+        lines = reconcile(load.leads, load.report, load.db, key="customField3", work_dir=work)
+        await reconcile_to_file(lines, io.BytesIO(), format=fmt)
+        assert list(work.iterdir()) == []
+    failing = reconcile(rows(3), report_of(4, [(0, 4, "accepted")]), load.db, work_dir=work)
+    with pytest.raises(ConfigurationError, match="the input ended after 3 leads"):
+        await reconcile_to_file(failing, io.BytesIO())
+    assert list(work.iterdir()) == []
 
 
 # -- edge cases on hand-made reports --------------------------------------------------
@@ -494,3 +509,88 @@ async def test_the_work_file_is_removed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="iterated once"):
         async for _ in rec:
             pass
+
+
+def _keyed_callback(call_id: int, number: str, value: str) -> bytes:
+    body = json.loads(TERMINAL_EXAMPLE)
+    body.update(callID=call_id, customerNum=number, customFields={"customField2": value})
+    return json.dumps(body).encode()
+
+
+async def _store_of(path: Path, *bodies: bytes) -> Path:
+    async with SQLiteCallbackStore(path) as store:
+        for body in bodies:
+            await store.add(parse_callback(body), body)
+    return path
+
+
+async def test_an_empty_or_blank_key_is_no_key(tmp_path: Path) -> None:
+    # Issue 22: a blank cell was the key "": it joined a stranger's call with an empty
+    # customField2, and two blank leads came out ambiguous with each other.
+    leads = [
+        {"number": "+919800000001", "customField2": ""},
+        {"number": "+919800000002", "customField2": "  "},
+        {"number": "+919800000003", "customField2": "id-3"},
+        {"number": "+919800000004", "customField2": ""},
+    ]
+    path = await _store_of(
+        tmp_path / "c.db",
+        _keyed_callback(1, "+919811111111", ""),  # another load's call, blank key
+        _keyed_callback(2, "+919822222222", " \t"),
+        _keyed_callback(3, "+919800000003", "id-3"),
+    )
+    report = report_of(4, [(0, 4, "accepted")])
+    for source in (path, _events(path)):
+        lines, summary = await lines_of(leads, report, source, key="customField2")
+        assert [line.status for line in lines] == [
+            Status.NO_KEY,
+            Status.NO_KEY,
+            Status.ENDED,
+            Status.NO_KEY,
+        ]
+        assert [line.key for line in lines] == [None, None, "id-3", None]
+        assert [line.calls for line in lines] == [0, 0, 1, 0]
+        assert (summary.callbacks, summary.callbacks_without_key) == (3, 2)
+        assert (summary.unmatched_calls, summary.ambiguous_keys) == (0, 0)
+        assert "2 callbacks carry no customField2" in summary.table()
+
+
+async def test_a_callback_for_a_lead_of_a_failed_batch_says_the_batch_may_have_landed(
+    tmp_path: Path,
+) -> None:
+    # Issue 22: it stayed "failed" (calls=1, no details) and the summary called the call
+    # a stranger's, an invitation to load the lead again and call the customer twice.
+    leads = [{"number": f"+91980000000{i}", "customField2": f"id-{i}"} for i in range(4)]
+    report = report_of(4, [(0, 2, "accepted"), (2, 2, "failed")])
+    path = await _store_of(tmp_path / "c.db", _keyed_callback(77, leads[2]["number"], "id-2"))
+    for source in (path, _events(path)):
+        lines, summary = await lines_of(leads, report, source, key="customField2")
+        assert [line.status for line in lines] == [
+            Status.AWAITING,
+            Status.AWAITING,
+            Status.FAILED_CALLED,
+            Status.FAILED,
+        ]
+        called = lines[2]
+        assert (called.load, called.call_id, called.calls) == ("failed", 77, 1)
+        assert called.disposition is not None
+        assert (summary.unmatched_calls, summary.calls_on_failed_leads) == (0, 1)
+        table = summary.table()
+        assert "match no lead" not in table
+        assert "matches no lead" not in table
+        assert (
+            "1 call matches 1 lead of failed batches: those batches may have reached Ryng "
+            "after all; ask Ryng before loading them again"
+        ) in table
+        assert "failed_called" in table
+
+
+async def test_the_summary_counts_in_the_singular_and_the_plural(tmp_path: Path) -> None:
+    path = await _store_of(tmp_path / "c.db", _keyed_callback(9, "+919899999999", "other"))
+    _, summary = await lines_of(
+        rows(1), report_of(2, [(0, 1, "accepted")]), path, key="customField2"
+    )
+    table = summary.table()
+    assert "matched by customField2; 1 callback read" in table
+    assert "1 call matches no lead of this load" in table
+    assert "the report counts 2 leads read, the input has 1" in table

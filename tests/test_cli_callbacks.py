@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -147,6 +148,23 @@ async def test_reconcile_tells_what_became_of_each_lead(tmp_path: Path) -> None:
     assert statuses.count("ended") == 10
     assert "ended" in err
 
+    # --key by the CSV column's name, as sent (customField1), or neither.
+    for key in ("Name", "customField1"):
+        code, _, err = await run_cli(
+            "reconcile", data, "--report", report, "--store", tmp_path / "callbacks.db",
+            "--out", out, "--key", key,
+        )  # fmt: skip
+        assert code == 0, err
+        assert "matched by customField1; 10 callbacks read" in err
+        statuses = [line["status"] for line in csv.DictReader(io.StringIO(out.read_text()))]
+        assert statuses.count("ended") == 10
+    code, _, err = await run_cli(
+        "reconcile", data, "--report", report, "--store", tmp_path / "callbacks.db",
+        "--key", "crm_id",
+    )  # fmt: skip
+    assert code == 2
+    assert "--key 'crm_id' is no column of the file (its columns: 'number', 'name', 'crm')" in err
+
 
 async def test_reconcile_reads_national_numbers_as_the_load_normalized_them(
     tmp_path: Path,
@@ -230,3 +248,81 @@ async def test_reconcile_takes_each_shards_report_or_journal(tmp_path: Path) -> 
         assert code == 0, err
         loads = [line["load"] for line in csv.DictReader(io.StringIO(out.read_text()))]
         assert loads == [outside if i == 4 else "accepted" for i in range(23)]
+
+
+async def _serve_until_ready(
+    store: Path, *options: str, terminal: tuple[int, int] | None = None, **extra: str
+) -> tuple[str, str]:
+    """Start ``callbacks serve``, read its stdout (a pipe, or a pseudo-terminal given as
+    leader and follower) to its last ready line, stop it; return that and its stderr."""
+    command = [*CLI, "callbacks", "serve", "--port", "0", "--store", str(store), *options]
+    with anyio.fail_after(TIMEOUT):
+        process = await anyio.open_process(
+            command,
+            env=env(**extra),
+            stdout=subprocess.PIPE if terminal is None else terminal[1],
+            stderr=subprocess.PIPE,
+        )
+        async with process:
+            assert process.stderr is not None
+            shown = ""
+            while "Ctrl-C" not in shown:
+                if process.stdout is not None:
+                    shown += (await process.stdout.receive()).decode()
+                else:
+                    assert terminal is not None
+                    readable = asyncio.Event()
+                    loop = asyncio.get_running_loop()
+                    loop.add_reader(terminal[0], readable.set)
+                    try:
+                        await readable.wait()
+                    finally:
+                        loop.remove_reader(terminal[0])
+                    shown += os.read(terminal[0], 65536).decode()
+            process.terminate()
+            err = "".join([text async for text in TextReceiveStream(process.stderr)])
+            await process.wait()
+    return shown, err
+
+
+async def test_the_secret_may_come_from_a_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    shown, err = await _serve_until_ready(tmp_path / "c.db", "--secret-file", str(secret_file))
+    assert "/callbacks/<secret>" in shown
+    assert SECRET not in shown + err
+
+    code, _, err = await run_cli(
+        "callbacks", "serve", "--port", "0", "--secret-file", tmp_path / "none"
+    )
+    assert code == 2
+    assert "cannot read --secret-file" in err
+    code, _, err = await run_cli(
+        "callbacks", "serve", "--secret-file", secret_file, "--secret", SECRET
+    )
+    assert code == 2
+    assert "not allowed with argument" in err
+
+
+async def test_show_url_prints_the_secret_to_a_terminal_only(tmp_path: Path) -> None:
+    shown, err = await _serve_until_ready(
+        tmp_path / "c.db", "--show-url", RYNG_CALLBACK_SECRET=SECRET
+    )
+    assert SECRET not in shown + err  # a pipe is not a terminal: the URL stays hidden
+    assert "shown on a terminal only" in err
+
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        shown, err = await _serve_until_ready(
+            tmp_path / "c.db",
+            "--show-url",
+            terminal=(leader, follower),
+            RYNG_CALLBACK_SECRET=SECRET,
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert re.search(rf"that is: http://127\.0\.0\.1:\d+/callbacks/{SECRET}", shown)
+    assert SECRET not in err  # never into the logs

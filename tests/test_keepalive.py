@@ -10,6 +10,7 @@ closes idle connections exactly on time, and a proxy that adds a round trip.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -275,7 +276,7 @@ class StaleConnector(aiohttp.TCPConnector):
 
     def __init__(self) -> None:
         super().__init__(keepalive_timeout=30)
-        self.seen: set[object] = set()
+        self.lost: dict[object, asyncio.Event] = {}
         self.stale = 0
 
     async def connect(
@@ -285,14 +286,21 @@ class StaleConnector(aiohttp.TCPConnector):
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
     ) -> aiohttp.connector.Connection:
         connection = await super().connect(req, traces, timeout)
-        if connection.protocol in self.seen:
+        protocol = connection.protocol
+        assert protocol is not None
+        if protocol in self.lost:
             self.stale += 1
-            protocol = connection.protocol
-            closed = None if protocol is None else protocol.closed
-            assert closed is not None
             with anyio.fail_after(5):  # the server closes it within its idle timeout
-                await closed
-        self.seen.add(connection.protocol)
+                await self.lost[protocol].wait()
+            return connection
+        lost = self.lost[protocol] = asyncio.Event()
+        original = protocol.connection_lost
+
+        def connection_lost(exc: BaseException | None) -> None:
+            original(exc)
+            lost.set()
+
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
         return connection
 
 
@@ -316,3 +324,37 @@ async def test_a_request_on_a_connection_closed_before_it_was_written_is_retried
     assert [type(detail.error) for detail in retries] == [ConnectError]
     assert "before the request was sent" in str(retries[0].error)
     assert server.accepted_numbers() == numbers(2)  # each once
+
+
+# -- the aiohttp internals relied on (issue 18 point 5) ----------------------------------
+
+
+def test_the_aiohttp_internals_relied_on_are_there() -> None:
+    # Each of _sender.AIOHTTP_INTERNALS: fails if aiohttp renames, removes or reshapes one.
+    import inspect
+
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.connector import BaseConnector, Connection
+    from aiohttp.http_writer import StreamWriter
+
+    checked = {
+        "TCPConnector.connect(req, traces, timeout)": list(
+            inspect.signature(aiohttp.TCPConnector.connect).parameters
+        )
+        == ["self", "req", "traces", "timeout"],
+        "Connection.protocol": isinstance(inspect.getattr_static(Connection, "protocol"), property),
+        "Connection.close": callable(getattr(Connection, "close", None)),
+        "ResponseHandler.is_connected": callable(getattr(ResponseHandler, "is_connected", None)),
+        "ResponseHandler.close": callable(getattr(ResponseHandler, "close", None)),
+        "BaseConnector._get checks is_connected": "is_connected()"
+        in inspect.getsource(BaseConnector._get),
+        "BytesPayload.write_with_length(writer, content_length)": list(
+            inspect.signature(aiohttp.BytesPayload.write_with_length).parameters
+        )
+        == ["self", "writer", "content_length"],
+        "StreamWriter.transport": isinstance(
+            inspect.getattr_static(StreamWriter, "transport"), property
+        ),
+    }
+    assert set(checked) == set(_sender.AIOHTTP_INTERNALS)
+    assert [name for name, ok in checked.items() if not ok] == []

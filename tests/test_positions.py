@@ -8,6 +8,7 @@ are disjoint, cover the input, and agree with what the server received.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -311,16 +312,23 @@ async def test_invalid_leads_are_counted_exactly_and_described_up_to_a_bound() -
     assert report.accepted == 150
 
 
-def test_seen_numbers_is_exact_past_its_memory_and_with_a_full_filter() -> None:
+@pytest.mark.parametrize("use_json", [True, False])
+def test_seen_numbers_is_exact_past_its_memory(use_json: bool) -> None:
     rng = random.Random(5)
     pool = [f"+91{rng.randrange(10**9, 10**10)}" for _ in range(3000)]
     drawn = [rng.choice(pool) for _ in range(6000)]
-    seen = SeenNumbers(memory_limit=100, filter_bits=256)  # spills; the filter saturates
+    drawn[::97] = ["not E.164"] * len(drawn[::97])  # kept apart, exact too
+    seen = SeenNumbers(memory_limit=100, filter_bits=1024, pending_limit=300)
+    seen._json = use_json  # the path of an SQLite without its JSON functions too
     oracle: set[str] = set()
     try:
-        for number in drawn:
-            assert seen.add(number) is (number not in oracle)
-            oracle.add(number)
+        for first in range(0, len(drawn), 700):
+            chunk = drawn[first : first + 700]  # duplicates inside a chunk too
+            expected = []
+            for number in chunk:
+                expected.append(number not in oracle)
+                oracle.add(number)
+            assert seen.add_many(chunk) == expected
         assert seen.spilled
     finally:
         seen.close()
@@ -583,3 +591,85 @@ def test_merged_unread_blocks_reach_the_input_end_a_shard_read() -> None:
     assert at_end.failed_ranges() == []  # stopped at the very end: nothing left unread
     alone = _stopped(0, 6, unread=6)
     assert alone.failed_ranges() == [(6, None)]  # one shard's report: its blocks from 6 on
+
+
+@pytest.mark.anyio
+async def test_an_on_invalid_hook_that_raises_stops_the_load_with_its_error() -> None:
+    class HookError(Exception):
+        pass
+
+    def hook(lead: Any) -> None:
+        raise HookError(f"cannot write lead {lead.position}")
+
+    report = BulkReport()
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server) as client:
+        with pytest.raises(HookError, match="cannot write lead 1"):
+            await client.bulk_append(
+                CAMPAIGN, numbers(40, invalid=(1, 2)), batch_size=5, on_invalid=hook,
+                report=report,
+            )  # fmt: skip
+    assert report.finished
+    assert report.stopped_early
+    assert report.invalid == 2
+    assert report.unaccounted == 0
+
+
+@pytest.mark.anyio
+async def test_reconcile_still_reads_a_report_written_before_exact_ranges(tmp_path: Path) -> None:
+    rows = numbers(12, invalid=(2, 7))
+    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server) as client:
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=4)
+    old = report.to_dict()
+    for name in ("input_read", "unread", "sharding", "failed_ranges"):
+        del old[name]
+    for batch in old["batches"]:
+        del batch["ranges"]  # (start, count) over valid leads, walked past the invalid ones
+    expected = ["invalid" if i in (2, 7) else "accepted" for i in range(12)]
+    assert await _reconciled(rows, old, tmp_path) == expected
+    assert await _reconciled(rows, report, tmp_path) == expected
+
+
+@pytest.mark.anyio
+async def test_shards_under_a_redis_limiter_lost_mid_load_list_every_unread_lead() -> None:
+    # The measurement of issue 18 point 8: four shards share a RedisLimiter; Redis dies.
+    helpers = pytest.importorskip("test_redis_limiter")  # skips without redis-py
+    from ryng_async.redis import RedisLimiter, RedisLimiterError
+
+    own = helpers._start_own()  # skips without a redis-server binary
+    rows = numbers(2000)
+    reports = [BulkReport() for _ in range(4)]
+    stopped: list[int] = []
+    try:
+        async with (
+            FakeRyngServer(access_token=TOKEN) as server,
+            RedisLimiter(own.url, f"positions:{os.getpid()}", 400, max_outage=0.5) as shared,
+            RyngClient(base_url=server.base_url, access_token=TOKEN, limiter=shared) as client,
+        ):
+
+            def stop_redis(progress: object) -> None:
+                if not stopped and server.received_requests >= 20:
+                    stopped.append(server.received_requests)
+                    own.stop()
+
+            async def one(index: int) -> None:
+                with contextlib.suppress(RedisLimiterError):
+                    await client.bulk_append(
+                        CAMPAIGN, iter(rows), batch_size=10, concurrency=2,
+                        shard=(index, 4), report=reports[index], on_progress=stop_redis,
+                    )  # fmt: skip
+
+            async with anyio.create_task_group() as tasks:
+                for index in range(4):
+                    tasks.start_soon(one, index)
+            received = sorted(int(lead["customField1"].split()[1]) for lead in server.leads)
+    finally:
+        own.stop()
+    merged = BulkReport.merge(reports)
+    assert merged.stopped_early
+    assert merged.total < len(rows)  # the input was not read to its end
+    to_send = merged.failed_ranges()
+    tail = [start for start, count in to_send if count is None]
+    end = tail[0] if tail else len(rows)
+    again = positions(run for run in to_send if run[1] is not None) + list(range(end, len(rows)))
+    assert sorted(received + again) == list(range(len(rows)))  # each once: complete, exact
+    assert len(received) == merged.accepted

@@ -164,22 +164,23 @@ def _check(load: dict[str, Any], recorded: dict[str, Any], count: int) -> None:
 
     samples = load["samples"]
     assert len(samples) >= 10
-    first = samples[len(samples) // 10]
-    later = samples[len(samples) // 10 :]
-    # Flat: nothing grows with the load past its first tenth but a small margin, at any
-    # sample taken through the run (not only the last).
-    assert max(s["fds"] for s in later) <= first["fds"] + 4
-    assert max(s["tasks"] for s in later) <= first["tasks"] + 2
+    warm, later = samples[: len(samples) // 10 + 1], samples[len(samples) // 10 :]
+    # Flat: at every sample taken past the load's first tenth, nothing is above what the
+    # first tenth reached but a small margin (connections replaced after resets and drops
+    # come and go, so the first tenth's highest, not one sample, is the reference).
+    for key, margin in (("fds", 4), ("tasks", 2)):
+        series = [s[key] for s in samples]
+        assert max(s[key] for s in later) <= max(s[key] for s in warm) + margin, (key, series)
     # Memory is the load's own: RSS above the process at rest (interpreter, imports, an
     # open client; about 39 MB) measured just before the load. Measured: the load's own
     # peak is about 8.5 MB at 60,000 and 1,000,000 leads, and grows about 1 MB after its
     # first tenth. A leak of 4 bytes a lead over a million leads breaks the second bound.
     at_rest = load["at_rest"]
     own = [s["rss"] - at_rest for s in samples]
-    assert max(own) <= LOAD_RSS_MB * 2**20, [round(o / 2**20, 1) for o in own]
-    assert max(own[len(samples) // 10 :]) <= own[len(samples) // 10] + FLAT_RSS_MB * 2**20, [
-        round(o / 2**20, 1) for o in own
-    ]
+    shown = [round(o / 2**20, 1) for o in own]
+    assert max(own) <= LOAD_RSS_MB * 2**20, shown
+    warm_own, later_own = own[: len(own) // 10 + 1], own[len(own) // 10 :]
+    assert max(later_own) <= max(warm_own) + FLAT_RSS_MB * 2**20, shown
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError
 
-from .._callback_events import CallbackEvent, parse_callback
+from .._callback_events import CallbackEvent, duplicate_key, parse_callback
 from .._exceptions import ConfigurationError, ValidationError
 from ._limits import DEFAULT_HEADER_TIMEOUT, ConnectionGuard, accept_error_handler
 from ._stores import DEFAULT_STORE_PATH, CallbackStore, SQLiteCallbackStore, callback_key
@@ -98,6 +98,20 @@ def _too_large(max_body: int) -> web.Response:
     # Answered before the rest of the body is read; aiohttp then discards what the client
     # still sends (its lingering close, at most ``lingering_time``, so the client reads
     # the answer rather than a reset) and closes the connection.
+    response.force_close()
+    return response
+
+
+def _closing(request: web.Request, response: web.Response) -> web.Response:
+    """Answer, then close the connection without reading the rest of the body.
+
+    aiohttp reads what is left of a body after the answer (its lingering close): from a
+    client that trickles, for up to ``lingering_time``; from a body that failed to
+    decode, it raises again and logs "Unhandled exception" with a traceback. Marking the
+    body's stream at its end skips that read. The one aiohttp detail relied on here
+    (``StreamReader.feed_eof``), tested in test_callbacks_limits.py.
+    """
+    request.content.feed_eof()
     response.force_close()
     return response
 
@@ -249,24 +263,33 @@ class _Receiver:
         if length is not None and length > self.max_body:
             return _too_large(self.max_body)
         try:
-            async with asyncio.timeout(self.body_timeout):
+            if request.content.is_eof():  # all of it is here (the usual case): no timer
                 body = await _read_capped(request, self.max_body)
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await _read_capped(request, self.max_body)
         except TimeoutError:
             logger.info("a body took over %ss to arrive (408)", self.body_timeout)
-            response = _error(408, f"body not received within {self.body_timeout:g}s")
-            response.force_close()
-            return response
+            return _closing(
+                request, _error(408, f"body not received within {self.body_timeout:g}s")
+            )
         except (HttpProcessingError, web.RequestPayloadError) as exc:
             # Bad chunked framing or compressed data: the body cannot be read.
-            logger.info("refused an unreadable body (400): %s", _cause(exc))
-            return _error(400, f"unreadable body: {_cause(exc)}")
+            reason = " ".join(_cause(exc).split())
+            logger.info("refused an unreadable body (400): %s", reason)
+            return _closing(request, _error(400, f"unreadable body: {reason}"))
         if body is None:
             return _too_large(self.max_body)
         try:
             event = parse_callback(body)
+            duplicate = duplicate_key(body)
         except ValidationError as exc:
             logger.info("refused a callback body (400): %s", exc)
             return _error(400, str(exc))
+        if duplicate is not None:
+            reason = f"callback body names {duplicate!r} twice in one object"
+            logger.info("refused a callback body (400): %s", reason)
+            return _error(400, reason)
         key = callback_key(event)
         try:
             stored = await request.app[_STORE_KEY].add(event, body)

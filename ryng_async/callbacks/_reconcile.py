@@ -80,6 +80,9 @@ class Status(enum.StrEnum):
     """Appended, but the lead has no value for the key, so no callback can match it."""
     FAILED = "failed"
     """Its batch failed at load time: not appended."""
+    FAILED_CALLED = "failed_called"
+    """Its batch failed at load time, yet a callback carries its key: the batch may have
+    reached Ryng after all. Ask Ryng before loading it again (a second load calls twice)."""
     UNKNOWN = "unknown"
     """Its batch's fate is unknown (timeout, drop) and no callback has shown it appended."""
     SKIPPED = "skipped"
@@ -151,6 +154,8 @@ class ReconcileSummary(msgspec.Struct, kw_only=True):
         callbacks_without_key: callbacks carrying no value for the key.
         unmatched_calls: distinct calls whose key matches no lead that may have been
             appended (another load's, or a key typed differently).
+        calls_on_failed_leads: distinct calls whose key matches only leads of failed
+            batches (`Status.FAILED_CALLED`): those batches may have reached Ryng.
         report_total: the report's ``total``, to compare with ``leads``.
     """
 
@@ -162,33 +167,57 @@ class ReconcileSummary(msgspec.Struct, kw_only=True):
     callbacks: int = 0
     callbacks_without_key: int = 0
     unmatched_calls: int = 0
+    calls_on_failed_leads: int = 0
     report_total: int = 0
 
     def table(self) -> str:
         """Return the counts as a small plain-text table."""
-        lines = [f"{'status':<12} {'leads':>10}", f"{'-' * 12} {'-' * 10}"]
+        lines = [f"{'status':<13} {'leads':>10}", f"{'-' * 13} {'-' * 10}"]
         for status in Status:
             count = self.by_status.get(status.value, 0)
             if count:
-                lines.append(f"{status.value:<12} {count:>10,}")
-        lines.append(f"{'total':<12} {self.leads:>10,}")
-        notes = [
-            f"matched by {self.key}; {self.callbacks:,} callbacks read",
-        ]
+                lines.append(f"{status.value:<13} {count:>10,}")
+        lines.append(f"{'total':<13} {self.leads:>10,}")
+        notes = [f"matched by {self.key}; {_counted(self.callbacks, 'callback')} read"]
         if self.ambiguous_keys:
+            shared = self.by_status.get("ambiguous", 0)
             notes.append(
-                f"{self.ambiguous_keys:,} keys are shared by several leads: their "
-                f"{self.by_status.get('ambiguous', 0):,} leads cannot be told apart"
+                f"{_counted(self.ambiguous_keys, 'key')} "
+                f"{_verb(self.ambiguous_keys, 'is', 'are')} shared by several leads: "
+                f"{_counted(shared, 'lead')} cannot be told apart"
             )
         if self.unmatched_calls:
-            notes.append(f"{self.unmatched_calls:,} calls match no lead of this load")
+            notes.append(
+                f"{_counted(self.unmatched_calls, 'call')} "
+                f"{_verb(self.unmatched_calls, 'matches', 'match')} no lead of this load"
+            )
+        if self.calls_on_failed_leads:
+            failed = self.by_status.get("failed_called", 0)
+            notes.append(
+                f"{_counted(self.calls_on_failed_leads, 'call')} "
+                f"{_verb(self.calls_on_failed_leads, 'matches', 'match')} "
+                f"{_counted(failed, 'lead')} of failed batches: those batches may have "
+                "reached Ryng after all; ask Ryng before loading them again"
+            )
         if self.callbacks_without_key:
-            notes.append(f"{self.callbacks_without_key:,} callbacks carry no {self.key}")
+            notes.append(
+                f"{_counted(self.callbacks_without_key, 'callback')} "
+                f"{_verb(self.callbacks_without_key, 'carries', 'carry')} no {self.key}"
+            )
         if self.report_total != self.leads:
             notes.append(
-                f"the report counts {self.report_total:,} leads read, the input has {self.leads:,}"
+                f"the report counts {_counted(self.report_total, 'lead')} read, "
+                f"the input has {self.leads:,}"
             )
         return "\n".join(lines + notes)
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _verb(count: int, singular: str, plural: str) -> str:
+    return singular if count == 1 else plural
 
 
 # -- the load's record -------------------------------------------------------------------
@@ -423,15 +452,17 @@ def _outcomes(report: _Report) -> _Outcomes | _ExactOutcomes:
     return _Outcomes(report)
 
 
+def _key_value(value: object) -> str | None:
+    """A key's value, or None: an empty or blank value is no key (it would join strangers)."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def _lead_fields(lead: Any, key: str) -> tuple[str | None, str | None]:
     row = lead.to_wire() if isinstance(lead, Lead) else lead
     if not isinstance(row, Mapping):
         return None, None
     number, value = row.get("number"), row.get(key)
-    return (
-        value if isinstance(value, str) else None,
-        number if isinstance(number, str) else None,
-    )
+    return _key_value(value), number if isinstance(number, str) else None
 
 
 # -- the work file -----------------------------------------------------------------------
@@ -484,6 +515,15 @@ _UNMATCHED = """
 SELECT count(DISTINCT c.call_id) FROM calls c
 WHERE NOT EXISTS (SELECT 1 FROM candidates d WHERE d.key = c.key)
 """
+# Calls on the key of a lead whose batch failed (and of no lead that may have reached
+# Ryng): not strangers, but signs that the failed batch reached Ryng after all.
+_FAILED_CALLED = """
+CREATE INDEX leads_failed_key ON leads (key) WHERE load = 'failed';
+CREATE TEMP TABLE failed_called AS
+    SELECT DISTINCT c.call_id FROM calls c
+    WHERE NOT EXISTS (SELECT 1 FROM candidates d WHERE d.key = c.key)
+      AND EXISTS (SELECT 1 FROM leads l WHERE l.key = c.key AND l.load = 'failed');
+"""
 _AMBIGUOUS_KEYS = "SELECT count(*) FROM candidates d JOIN keyed k USING (key) WHERE d.n > 1"
 _JOINED = """
 SELECT l.position, l.key, l.number, l.load, l.batch,
@@ -508,7 +548,7 @@ def _utc(stamp: datetime | None) -> str | None:
 
 def _call_row(stored: StoredCallback, key: str) -> tuple[Any, ...] | None:
     event = stored.event
-    value = event.customer_num if key == "number" else event.custom_fields.get(key)
+    value = _key_value(event.customer_num if key == "number" else event.custom_fields.get(key))
     if value is None:
         return None
     if isinstance(event, TerminalCallback):
@@ -550,7 +590,7 @@ INSERT INTO calls
 SELECT seq, key, call_id, callback_type = 'terminal', event,
        disposition, talktime, call_ended, recording_url, agent_username
 FROM (SELECT *, {key} AS key FROM store.callbacks)
-WHERE key IS NOT NULL
+WHERE key IS NOT NULL AND trim(key, ' ' || char(9, 10, 11, 12, 13)) != ''
 """
 
 
@@ -727,6 +767,10 @@ class Reconciliation:
     def _aggregate(self, db: sqlite3.Connection) -> None:
         db.executescript(_AGGREGATE)
         (self.summary.unmatched_calls,) = db.execute(_UNMATCHED).fetchone()
+        db.executescript(_FAILED_CALLED)
+        (failed_called,) = db.execute("SELECT count(*) FROM failed_called").fetchone()
+        self.summary.calls_on_failed_leads = failed_called
+        self.summary.unmatched_calls -= failed_called
         (self.summary.ambiguous_keys,) = db.execute(_AMBIGUOUS_KEYS).fetchone()
 
     # -- streaming the lines ------------------------------------------------------------
@@ -735,7 +779,10 @@ class Reconciliation:
         (position, key, number, load, batch, sharing, calls, call_id, event, disposition,
          talktime, ended, recording, agent, has_terminal, has_connect) = row  # fmt: skip
         matched = False
-        if load not in _CANDIDATES:
+        if load == "failed" and calls and key is not None:
+            matched = True
+            status = Status.FAILED_CALLED
+        elif load not in _CANDIDATES:
             status = Status(load)
         elif key is None:
             status = Status.NO_KEY
@@ -902,7 +949,8 @@ async def reconcile_to_file(
     For ``ryng-async reconcile``. The columns are `LeadStatus`'s fields, in order.
 
     Args:
-        lines: what `reconcile` returned (not yet iterated).
+        lines: what `reconcile` returned (not yet iterated); closed here, its work file
+            removed, whatever happens.
         out: a binary file.
         format: ``"csv"`` or ``"jsonl"``.
 
@@ -920,7 +968,7 @@ async def reconcile_to_file(
     if format == "csv":
         writer.writerow(COLUMNS)
     buffer = bytearray()
-    async with contextlib.aclosing(lines.__aiter__()) as rows:
+    async with lines, contextlib.aclosing(lines.__aiter__()) as rows:
         async for line in rows:
             if format == "csv":
                 writer.writerow(_csv_row(line))

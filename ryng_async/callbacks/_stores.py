@@ -494,8 +494,8 @@ class SQLiteCallbackStore:
         that one commit (and every callback waiting on it) takes many times longer. A
         passive checkpoint from another connection copies the bulk of it without holding
         the writer up. Under a steady stream such a checkpoint never quite catches up with
-        the writer, and the WAL only starts over once it has: then the writer finishes the
-        few pages left between two groups (see ``_write``).
+        the writer, and the WAL only starts over once it has: so after each one the writer
+        finishes the few pages left between two groups (see ``_write``).
         """
         connection = _connect(self.path)
         try:
@@ -504,13 +504,15 @@ class SQLiteCallbackStore:
                 self._checkpoint_due.wait(_CHECKPOINT_EVERY)
                 self._checkpoint_due.clear()
                 try:
-                    busy, log, done = connection.execute(
-                        "PRAGMA wal_checkpoint(PASSIVE)"
-                    ).fetchone()
+                    busy, log, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # the next round tries again
                     logger.warning("checkpoint of callback store %s failed: %s", self.path, exc)
                     continue
-                self._wal_behind = bool(busy) or done < log
+                # Even a checkpoint that copied every frame it saw is behind the groups
+                # committed while it ran; the WAL starts over only when a write begins
+                # with nothing left to copy, so the writer finishes the rest (issue 22:
+                # at 8,700 callbacks/s the WAL grew to 450 MB past its 64 MB limit).
+                self._wal_behind = bool(busy) or log > 0
         finally:
             connection.close()
 

@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -388,47 +388,52 @@ def _check_report_path(path: Path | None) -> None:
 # -- invalid rows, streamed ---------------------------------------------------------
 
 _KEPT_INVALID = 100
-"""Invalid leads a load's report keeps in memory (``--report`` lists every one)."""
+"""Invalid leads a load's report describes in memory (``--report`` lists every one)."""
 
 
 class _InvalidRows:
     """Takes invalid leads as they are found and streams them out, keeping few in memory.
 
     Each becomes a row with its file line; a row is written at once to ``listing`` (the
-    dry run's standard output), to a spool file that ``--report`` copies (when
-    ``spool``), and the first ``keep`` are held for the listing at the end of a load.
-    Memory holds those few whatever the number of invalid rows.
+    dry run's standard output), to a spool file beside the ``--report`` file, which the
+    report copies (when ``report`` is given), and the first ``keep`` are held for the
+    listing at the end of a load. Memory holds those few whatever the number of rows.
     """
 
     def __init__(
-        self, source: LeadSource, *, listing: TextIO | None, keep: int, spool: bool
+        self, source: LeadSource, *, listing: TextIO | None, keep: int, report: Path | None
     ) -> None:
         self.source = source
         self.listing = listing
         self.keep = keep
         self.kept: list[dict[str, Any]] = []
         self.count = 0
-        self._spool: IO[bytes] | None = tempfile.TemporaryFile() if spool else None  # noqa: SIM115 - closed by close()
+        self._spool: IO[bytes] | None = None
+        if report is not None:
+            folder = report.parent if str(report.parent) else Path()
+            self._spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
 
-    def add(self, leads: Iterable[InvalidLead]) -> None:
-        """Take invalid leads (their rows leave `LeadSource.rejected` here)."""
+    def add(self, lead: InvalidLead) -> None:
+        """Take one invalid lead (its row leaves `LeadSource.rejected` here).
+
+        The load's ``on_invalid``: called on the event loop, it only writes to buffers.
+        """
         source = self.source
-        for lead in leads:
-            rejected = source.rejected.pop(lead.position, None)
-            row = {
-                "position": lead.position,
-                "line": source.line_of(lead.position),
-                "field": rejected.field if rejected is not None else lead.field,
-                "reason": rejected.reason if rejected is not None else lead.reason,
-            }
-            if self._spool is not None:
-                self._spool.write(b"," if self.count else b"")
-                self._spool.write(_encoder.encode(row))
-            if self.listing is not None:
-                self.listing.write(_line(source, row) + "\n")
-            if len(self.kept) < self.keep:
-                self.kept.append(row)
-            self.count += 1
+        rejected = source.rejected.pop(lead.position, None)
+        row = {
+            "position": lead.position,
+            "line": source.line_of(lead.position),
+            "field": rejected.field if rejected is not None else lead.field,
+            "reason": rejected.reason if rejected is not None else lead.reason,
+        }
+        if self._spool is not None:
+            self._spool.write(b"," if self.count else b"")
+            self._spool.write(_encoder.encode(row))
+        if self.listing is not None:
+            self.listing.write(_line(source, row) + "\n")
+        if len(self.kept) < self.keep:
+            self.kept.append(row)
+        self.count += 1
 
     def copy_to(self, out: IO[bytes]) -> None:
         """Write the rows spooled so far as a JSON array."""
@@ -443,22 +448,6 @@ class _InvalidRows:
         """Drop the spool file."""
         if self._spool is not None:
             self._spool.close()
-
-
-class _StreamingReport(BulkReport):
-    """A load's report whose invalid leads go to an `_InvalidRows` as they come.
-
-    The counts stay exact; ``invalid_leads`` keeps only the first `_KEPT_INVALID`.
-    """
-
-    rows: _InvalidRows
-
-    def record_invalid(self, leads: list[InvalidLead]) -> None:
-        """Stream the leads out, count them, and keep the first few."""
-        self.rows.add(leads)
-        super().record_invalid(leads)
-        if len(self.invalid_leads) > _KEPT_INVALID:
-            del self.invalid_leads[_KEPT_INVALID:]
 
 
 def _line(source: LeadSource, row: dict[str, Any]) -> str:
@@ -542,7 +531,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
     as_json = args.log_format == "json"
     source = _open(args)
-    rows = _InvalidRows(source, listing=sys.stdout, keep=0, spool=args.report is not None)
+    rows = _InvalidRows(source, listing=sys.stdout, keep=0, report=args.report)
     try:
         try:
             request = build_request(**_campaign_options(args, source))
@@ -550,15 +539,11 @@ def _dry_run(args: argparse.Namespace) -> int:
             seen: set[str] | None = set() if args.dedupe else None
             position = 0
             for chunk in source.chunks():
-                rows.add(
-                    _check_chunk(
-                        chunk,
-                        position,
-                        seen=seen,
-                        overhead=overhead,
-                        max_bytes=args.max_batch_bytes,
-                    )
+                found = _check_chunk(
+                    chunk, position, seen=seen, overhead=overhead, max_bytes=args.max_batch_bytes
                 )
+                for lead in found:
+                    rows.add(lead)
                 position += len(chunk)
         finally:
             source.close()
@@ -690,9 +675,7 @@ async def _load(args: argparse.Namespace) -> int:
                 "ryng-async append: interrupted before the load started; nothing was sent",
             )
             return interrupts.code or ExitCode.INTERRUPTED
-        rows = _InvalidRows(
-            source, listing=None, keep=args.show_invalid, spool=args.report is not None
-        )
+        rows = _InvalidRows(source, listing=None, keep=args.show_invalid, report=args.report)
         try:
             return await _load_source(args, client, source, interrupts, rows)
         finally:
@@ -708,6 +691,9 @@ async def _load_source(
     rows: _InvalidRows,
 ) -> int:
     options = load_options(args, source)
+    # Every invalid row streams out as it is found (to --report and the listing at the
+    # end); the report itself describes only the first few.
+    options.update(on_invalid=rows.add, keep_invalid_leads=_KEPT_INVALID)
     as_json = args.log_format == "json"
     say(
         json.dumps({"event": "start", "file": source.name, "campaign": args.campaign})
@@ -723,8 +709,7 @@ async def _load_source(
         meter, mode=args.progress, log_format=args.log_format, interval=args.progress_interval
     )
     interrupts.meter = meter
-    report = _StreamingReport()
-    report.rows = rows
+    report = BulkReport()
     code: int = ExitCode.OK
     error: str | None = None
     async with client:
@@ -749,7 +734,7 @@ async def _load_source(
     code = interrupts.code or code
     if code == ExitCode.OK and not report.ok:
         code = ExitCode.NOT_ALL_ACCEPTED
-    return _finish(args, source, report, code, error)
+    return _finish(args, source, report, code, error, rows=rows)
 
 
 async def _run_load(
@@ -876,12 +861,13 @@ class _Interrupts:
 def _finish(
     args: argparse.Namespace,
     source: LeadSource,
-    report: _StreamingReport,
+    report: BulkReport,
     code: int,
     error: str | None,
+    *,
+    rows: _InvalidRows,
 ) -> int:
     as_json = args.log_format == "json"
-    rows = report.rows
     ended = {
         ExitCode.INTERRUPTED: "interrupted",
         ExitCode.TERMINATED: "terminated",

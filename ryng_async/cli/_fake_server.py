@@ -39,6 +39,9 @@ _FAULT_FLAGS = {
     Fault.RESET: ("--fault-reset", "reset the connection before reading (nothing recorded)"),
     Fault.DROP: ("--fault-drop", "record the leads, then drop the connection unanswered"),
     Fault.HANG: ("--fault-hang", "never answer (nothing recorded)"),
+    Fault.BAD_GATEWAY: ("--fault-502", "record the leads, then answer a proxy's HTML 502"),
+    Fault.GATEWAY_TIMEOUT: ("--fault-504", "record the leads, then answer a proxy's HTML 504"),
+    Fault.UNAVAILABLE: ("--fault-503", "answer a proxy's HTML 503 (nothing recorded)"),
 }
 
 
@@ -79,7 +82,7 @@ def add_parser(commands: Commands) -> None:
     faults.add_argument(
         "--retry-after",
         default="0",
-        help="the Retry-After header of --fault-429 answers ('none' sends none)",
+        help="the Retry-After header of --fault-429 and --fault-503 answers ('none' sends none)",
     )
     faults.add_argument("--seed", type=int, default=0, help="seeds the fault draws")
     fake.add_argument(
@@ -90,6 +93,13 @@ def add_parser(commands: Commands) -> None:
     )
     fake.add_argument(
         "--max-body", type=positive_int, default=64 << 20, help="largest body accepted (413)"
+    )
+    fake.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="close connections idle this many seconds, with no Keep-Alive header (as nginx "
+        "and gunicorn do); default: an hour",
     )
 
 
@@ -122,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             max_body=args.max_body,
             validate_leads=not args.no_validate,
+            idle_timeout=args.idle_timeout,
         )
     except (CliError, ValueError) as exc:
         say(f"ryng-async fake-server: error: {exc}")

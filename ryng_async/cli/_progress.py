@@ -384,6 +384,8 @@ def summary_table(report: BulkReport, *, extra: dict[str, str] | None = None) ->
         lines.append(f"  {count:,} {'batch' if count == 1 else 'batches'} {why}")
     if len(reasons) > _REASONS_SHOWN:
         lines.append(f"  ... and {len(reasons) - _REASONS_SHOWN} more reasons (--report)")
+    if report.body_refused is not None:
+        lines.append(f"  {report.body_limit_note()} (--max-batch-bytes)")
     if report.stopped_early:
         lines.append(f"  stopped early: {report.stop_reason}")
     for key, value in (extra or {}).items():

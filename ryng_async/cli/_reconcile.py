@@ -9,6 +9,7 @@ one line per lead as CSV or JSON Lines and a summary table; streaming, in bounde
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from ._common import (
     run_async,
     say,
 )
-from ._readers import InputError, aiter_leads, source_from_args
+from ._readers import InputError, LeadSource, aiter_leads, source_from_args
 
 __all__ = ["add_parser"]
 
@@ -56,8 +57,8 @@ def add_parser(commands: Commands) -> None:
         "--key",
         default="number",
         help="the field leads and callbacks are matched by: 'number' (the default; a number "
-        "called for several leads is ambiguous and reported so) or a custom field such as "
-        "customField3",
+        "called for several leads is ambiguous and reported so) or a custom field, by its "
+        "CSV column's name (crm_id) or as sent (customField3)",
     )
     parser.add_argument(
         "--deadline",
@@ -108,6 +109,37 @@ async def _normalized(leads: AsyncIterator[Any], region: str | None) -> AsyncIte
         yield normalized(lead)
 
 
+_WIRE_KEY = re.compile(r"number|customField[1-9][0-9]*")
+
+
+def resolve_key(key: str, source: LeadSource, number_column: str) -> str:
+    """The wire field ``--key`` names: a CSV column's name, or ``number``/``customFieldN``.
+
+    The file's columns become ``customField1``, ``customField2``... in order (the number
+    and agents columns aside), as ``append`` sent them.
+    """
+    wanted = key.casefold()
+    if source.custom_field_names is not None:
+        fields = [
+            name.removesuffix("Name")
+            for name, title in source.custom_field_names.items()
+            if title.casefold() == wanted
+        ]
+        if len(fields) > 1:
+            raise CliError(f"--key {key!r}: {len(fields)} columns have that name")
+        if fields:
+            return fields[0]
+        if wanted == number_column.casefold():
+            return "number"
+    if _WIRE_KEY.fullmatch(key):
+        return key
+    columns = ", ".join(repr(title) for title in source.header) or "none: the file is not CSV"
+    raise CliError(
+        f"--key {key!r} is no column of the file (its columns: {columns}) and not 'number' "
+        "or a custom field like 'customField3'"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``reconcile``; return the exit code."""
     for path, what in (
@@ -127,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             _normalized(aiter_leads(source), args.default_region),
             args.report,
             args.store,
-            key=args.key,
+            key=resolve_key(args.key, source, args.number_column),
             deadline=None if args.deadline is None else timedelta(seconds=args.deadline),
             loaded_at=loaded_at,
         )

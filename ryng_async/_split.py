@@ -1,0 +1,171 @@
+"""Batches a server refused as too large (HTTP 413): split in halves, and the size learned.
+
+A 413 is definite: the body was refused before it was read. The bulk engine then sends the
+batch again as halves (each carrying exactly its own leads and their input positions), and
+halves of those, down to one lead; `BodyLimit` remembers the smallest body refused so
+that later batches are split before they are sent, rather than refused first.
+Pure and I/O-free apart from what the caller's ``send`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from ._batching import Batch, BodyTemplate
+from ._exceptions import APIError
+from ._report import BatchResult, Outcome
+
+__all__ = ["BodyLimit", "Splitter", "combine", "halves", "is_too_large", "send_in_parts"]
+
+
+def is_too_large(error: BaseException | None) -> bool:
+    """Say whether ``error`` is a 413: the request body was refused unread."""
+    return isinstance(error, APIError) and error.status == 413
+
+
+def halves(batch: Batch, template: BodyTemplate) -> tuple[Batch, Batch]:
+    """Split a batch of two leads or more in two, each with its own leads and positions."""
+    middle = len(batch.rows) // 2
+    first_rows, second_rows = batch.rows[:middle], batch.rows[middle:]
+    first_positions, second_positions = batch.positions[:middle], batch.positions[middle:]
+    return (
+        Batch(
+            batch.index,
+            first_positions[0],
+            first_positions,
+            first_rows,
+            template.body(first_rows),
+        ),
+        Batch(
+            batch.index,
+            second_positions[0],
+            second_positions,
+            second_rows,
+            template.body(second_rows),
+        ),
+    )
+
+
+class BodyLimit:
+    """The request body size a server refused (413), learned during one load.
+
+    Attributes:
+        refused: the smallest body, in bytes, refused with a 413 (None: none yet).
+        accepted: the largest body accepted since then (None: none yet).
+    """
+
+    __slots__ = ("accepted", "refused")
+
+    def __init__(self) -> None:
+        self.refused: int | None = None
+        self.accepted: int | None = None
+
+    def fits(self, size: int) -> bool:
+        """Say whether a body of ``size`` bytes is below every size refused so far."""
+        return self.refused is None or size < self.refused
+
+    def note_refused(self, size: int) -> None:
+        """Remember a body of ``size`` bytes refused with a 413."""
+        self.refused = size if self.refused is None else min(self.refused, size)
+
+    def note_accepted(self, size: int) -> None:
+        """Remember a body of ``size`` bytes accepted, once a 413 was seen."""
+        if self.refused is not None:
+            self.accepted = size if self.accepted is None else max(self.accepted, size)
+
+
+class Splitter:
+    """What a load needs to split batches: its body template and the limit it learned."""
+
+    __slots__ = ("doubtful", "limit", "template")
+
+    def __init__(self, template: BodyTemplate) -> None:
+        self.template = template
+        self.limit = BodyLimit()
+        # Batches being sent in parts of which one was accepted (or may have been).
+        self.doubtful: set[int] = set()
+
+
+async def send_in_parts(
+    batch: Batch,
+    split: Splitter,
+    send: Callable[[Batch], Awaitable[BatchResult]],
+    *,
+    first: BatchResult | None = None,
+) -> list[BatchResult]:
+    """Send ``batch`` as parts that fit ``limit``, halving each part refused with a 413.
+
+    ``send`` sends one part. ``first`` is the result of the whole batch already sent (a
+    413), if it was. Parts go
+    one after another, in input order; a single lead refused with a 413 stays refused.
+    Returns the result of every final part, in input order.
+    """
+    limit, template = split.limit, split.template
+    pending = [batch]
+    done: list[BatchResult] = []
+    # Bounded: each pass either settles a part or replaces it by its two halves, and a
+    # batch of n leads has fewer than 2n parts in all.
+    while pending:
+        part = pending.pop(0)
+        too_big = len(part.rows) > 1 and not limit.fits(len(part.body))
+        if not too_big:
+            result = first if first is not None and part is batch else await send(part)
+            if result.outcome is Outcome.ACCEPTED:
+                limit.note_accepted(len(part.body))
+            elif is_too_large(result.error):
+                limit.note_refused(len(part.body))
+                too_big = len(part.rows) > 1
+            if not too_big:
+                done.append(result)
+                continue
+        pending[:0] = halves(part, template)
+    return done
+
+
+def combine(batch: Batch, parts: list[BatchResult], *, keep_leads: bool) -> BatchResult:
+    """One result for a batch sent in parts, never claiming more than the parts prove.
+
+    Every part accepted: accepted. None accepted: failed if every part is (or was never
+    sent), else unknown. Some accepted and some not: unknown (its message says which input
+    positions were accepted), so that nothing is resent by default and no lead is
+    appended twice.
+    """
+    if len(parts) == 1 and parts[0].count == batch.count:
+        return parts[0]
+    outcomes = {part.outcome for part in parts}
+    if outcomes == {Outcome.ACCEPTED}:
+        outcome = Outcome.ACCEPTED
+    elif Outcome.ACCEPTED in outcomes or Outcome.UNKNOWN in outcomes:
+        outcome = Outcome.UNKNOWN
+    elif outcomes == {Outcome.SKIPPED}:
+        outcome = Outcome.SKIPPED
+    else:
+        outcome = Outcome.FAILED
+    worst = next((part for part in parts if part.outcome is not Outcome.ACCEPTED), parts[-1])
+    described = "; ".join(
+        f"{_span(part)} {part.outcome.value}"
+        + ("" if part.outcome is Outcome.ACCEPTED else f" ({part.message})")
+        for part in parts
+    )
+    return replace(
+        worst,
+        index=batch.index,
+        start=batch.start,
+        count=batch.count,
+        ranges=batch.ranges,
+        outcome=outcome,
+        message=f"sent in {len(parts)} parts after a 413 (body too large): {described}",
+        attempts=sum(part.attempts for part in parts),
+        elapsed=sum(part.elapsed for part in parts),
+        error=None if outcome is Outcome.ACCEPTED else worst.error,
+        leads=() if outcome is Outcome.ACCEPTED or not keep_leads else tuple(batch.rows),
+        maybe_duplicated=any(part.maybe_duplicated for part in parts),
+    )
+
+
+def _span(part: BatchResult) -> str:
+    if part.count == 1:
+        return f"lead at input position {part.start}"
+    runs = ", ".join(f"{start}-{start + count - 1}" for start, count in part.ranges)
+    return f"{part.count} leads at input positions {runs}"
