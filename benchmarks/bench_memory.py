@@ -195,9 +195,13 @@ def run(ctx: Context) -> BenchResult:
             f"{over:+.1f}",
             f"{edge['total']:,}",
         )
+        # Complete: the clean load accepted every lead; the edge read all n, and (dedupe)
+        # accepted every one, or (all invalid) refused every one.
+        done = edge["accepted"] == n if kind == "dedupe" else edge["invalid"] == n
+        complete = clean["ok"] and clean["accepted"] == n and edge["total"] == n and done
         edge_targets.append(
             Target(f"peak RSS over a clean load, {n:,} leads {label}", over, 30.0, op="<=",
-                   unit="MB")
+                   unit="MB", complete=complete)
         )  # fmt: skip
     gen_large = med((large, "generator"), "peak_rss")
     gen_small = med((small, "generator"), "peak_rss")

@@ -1009,6 +1009,7 @@ class _Interrupts:
         self.stop = asyncio.Event()
         self.meter: Meter | None = None
         self._args = args
+        self._as_json = getattr(args, "log_format", "text") == "json"
         self._scopes: list[tuple[anyio.CancelScope, bool]] = []
         self._installed: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1041,11 +1042,13 @@ class _Interrupts:
             self.stop.set()
             self._tell_stopping(signum)
         else:
+            name = signal.Signals(signum).name
             _tell(
-                getattr(self._args, "log_format", "text") == "json",
+                self._as_json,
                 "cancelling",
-                f"ryng-async append: {signal.Signals(signum).name} again: cancelling the "
-                "requests in flight (they end 'unknown': they may have been appended)",
+                f"ryng-async append: {name} again: cancelling the requests in flight (they "
+                "end 'unknown': they may have been appended)",
+                signal=name,
             )
         for scope, gentle in self._scopes:
             if not gentle or not first:
@@ -1058,13 +1061,14 @@ class _Interrupts:
             grace = self._args.timeout
         if self.meter is not None:
             self.meter.stopping = True
-        if getattr(self._args, "log_format", "text") == "json":
-            say(json.dumps({"event": "stopping", "signal": name, "grace_seconds": grace}))
-            return
-        say(
+        _tell(
+            self._as_json,
+            "stopping",
             f"ryng-async append: {name}: stopping: nothing new is sent; waiting up to "
             f"{grace:g}s for the requests in flight to end (send it again to cancel them: "
-            "they would end 'unknown')"
+            "they would end 'unknown')",
+            signal=name,
+            grace_seconds=grace,
         )
 
     def __enter__(self) -> _Interrupts:
