@@ -30,6 +30,7 @@ from ryng_async.checkpoint import (
     LoadIdentity,
     SQLiteJournal,
 )
+from ryng_async.cli._fake_server import write_record
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
 CLI = [sys.executable, "-m", "ryng_async"]
@@ -164,8 +165,14 @@ async def test_a_killed_load_is_resolved_and_finished_with_every_lead_sent_once(
         # The rerun sends batch 3 and the rest, once each, and exits 0.
         rerun = await cli(*append, env=env)
         assert rerun.returncode == 0, rerun.stderr.decode()
+        record = tmp_path / "record.jsonl"
+        write_record(server, record)  # what fake-server --record writes
     received = Counter(lead["number"] for lead in server.leads)
     assert received == Counter(number(i) for i in range(ROWS))  # every lead exactly once
+    held = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sorted((x["lead"]["number"], x["count"]) for x in held) == [
+        (number(i), 1) for i in range(ROWS)
+    ]
     after = SQLiteJournal.read_batches(journal)
     assert {b.state for b in after} == {BatchState.ACCEPTED}
     assert not any(b.maybe_duplicated for b in after)
