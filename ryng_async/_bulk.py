@@ -347,7 +347,8 @@ class _Load:
         else:
             message = (
                 "in flight when an earlier run stopped: it may have been appended; check "
-                "these leads in Ryng before resending them (resend_unknown=True sends them)"
+                "these leads in Ryng, then record what you found (ryng-async checkpoint "
+                "resolve, or SQLiteJournal.resolve); resend_unknown=True sends them anyway"
             )
         return BatchResult(
             index=batch.index,
@@ -966,7 +967,8 @@ class BatchStream:
     load and waits until it has settled. A bare ``async for`` that breaks stops it too,
     once the stream is garbage-collected (at once in CPython) or the client is closed:
     nothing new is sent, the requests in flight end, and `report` becomes final and
-    exact. What stopped the load (a 403, an input error) is raised from the iteration.
+    exact. `stop` stops the load gently while the iteration goes on to its last results.
+    What stopped the load (a 403, an input error) is raised from the iteration.
     """
 
     def __init__(self, load: _Load, sender: Sender) -> None:

@@ -342,7 +342,10 @@ class RyngClient:
         Args:
             campaign_id: the campaign's id.
             leads: an iterable or async iterable of `Lead` s or wire-form mappings, read
-                lazily, a batch at a time (yield a new mapping per row).
+                lazily, a batch at a time (yield a new mapping per row); or a pandas or
+                polars ``DataFrame`` or a pyarrow ``Table``, ``RecordBatch`` or
+                ``RecordBatchReader``, read as `leads_from_frame` reads it (its headers
+                become the custom field names unless ``custom_field_names`` is given).
             **options: see `BulkOptions`: ``batch_size``, ``max_batch_bytes``,
                 ``concurrency``, ``rate_limit``, ``limiter``, ``observers``,
                 ``on_progress``, ``report``, ``dedupe``, ``max_consecutive_failures``,
@@ -362,6 +365,29 @@ class RyngClient:
                 raised, re-raised as is once the load has settled (pass ``report=`` to
                 keep the partial report).
         """
+        if _is_frame(leads):
+            from .dataframes import leads_from_frame
+
+            rows, names = leads_from_frame(leads)
+            if names is not None and options.get("custom_field_names") is None:
+                options["custom_field_names"] = names
+            leads = rows
         return await run_bulk(
             self._sender, self.campaign_url(campaign_id), campaign_id, leads, options
         )
+
+
+_FRAMES = {
+    ("pandas", "DataFrame"),
+    ("polars", "DataFrame"),
+    ("polars", "LazyFrame"),
+    ("pyarrow", "Table"),
+    ("pyarrow", "RecordBatch"),
+    ("pyarrow", "RecordBatchReader"),
+}
+
+
+def _is_frame(leads: object) -> bool:
+    """A DataFrame or Arrow table (iterating one yields columns, not rows)."""
+    kind = type(leads)
+    return (kind.__module__.partition(".")[0], kind.__name__) in _FRAMES

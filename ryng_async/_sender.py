@@ -282,7 +282,8 @@ class _Body(aiohttp.BytesPayload):
     ) -> None:
         """Write the body, unless the connection is closing (then nothing at all)."""
         transport = writer.transport
-        if self._sealed or (transport is not None and transport.is_closing()):
+        # No transport: the connection was lost already (Python 3.12+ clears it sooner).
+        if self._sealed or transport is None or transport.is_closing():
             raise ConnectionResetError("the connection closed before the request was written")
         self.handed_over = True
         await super().write_with_length(writer, content_length)

@@ -65,13 +65,15 @@ __all__ = [
     "JOURNAL_FORMAT_VERSION",
     "BatchState",
     "CheckpointError",
+    "Decision",
     "JournalSummary",
     "JournalledBatch",
     "LoadIdentity",
+    "Resolution",
     "SQLiteJournal",
 ]
 
-JOURNAL_FORMAT_VERSION: int = 3
+JOURNAL_FORMAT_VERSION: int = 4
 """The layout this version writes. Older journals are migrated on open; newer are refused.
 
 1: the first layout (batch digests by BLAKE2b-128). 2: the load records its digest
@@ -79,7 +81,8 @@ algorithm (new journals use XXH3-128, about 40x cheaper a batch; a journal of fo
 keeps BLAKE2b, so its resumes still match), and a load appends its records to a log
 table, one row a commit, folded into the batch table by the next open. 3: a batch records
 its leads' exact input positions (``ranges``); a batch of an older journal has none until
-a load meets it again (its ``start`` and ``count`` may span invalid leads).
+a load meets it again (its ``start`` and ``count`` may span invalid leads). 4: the
+decisions an operator recorded on unknown batches (`SQLiteJournal.resolve`).
 """
 
 # PRAGMA application_id: "RYNG" in ASCII, so `file` and sqlite tools can tell our journals.
@@ -132,6 +135,41 @@ class BatchState(enum.StrEnum):
     """No definite answer: it may or may not have been appended."""
     SKIPPED = "skipped"
     """Not sent (cancelled, aborted or stopped first)."""
+
+
+class Decision(enum.StrEnum):
+    """What an operator found of an unknown batch (`SQLiteJournal.resolve`)."""
+
+    ACCEPTED = "accepted"
+    """Its leads are in Ryng: the next run counts the batch accepted and sends nothing."""
+    NOT_RECEIVED = "not-received"
+    """Its leads are not in Ryng: the next run sends it, not as a maybe-duplicated resend."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolution:
+    """A decision recorded on a batch that was in flight or unknown.
+
+    Attributes:
+        index: the batch's number in the load.
+        decision: what was decided.
+        at: when (UTC).
+        note: the operator's note ("" if none).
+        previous_state: the batch's state before the decision (in flight or unknown).
+        ranges: the batch's leads' input positions, as ``(start, count)`` runs.
+    """
+
+    index: int
+    decision: Decision
+    at: datetime
+    note: str
+    previous_state: BatchState
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def positions(self) -> str:
+        """Its lead positions for messages, e.g. ``"leads 6000-6499"``."""
+        return "leads " + _describe(self.ranges)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +273,8 @@ class JournalSummary:
             does: batches in flight then belong to a run that stopped (they are unknown,
             and the next run reports them so); with a holder they may be in flight now.
             0 if a load holds it but its id cannot be read.
+        resolved: the decisions recorded on unknown batches (`SQLiteJournal.resolve`), in
+            the order they were made.
     """
 
     path: str
@@ -252,6 +292,7 @@ class JournalSummary:
     uncertain: tuple[JournalledBatch, ...]
     size_bytes: int
     holder: int | None = None
+    resolved: tuple[Resolution, ...] = ()
 
     @property
     def total_batches(self) -> int:
@@ -303,6 +344,17 @@ _LOG_SCHEMA = """CREATE TABLE log (
         records BLOB NOT NULL
     )"""
 
+# The decisions recorded on unknown batches (format 4), one row each, in order.
+_RESOLUTION_SCHEMA = """CREATE TABLE resolution (
+        seq INTEGER PRIMARY KEY,
+        idx INTEGER NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('accepted', 'not-received')),
+        at REAL NOT NULL,
+        note TEXT NOT NULL,
+        previous_state TEXT NOT NULL,
+        ranges TEXT NOT NULL
+    )"""
+
 _Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -325,7 +377,12 @@ def _to_format_3(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE log SET records = ? WHERE seq = ?", (_pack_records(upgraded), seq))
 
 
-_MIGRATIONS: dict[int, _Migration] = {1: _to_format_2, 2: _to_format_3}
+def _to_format_4(conn: sqlite3.Connection) -> None:
+    """3 -> 4: a table for the decisions recorded on unknown batches."""
+    conn.execute(_RESOLUTION_SCHEMA)
+
+
+_MIGRATIONS: dict[int, _Migration] = {1: _to_format_2, 2: _to_format_3, 3: _to_format_4}
 
 # Folding the log: one statement upserts up to _ROWS_PER_STATEMENT rows.
 _UPSERT_HEAD = (
@@ -607,6 +664,23 @@ def _read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalS
             os.path.getsize(name) for name in (path, path + "-wal") if os.path.exists(name)
         ),
         holder=_holder(path),
+        resolved=_read_resolutions(conn),
+    )
+
+
+def _read_resolutions(conn: sqlite3.Connection) -> tuple[Resolution, ...]:
+    return tuple(
+        Resolution(
+            index=index,
+            decision=Decision(decision),
+            at=datetime.fromtimestamp(at, UTC),
+            note=note,
+            previous_state=BatchState(previous),
+            ranges=_parse_ranges(0, 0, ranges),
+        )
+        for index, decision, at, note, previous, ranges in conn.execute(
+            "SELECT idx, decision, at, note, previous_state, ranges FROM resolution ORDER BY seq"
+        )
     )
 
 
@@ -973,7 +1047,7 @@ class SQLiteJournal:
         try:
             conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {int(JOURNAL_FORMAT_VERSION)}")
-            for statement in (*_SCHEMA, _LOG_SCHEMA):
+            for statement in (*_SCHEMA, _LOG_SCHEMA, _RESOLUTION_SCHEMA):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO load (id, campaign_id, batch_size, max_batch_bytes,"
@@ -1473,3 +1547,146 @@ class SQLiteJournal:
             raise CheckpointError(f"cannot read the checkpoint journal {name!r}: {exc}") from exc
         finally:
             conn.close()
+
+    @staticmethod
+    def resolve(
+        path: str | os.PathLike[str],
+        decision: Decision | str,
+        *,
+        batches: Collection[int] | None = None,
+        note: str = "",
+    ) -> list[Resolution]:
+        """Record a decision on batches left in flight or unknown; return what was recorded.
+
+        Blocking. ``decision`` `Decision.ACCEPTED` (its leads were found in Ryng) makes the
+        batch accepted: the next run counts it accepted and sends nothing.
+        `Decision.NOT_RECEIVED` makes it skipped and no longer maybe duplicated: the next
+        run sends it as a batch never sent. Each decision is journalled with its time and
+        ``note`` (`JournalSummary.resolved`).
+
+        Args:
+            path: the journal.
+            decision: `Decision` or its value (``"accepted"``, ``"not-received"``).
+            batches: the batch indexes to resolve; None for every batch in flight or unknown.
+            note: why (kept in the journal, cut to 500 characters).
+
+        Raises:
+            CheckpointError: no journal there, not a journal, a newer format; a load holds
+                it now (a live load's in-flight batches are not for an operator to decide);
+                a given batch is not in the journal or not in flight or unknown. Nothing
+                was recorded then.
+        """
+        name = os.fspath(path)
+        decided = Decision(decision)
+        if os.path.isdir(name):
+            raise CheckpointError(f"the checkpoint path {name!r} is a directory")
+        if not os.path.exists(name):
+            raise CheckpointError(f"no checkpoint journal at {name!r}")
+        _precheck(name)
+        holder = _holder(name)
+        if holder is not None:
+            who = f" (pid {holder})" if holder else ""
+            raise CheckpointError(
+                f"the checkpoint journal {name!r} is held by a live load{who}: its batches in "
+                "flight may be answered yet; resolve them after it ends"
+            )
+        fd = _lock(name)
+        try:
+            conn = sqlite3.connect(name, isolation_level=None, timeout=_BUSY_TIMEOUT)
+            try:
+                return _resolve_locked(conn, name, decided, batches, _clean_message(note))
+            except sqlite3.Error as exc:
+                raise CheckpointError(f"cannot resolve in the journal {name!r}: {exc}") from exc
+            finally:
+                conn.close()
+        finally:
+            _unlock(fd)
+
+
+def _resolve_locked(
+    conn: sqlite3.Connection,
+    path: str,
+    decision: Decision,
+    batches: Collection[int] | None,
+    note: str,
+) -> list[Resolution]:
+    version = _format_version(conn, path)
+    if version is None:
+        raise CheckpointError(f"{path!r} {_NOT_A_JOURNAL} (it is an empty database)")
+    if version < JOURNAL_FORMAT_VERSION:
+        _migrate(conn, version)
+    _fold(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = {row[0]: row for row in map(_row_from_sql, conn.execute(_SELECT_BATCHES))}
+        open_states = {_IN_FLIGHT, _UNKNOWN}
+        if batches is None:
+            chosen = sorted(i for i, row in rows.items() if row[4] in open_states)
+        else:
+            chosen = sorted(set(batches))
+            _check_open_batches(rows, chosen, path)
+        now = time.time()
+        said = "accepted" if decision is Decision.ACCEPTED else "not received"
+        message = _clean_message(f"resolved as {said}" + (f": {note}" if note else ""))
+        made = []
+        for index in chosen:
+            row = rows[index]
+            ranges = _parse_ranges(row[1], row[2], row[9])
+            if decision is Decision.ACCEPTED:
+                conn.execute(
+                    "UPDATE batch SET state = ?, status = NULL, message = ? WHERE idx = ?",
+                    (str(BatchState.ACCEPTED), message, index),
+                )
+            else:
+                conn.execute(
+                    "UPDATE batch SET state = ?, status = NULL, message = ?,"
+                    " maybe_duplicated = 0 WHERE idx = ?",
+                    (str(BatchState.SKIPPED), message, index),
+                )
+            text = ",".join(f"{first}-{first + length - 1}" for first, length in ranges)
+            conn.execute(
+                "INSERT INTO resolution (idx, decision, at, note, previous_state, ranges)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (index, str(decision), now, note, row[4], text),
+            )
+            made.append(
+                Resolution(
+                    index=index,
+                    decision=decision,
+                    at=datetime.fromtimestamp(now, UTC),
+                    note=note,
+                    previous_state=BatchState(row[4]),
+                    ranges=ranges,
+                )
+            )
+        if made:
+            conn.execute("UPDATE load SET updated_at = max(updated_at, ?)", (now,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return made
+
+
+def _check_open_batches(rows: dict[int, _Write], chosen: list[int], path: str) -> None:
+    """Refuse batches that are not in the journal, or not in flight or unknown."""
+    missing = [i for i in chosen if i not in rows]
+    closed = [i for i in chosen if i in rows and rows[i][4] not in {_IN_FLIGHT, _UNKNOWN}]
+    if not missing and not closed:
+        return
+    parts = []
+    if missing:
+        parts.append(f"not in the journal: batch {_indexes(missing)}")
+    if closed:
+        parts.append(
+            "not in flight or unknown: "
+            + ", ".join(f"batch {i} ({rows[i][4]})" for i in closed[:10])
+            + (f" and {len(closed) - 10} more" if len(closed) > 10 else "")
+        )
+    raise CheckpointError(f"cannot resolve in {path!r}: " + "; ".join(parts))
+
+
+def _indexes(indexes: Sequence[int]) -> str:
+    shown = ", ".join(map(str, indexes[:10]))
+    return shown + (f" and {len(indexes) - 10} more" if len(indexes) > 10 else "")

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 from typing import Any, NamedTuple
 
-from . import ConfigurationError, ValidationError
 from ._columns import (
     AGENT_SEPARATORS_PATTERN,
     ColumnMapping,
@@ -39,6 +38,7 @@ from ._columns import (
     map_columns,
     split_agents,
 )
+from ._exceptions import ConfigurationError, ValidationError
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "FrameLeads", "leads_from_frame"]
 

@@ -1164,9 +1164,10 @@ async def test_a_bare_async_for_that_breaks_stops_and_settles_the_load() -> None
         sent = server.received_requests
         assert _load_tasks() == []
         # No connection left busy: the server answers nothing, the pool keeps at most one
-        # idle connection a sender, and closing the client closes every one of them.
+        # idle connection a sender (plus, on a slow machine, the one idle connection it may
+        # hold unused as a keep-alive probe), and closing the client closes every one.
         assert server.in_flight == 0
-        assert 1 <= await connections_after_close(server) <= 4
+        assert 1 <= await connections_after_close(server) <= 4 + 1
         await client.aclose()
         assert await connections_after_close(server) == 0
     check_invariant(report)

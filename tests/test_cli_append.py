@@ -504,6 +504,24 @@ async def test_a_signal_stops_the_load_gently_with_an_exact_report(
 
 
 @pytest.mark.anyio
+async def test_a_signal_under_json_logs_says_it_is_waiting_in_json(tmp_path: Path) -> None:
+    trigger = SignalOnArrival(2, signal.SIGTERM)
+    async with FakeRyngServer(access_token=TOKEN, latency=0.3, on_request=trigger) as server:
+        data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(2000))
+        command = [*CLI, "append", "42", str(data), "--batch-size", "100", "--concurrency", "2"]
+        command += ["--log-format", "json", "--progress", "log", "--stop-grace", "45"]
+        run = await run_signalled(command, server, trigger)
+    assert run.code == 143, run.err
+    events = [json.loads(line) for line in run.err.splitlines()]  # every line is JSON
+    (stopping,) = [e for e in events if e["event"] == "stopping"]
+    assert stopping["signal"] == "SIGTERM"
+    assert stopping["grace_seconds"] == 45
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1]["stopping"] is True  # the view says it waits, to the end
+    assert progress[-1]["unknown"] == 0
+
+
+@pytest.mark.anyio
 async def test_a_second_signal_cancels_the_requests_in_flight(tmp_path: Path) -> None:
     hang = FaultPlan(rates={Fault.HANG: 1.0})  # no answer until the server closes
     trigger = SignalOnArrival(2, signal.SIGINT)

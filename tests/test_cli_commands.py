@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
 import signal
@@ -124,3 +126,86 @@ async def test_upload_sheet_exit_codes(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "no such file" in missing.stderr.decode()
     assert TOKEN not in (refused.stderr + missing.stderr).decode()
+
+
+@pytest.mark.anyio
+async def test_fake_server_record_writes_each_lead_with_its_count(tmp_path: Path) -> None:
+    record = tmp_path / "record.jsonl"
+    command = [*CLI, "fake-server", "--port", "0", "--token", "t0k", "--record", str(record)]
+    with anyio.fail_after(60):
+        process = await anyio.open_process(
+            command, env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        async with process:
+            assert process.stdout is not None
+            out = ""
+            stream = TextReceiveStream(process.stdout)
+            async for text in stream:
+                out += text
+                if "RYNG_ACCESS_TOKEN" in out:
+                    break
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", out)
+            assert match is not None, out
+            async with RyngClient(base_url=match.group(1), access_token="t0k") as client:
+                rows = [{"number": f"+9198{i:08d}"} for i in range(25)]
+                assert (await client.bulk_append("7", rows, batch_size=10)).ok
+                assert (await client.bulk_append("8", rows[:3], batch_size=10)).ok
+                assert (await client.bulk_append("7", rows[:1], batch_size=10)).ok  # again
+            process.send_signal(signal.SIGTERM)
+            out += "".join([text async for text in stream])
+            code = await process.wait()
+    assert code == 0, out
+    assert f"28 distinct leads written to {record}" in out
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert lines[0] == {"campaign_id": "7", "count": 2, "lead": {"number": "+919800000000"}}
+    assert [(x["campaign_id"], x["lead"]["number"], x["count"]) for x in lines[1:]] == [
+        *(("7", f"+9198{i:08d}", 1) for i in range(1, 25)),
+        *(("8", f"+9198{i:08d}", 1) for i in range(3)),
+    ]
+
+
+def test_fake_server_record_refuses_no_record() -> None:
+    command = [*CLI, "fake-server", "--record", "x.jsonl", "--no-record"]
+    run = subprocess.run(  # noqa: S603 - our own interpreter and module
+        command, env=env_for(), capture_output=True, check=False, timeout=60
+    )
+    assert run.returncode == 2
+    assert b"--record needs the leads" in run.stderr
+
+
+@pytest.mark.anyio
+async def test_upload_sheet_checks_the_sheet_before_sending(tmp_path: Path) -> None:
+    # Issue 19 point 6: read as append reads a CSV; a bad sheet is refused, nothing sent.
+    good = b"number;name\n+919800000001;Max\n+919800000002;Alex\n"
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"number,name\n+919800000001,Max\n12345,Alex\n\n98,Kim\n")
+    zipped = tmp_path / "sheet.csv.gz"
+    zipped.write_bytes(gzip.compress(good))
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_bytes(good)
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = env_for(server.base_url, TOKEN)
+
+        async def upload(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+            with anyio.fail_after(60):
+                done = await anyio.run_process(
+                    [*CLI, "upload-sheet", "42", *args], input=stdin, check=False, env=env
+                )
+            return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+        code, _, err = await upload(str(bad))
+        assert code == 1, err
+        assert "2 of 3 rows of" in err
+        assert "line 3: number: must be E.164" in err
+        assert "line 5: number: must be E.164" in err
+        code, _, err = await upload(str(zipped))
+        assert (code, "is not a CSV sheet: it is gzip-compressed" in err) == (2, True)
+        code, _, err = await upload(str(semicolons))  # read with a comma: no number column
+        assert (code, "no 'number' column" in err) == (2, True)
+        code, out, err = await upload(str(semicolons), "--delimiter", ";", "--dry-run")
+        assert (code, "2 rows, every one valid (dry run: nothing sent)" in out) == (0, True), err
+        assert server.received_requests == 0
+        code, out, err = await upload("-", "--delimiter", ";", stdin=good)
+        assert code == 0, err
+        assert server.lead_count() == 2
+        assert server.requests[0].form is not None

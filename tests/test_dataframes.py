@@ -337,3 +337,39 @@ async def test_a_frame_loads_with_an_exact_report() -> None:
         body is not None and body.custom_field_names == {"customField1Name": "Name"}
         for body in bodies
     )
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.anyio
+async def test_a_frame_passed_straight_to_bulk_append_is_read_as_rows(library: str) -> None:
+    # Issue 19 point 5: iterating a frame yields its columns; bulk_append reads its rows.
+    columns = {
+        "number": [f"+9198{i:08d}" for i in range(7)],
+        "Name": [f"Customer {i}" for i in range(7)],
+    }
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        async with RyngClient(
+            base_url=server.base_url, access_token=TOKEN, retry=FAST_RETRY
+        ) as client:
+            report = await client.bulk_append("42", make_frame(library, columns), batch_size=3)
+            given = await client.bulk_append(
+                "43", make_frame(library, columns), custom_field_names={"customField1Name": "N"}
+            )
+        bodies = [r.request for r in server.requests]
+    assert (report.total, report.accepted, report.invalid) == (7, 7, 0)
+    assert given.accepted == 7
+    assert server.leads_for("42") == oracle(columns)
+    assert [b.custom_field_names if b else None for b in bodies] == [
+        *[{"customField1Name": "Name"}] * 3,
+        {"customField1Name": "N"},
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_lazy_frame_is_refused_before_anything_is_sent() -> None:
+    lazy = pl.DataFrame({"number": ["+919800000000"]}).lazy()
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        async with RyngClient(base_url=server.base_url, access_token=TOKEN) as client:
+            with pytest.raises(TypeError, match=r"LazyFrame: pass frame.collect\(\)"):
+                await client.bulk_append("42", lazy)
+        assert server.received_requests == 0

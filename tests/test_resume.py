@@ -189,6 +189,7 @@ def as_format_1(path: Path) -> None:
     conn.execute("ALTER TABLE batch DROP COLUMN ranges")
     conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
     conn.execute("DROP TABLE log")
+    conn.execute("DROP TABLE resolution")  # format 4's
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -218,7 +219,9 @@ async def test_a_journal_of_the_first_format_resumes_with_its_own_digests(
     assert second.resumed == first.accepted  # its digests matched: no "input changed"
     assert set(received_numbers(server).values()) == {1}
     conn = sqlite3.connect(checkpoint)
-    assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (
+        checkpoint_module.JOURNAL_FORMAT_VERSION,
+    )
     assert conn.execute("SELECT digest_algorithm FROM load").fetchone() == ("blake2b-128",)
     conn.close()
     fresh = tmp_path / "fresh.db"
@@ -234,6 +237,7 @@ def as_format_2(path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     rows = conn.execute("SELECT records FROM log").fetchall()
     conn.execute("ALTER TABLE batch DROP COLUMN ranges")
+    conn.execute("DROP TABLE resolution")  # format 4's
     encode = checkpoint_module.msgspec.msgpack.encode
     decode = checkpoint_module._unpack_records
     for (records,) in rows:  # the log's records lose their ranges too

@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -49,6 +52,7 @@ from ._common import (
     env_option,
     make_client,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
     run_async,
@@ -125,6 +129,13 @@ def add_parser(commands: Commands) -> None:
         default="agentsAssigned",
         metavar="NAME",
         help="the CSV column of agent usernames (default: agentsAssigned)",
+    )
+    source.add_argument(
+        "--skip-rows",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="skip N lines above the header (title lines); line numbers still count them",
     )
     env_option(
         source,
@@ -240,6 +251,22 @@ def add_parser(commands: Commands) -> None:
         action="store_true",
         help="refuse, as invalid, a lead whose number came earlier in the file",
     )
+    load.add_argument(
+        "--max-invalid",
+        type=max_invalid,
+        default=None,
+        metavar="N|N%",
+        help="stop before sending anything more once more than N rows (or N%% of the rows "
+        f"read, checked from the {_SHARE_FROM}th row on) are invalid: a file read with the "
+        "wrong settings is refused rather than sent (exit 1)",
+    )
+    load.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="read only the first N data rows (a trial run)",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -251,6 +278,14 @@ def add_parser(commands: Commands) -> None:
     )
     output.add_argument(
         "--report", type=Path, metavar="PATH", help="write the whole report here as JSON"
+    )
+    output.add_argument(
+        "--rejects",
+        type=Path,
+        metavar="PATH",
+        help="write every invalid row here as it was read (the header first, same columns "
+        "and bytes) plus 'line' and 'reason' columns (JSON Lines input: one object a row "
+        "with line, reason and the row's text); not with stdin",
     )
     output.add_argument(
         "--show-invalid",
@@ -292,6 +327,50 @@ def add_parser(commands: Commands) -> None:
 
 
 # -- what the command line asks for -------------------------------------------------
+
+_SHARE_FROM = 100
+"""--max-invalid N%: the share is checked once this many rows were read (or at the end)."""
+
+
+def max_invalid(text: str) -> tuple[int | None, float | None]:
+    """``"50"`` -> (50, None); ``"5%"`` -> (None, 0.05)."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            share = float(value[:-1])
+            if not 0 <= share <= 100:
+                raise ValueError  # noqa: TRY301 - reported below
+            return None, share / 100
+        count = int(value)
+        if count < 0:
+            raise ValueError  # noqa: TRY301 - reported below
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of rows (50) or a share (5%), got {text!r}"
+        ) from None
+    return count, None
+
+
+class _InvalidGuard:
+    """--max-invalid: sets ``stop`` once too many of the rows read are invalid."""
+
+    def __init__(self, limit: tuple[int | None, float | None], stop: asyncio.Event) -> None:
+        self.count, self.share = limit
+        self.stop = stop
+        self.tripped: str | None = None
+
+    def check(self, invalid: int, read: int) -> None:
+        if self.tripped is not None:
+            return
+        if self.count is not None and invalid > self.count:
+            self.tripped = f"{invalid:,} invalid rows, more than --max-invalid {self.count:,}"
+        elif self.share is not None and read >= _SHARE_FROM and invalid > self.share * read:
+            self.tripped = (
+                f"{invalid:,} of the first {read:,} rows invalid ({invalid / read:.1%}), "
+                f"more than --max-invalid {self.share:.1%}"
+            )
+        if self.tripped is not None:
+            self.stop.set()
 
 
 def _custom_field_names(text: str) -> dict[str, str] | None:
@@ -377,12 +456,12 @@ def _open(args: argparse.Namespace) -> LeadSource:
     return source_from_args(args, normalize=_normalizer(args))
 
 
-def _check_report_path(path: Path | None) -> None:
+def _check_report_path(path: Path | None, flag: str = "--report") -> None:
     if path is None:
         return
     folder = path.parent if str(path.parent) else Path()
     if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise CliError(f"--report {str(path)!r}: not a writable file path")
+        raise CliError(f"{flag} {str(path)!r}: not a writable file path")
 
 
 # -- invalid rows, streamed ---------------------------------------------------------
@@ -401,13 +480,24 @@ class _InvalidRows:
     """
 
     def __init__(
-        self, source: LeadSource, *, listing: TextIO | None, keep: int, report: Path | None
+        self,
+        source: LeadSource,
+        *,
+        listing: TextIO | None,
+        keep: int,
+        report: Path | None,
+        rejects: Path | None = None,
     ) -> None:
         self.source = source
         self.listing = listing
         self.keep = keep
         self.kept: list[dict[str, Any]] = []
         self.count = 0
+        self.guard: _InvalidGuard | None = None
+        self.rejects: IO[bytes] | None = None  # position and reason of each, for --rejects
+        if rejects is not None:
+            folder = rejects.parent if str(rejects.parent) else Path()
+            self.rejects = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
         self._spool: IO[bytes] | None = None
         if report is not None:
             folder = report.parent if str(report.parent) else Path()
@@ -433,7 +523,12 @@ class _InvalidRows:
             self.listing.write(_line(source, row) + "\n")
         if len(self.kept) < self.keep:
             self.kept.append(row)
+        if self.rejects is not None:
+            reason = f"{row['field']}: {row['reason']}" if row["field"] else row["reason"]
+            self.rejects.write(_encoder.encode([lead.position, reason]) + b"\n")
         self.count += 1
+        if self.guard is not None:
+            self.guard.check(self.count, lead.position + 1)
 
     def copy_to(self, out: IO[bytes]) -> None:
         """Write the rows spooled so far as a JSON array."""
@@ -445,9 +540,69 @@ class _InvalidRows:
         out.write(b"]")
 
     def close(self) -> None:
-        """Drop the spool file."""
+        """Drop the spool files."""
         if self._spool is not None:
             self._spool.close()
+        if self.rejects is not None:
+            self.rejects.close()
+
+    def write_rejects(self, args: argparse.Namespace) -> None:
+        """Write ``--rejects``: the invalid rows as read, with their line and reason."""
+        if self.rejects is None:
+            return
+        self.rejects.flush()
+        self.rejects.seek(0)
+        items = [_decode_reject(line) for line in self.rejects]
+        items.sort()  # in input order already, but for a guarantee
+        write_rejects(args, self.source, items)
+
+
+_decode_reject = msgspec.json.Decoder(tuple[int, str]).decode
+
+
+def write_rejects(
+    args: argparse.Namespace, source: LeadSource, items: list[tuple[int, str]]
+) -> None:
+    """The reject file: each row's bytes as read plus its line and reason (a rename)."""
+    from ._resolve import copy_rows
+
+    path: Path = args.rejects
+    encoding = args.encoding if source.format == "csv" else "utf-8"
+    comma = args.delimiter or ("\t" if args.file.lower().endswith((".tsv", ".tsv.gz")) else ",")
+
+    def cells(*values: str) -> bytes:
+        text = io.StringIO()
+        csv.writer(text, delimiter=comma, lineterminator="").writerow(values)
+        return (comma + text.getvalue()).encode(encoding, "replace")
+
+    def split(line: bytes) -> tuple[bytes, bytes]:
+        body = line.rstrip(b"\r\n")
+        return body, line[len(body) :] or b"\n"
+
+    def header(line: bytes) -> bytes:
+        body, end = split(line)
+        return body + cells("line", "reason") + end
+
+    def row(line: bytes, tag: tuple[int, str]) -> bytes:
+        body, end = split(line)
+        if source.format != "csv":
+            text = body.decode("utf-8", "backslashreplace")
+            return msgspec.json.encode({"line": tag[0], "reason": tag[1], "row": text}) + b"\n"
+        return body + cells(str(tag[0]), tag[1]) + end
+
+    wanted = ((position, (source.line_of(position) or 0, reason)) for position, reason in items)
+    folder = path.parent if str(path.parent) else Path()
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed below
+        "wb", dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            copy_rows(args.file, source, wanted, handle, header=header, row=row)
+        Path(handle.name).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(handle.name).unlink()
+        raise
 
 
 def _line(source: LeadSource, row: dict[str, Any]) -> str:
@@ -527,27 +682,52 @@ def _report_document(
 # -- dry run -----------------------------------------------------------------------
 
 
+def _check_rejects(args: argparse.Namespace) -> None:
+    if args.rejects is None:
+        return
+    if args.file == "-":
+        raise CliError("--rejects reads the file again to copy its rows: not with stdin ('-')")
+    _check_report_path(args.rejects, "--rejects")
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
+    _check_rejects(args)
     as_json = args.log_format == "json"
     source = _open(args)
-    rows = _InvalidRows(source, listing=sys.stdout, keep=0, report=args.report)
+    rows = _InvalidRows(
+        source, listing=sys.stdout, keep=0, report=args.report, rejects=args.rejects
+    )
     try:
         try:
             request = build_request(**_campaign_options(args, source))
             overhead = BodyTemplate(request).overhead + 2
             seen: set[str] | None = set() if args.dedupe else None
             position = 0
+            guard = None
+            if args.max_invalid is not None:
+                guard = rows.guard = _InvalidGuard(args.max_invalid, asyncio.Event())
             for chunk in source.chunks():
+                if args.limit is not None and position + len(chunk) >= args.limit:
+                    chunk = chunk[: args.limit - position]  # noqa: PLW2901 - the rows wanted
                 found = _check_chunk(
                     chunk, position, seen=seen, overhead=overhead, max_bytes=args.max_batch_bytes
                 )
                 for lead in found:
                     rows.add(lead)
+                    if guard is not None and guard.tripped:
+                        break
+                if guard is not None and guard.tripped:
+                    position = found[-1].position + 1 if found else position
+                    break
                 position += len(chunk)
+                if position == args.limit:
+                    break
         finally:
             source.close()
         sys.stdout.flush()
+        if rows.guard is not None and rows.guard.tripped:
+            _tell(as_json, "max_invalid", f"ryng-async append: stopped: {rows.guard.tripped}")
         code = ExitCode.NOT_ALL_ACCEPTED if rows.count else ExitCode.OK
         valid = position - rows.count
         _tell(
@@ -571,6 +751,7 @@ def _dry_run(args: argparse.Namespace) -> int:
                 "exit_code": int(code),
             }
             _write_report(args.report, document, rows)
+        rows.write_rejects(args)
         return code
     finally:
         rows.close()
@@ -663,6 +844,7 @@ def _describe(args: argparse.Namespace, source: LeadSource, options: dict[str, A
 
 async def _load(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
+    _check_rejects(args)
     client = make_client(args)
     with _Interrupts(args) as interrupts:
         source = None
@@ -675,7 +857,9 @@ async def _load(args: argparse.Namespace) -> int:
                 "ryng-async append: interrupted before the load started; nothing was sent",
             )
             return interrupts.code or ExitCode.INTERRUPTED
-        rows = _InvalidRows(source, listing=None, keep=args.show_invalid, report=args.report)
+        rows = _InvalidRows(
+            source, listing=None, keep=args.show_invalid, report=args.report, rejects=args.rejects
+        )
         try:
             return await _load_source(args, client, source, interrupts, rows)
         finally:
@@ -691,6 +875,8 @@ async def _load_source(
     rows: _InvalidRows,
 ) -> int:
     options = load_options(args, source)
+    if args.max_invalid is not None:
+        rows.guard = _InvalidGuard(args.max_invalid, interrupts.stop)
     # Every invalid row streams out as it is found (to --report and the listing at the
     # end); the report itself describes only the first few.
     options.update(on_invalid=rows.add, keep_invalid_leads=_KEPT_INVALID)
@@ -724,6 +910,7 @@ async def _load_source(
                     meter=meter,
                     view=view,
                     report=report,
+                    limit=args.limit,
                 )
         except AuthenticationError as exc:
             code, error = ExitCode.AUTH, f"the access token was refused: {exc}"
@@ -746,6 +933,7 @@ async def _run_load(
     meter: Meter,
     view: View,
     report: BulkReport,
+    limit: int | None = None,
 ) -> None:
     """The load, with the view ticking beside it; raise what stopped it, bare."""
     failure: Exception | None = None
@@ -753,7 +941,11 @@ async def _run_load(
         tasks.start_soon(tick, view)
         try:
             await client.bulk_append(
-                campaign, aiter_leads(source), on_progress=meter.update, report=report, **options
+                campaign,
+                _first(aiter_leads(source), limit, source),
+                on_progress=meter.update,
+                report=report,
+                **options,
             )
         except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
             failure = exc
@@ -761,6 +953,45 @@ async def _run_load(
             tasks.cancel_scope.cancel()
     if failure is not None:
         raise failure
+
+
+def _checkpoint_hint(args: argparse.Namespace, report: BulkReport) -> str:
+    """Where to go from unknown or failed leads, with the journal's commands."""
+    path = shlex.quote(str(args.checkpoint))
+    file = "" if args.file == "-" else f" --file {shlex.quote(args.file)}"
+    lines = [f"to see the batches left: ryng-async checkpoint show {path}{file}"]
+    if report.unknown:
+        lines.append(
+            f"{report.unknown:,} leads are unknown (maybe in Ryng): write them out with "
+            f"ryng-async checkpoint export {path}{file or ' --file FILE'} --state unknown "
+            "-o unknown.csv, check them in Ryng, then record it: ryng-async checkpoint "
+            f"resolve {path} --as accepted|not-received --all (or --callbacks STORE); the "
+            "next run then sends the not-received ones"
+        )
+    if report.failed:
+        lines.append(
+            f"{report.failed:,} leads failed: running the same command again sends them "
+            f"(ryng-async checkpoint export {path}{file or ' --file FILE'} --state failed "
+            "-o failed.csv writes their rows)"
+        )
+    return "\n".join(lines)
+
+
+async def _first(
+    leads: AsyncIterator[Any], limit: int | None, source: LeadSource
+) -> AsyncIterator[Any]:
+    """The first ``limit`` leads (all if None); the source then counts only those rows."""
+    if limit is None:
+        async for lead in leads:
+            yield lead
+        return
+    taken = 0
+    async for lead in leads:
+        if taken == limit:
+            break
+        yield lead
+        taken += 1
+    source.rows = min(source.rows, limit)
 
 
 class _Interrupts:
@@ -778,6 +1009,7 @@ class _Interrupts:
         self.stop = asyncio.Event()
         self.meter: Meter | None = None
         self._args = args
+        self._as_json = getattr(args, "log_format", "text") == "json"
         self._scopes: list[tuple[anyio.CancelScope, bool]] = []
         self._installed: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -810,11 +1042,13 @@ class _Interrupts:
             self.stop.set()
             self._tell_stopping(signum)
         else:
+            name = signal.Signals(signum).name
             _tell(
-                getattr(self._args, "log_format", "text") == "json",
+                self._as_json,
                 "cancelling",
-                f"ryng-async append: {signal.Signals(signum).name} again: cancelling the "
-                "requests in flight (they end 'unknown': they may have been appended)",
+                f"ryng-async append: {name} again: cancelling the requests in flight (they "
+                "end 'unknown': they may have been appended)",
+                signal=name,
             )
         for scope, gentle in self._scopes:
             if not gentle or not first:
@@ -827,13 +1061,14 @@ class _Interrupts:
             grace = self._args.timeout
         if self.meter is not None:
             self.meter.stopping = True
-        if getattr(self._args, "log_format", "text") == "json":
-            say(json.dumps({"event": "stopping", "signal": name, "grace_seconds": grace}))
-            return
-        say(
+        _tell(
+            self._as_json,
+            "stopping",
             f"ryng-async append: {name}: stopping: nothing new is sent; waiting up to "
             f"{grace:g}s for the requests in flight to end (send it again to cancel them: "
-            "they would end 'unknown')"
+            "they would end 'unknown')",
+            signal=name,
+            grace_seconds=grace,
         )
 
     def __enter__(self) -> _Interrupts:
@@ -874,6 +1109,13 @@ def _finish(
         _tell(as_json, "error", f"ryng-async append: error: {error}")
     if rows.count:
         _show_invalid(rows, as_json=as_json)
+    if rows.guard is not None and rows.guard.tripped:
+        _tell(
+            as_json,
+            "max_invalid",
+            f"ryng-async append: stopped: {rows.guard.tripped}; nothing more was sent "
+            "(check the file's settings: --delimiter, --encoding, --number-column)",
+        )
     if as_json:
         summary = {"event": "summary", "ended": ended, "exit_code": int(code)}
         summary.update(
@@ -903,6 +1145,8 @@ def _finish(
             "there on were never read; send them again (--report lists every range to "
             "send again under failed_ranges)",
         )
+    if args.checkpoint is not None and (report.unknown or report.failed):
+        _tell(as_json, "checkpoint_hint", _checkpoint_hint(args, report))
     if code in {ExitCode.INTERRUPTED, ExitCode.TERMINATED}:
         cancelled = (
             f"; {report.unknown:,} leads of requests cancelled in flight are 'unknown' (they "
@@ -913,6 +1157,11 @@ def _finish(
         _tell(
             as_json, "hint", resume_hint(args) or f"the rest of the file was never sent{cancelled}"
         )
+    try:
+        rows.write_rejects(args)
+    except (OSError, InputError) as exc:
+        _tell(as_json, "error", f"ryng-async append: error: cannot write --rejects: {exc}")
+        code = max(code, ExitCode.USAGE) if code < ExitCode.AUTH else code
     if args.report is not None:
         try:
             _write_report(args.report, _report_document(report, source, code, ended), rows)

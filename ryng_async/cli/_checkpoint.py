@@ -6,6 +6,13 @@ that may or may not be in Ryng (in flight or unknown), to check before sending t
 Batches in flight are told apart: sent by a load that holds the journal now, or left by
 a run that stopped (unknown: the next run reports them so). With ``--file`` (the load's
 input, read as ``append`` read it), positions are also given as the file's line numbers.
+
+``checkpoint resolve PATH`` records what an operator found of batches left unknown (or in
+flight by a run that died): ``--as accepted`` (the leads are in Ryng: the next run counts
+them accepted and sends nothing) or ``--as not-received`` (the next run sends them).
+``--callbacks STORE`` marks accepted the unknown batches a callback proves reached Ryng.
+``checkpoint export PATH --file F --state S -o OUT`` writes the input rows of the batches
+in a state, byte for byte as read, header first.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from ..checkpoint import (
     CheckpointError,
     JournalledBatch,
     JournalSummary,
+    Resolution,
     SQLiteJournal,
 )
 from ._common import Commands, ExitCode, add_reading_options, plain, say
@@ -45,6 +53,9 @@ def add_parser(commands: Commands) -> None:
     reading.add_argument("--file", default=None, metavar="FILE", help="the lead file the load read")
     add_reading_options(reading)
     show.set_defaults(run=run)
+    from ._resolve import add_actions
+
+    add_actions(actions)
 
 
 Lines = Callable[[int], int | None]
@@ -115,6 +126,17 @@ def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
         "next_position": summary.next_position,
         "next_line": None if lines is None else lines(summary.next_position),
         "uncertain": [batch(b) for b in summary.uncertain],
+        "resolved": [
+            {
+                "index": r.index,
+                "decision": r.decision.value,
+                "at": r.at.isoformat(),
+                "note": r.note,
+                "previous_state": r.previous_state.value,
+                "ranges": [list(run) for run in r.ranges],
+            }
+            for r in summary.resolved
+        ],
         "size_bytes": summary.size_bytes,
         "holder": summary.holder,
     }
@@ -163,7 +185,9 @@ def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
     if summary.uncertain:
         out.append(
             f"{len(summary.uncertain)} batches may or may not be in Ryng (in flight or unknown): "
-            "check their leads there before resending them (--resend-unknown)"
+            "check their leads there, then record what you found: checkpoint resolve "
+            "--as accepted|not-received (or --callbacks STORE); checkpoint export --state "
+            "unknown writes their rows"
         )
         out.extend(
             f"  batch {b.index}: {_where(b, lines, name)} ({_state(b, summary.holder)})"
@@ -171,7 +195,20 @@ def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
         )
         if len(summary.uncertain) > _SHOWN_UNCERTAIN:
             out.append(f"  ... and {len(summary.uncertain) - _SHOWN_UNCERTAIN} more (--json)")
+    if summary.resolved:
+        out.append(f"{len(summary.resolved)} decisions recorded on unknown batches (resolved):")
+        out.extend(_resolution(r) for r in summary.resolved[:_SHOWN_UNCERTAIN])
+        if len(summary.resolved) > _SHOWN_UNCERTAIN:
+            out.append(f"  ... and {len(summary.resolved) - _SHOWN_UNCERTAIN} more (--json)")
     return "\n".join(out)
+
+
+def _resolution(r: Resolution) -> str:
+    note = f": {r.note}" if r.note else ""
+    return (
+        f"  batch {r.index}: {r.positions} ({r.previous_state.value}) resolved as "
+        f"{r.decision.value} at {r.at:%Y-%m-%d %H:%M:%S} UTC{note}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

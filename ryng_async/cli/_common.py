@@ -181,6 +181,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (argparse type)."""
     value = _float(text)
@@ -225,6 +236,7 @@ def add_reading_options(group: _AddsArguments) -> None:
     group.add_argument("--delimiter", type=delimiter, default=None)
     group.add_argument("--number-column", default="number")
     group.add_argument("--agents-column", default="agentsAssigned")
+    group.add_argument("--skip-rows", type=non_negative_int, default=0, metavar="N")
 
 
 def env_option(

@@ -3,7 +3,11 @@
 Every option of `FakeRyngServer` is a flag: port, token, latency, a rate for each fault,
 a request-rate limit, the seed. It prints its base URL and the variables to point
 ``ryng-async append`` (or any `RyngClient`) at it, serves until SIGINT or SIGTERM, then
-prints a summary of what it received, and exits 0.
+prints a summary of what it received, and exits 0. With ``--record PATH`` it then also
+writes every lead it appended to PATH as JSON Lines, one line per distinct lead and
+campaign, in the order first received: ``{"campaign_id": "42", "count": 1, "lead":
+{...}}`` (``count`` above 1: the lead arrived that many times), to check a pipeline's
+result without Python.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
 
 from ..testing import FakeRyngServer, Fault, FaultPlan
 from ._common import (
@@ -89,6 +96,13 @@ def add_parser(commands: Commands) -> None:
         "--no-record", action="store_true", help="keep counts only, not every lead (big loads)"
     )
     fake.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="on stop, write every lead appended to PATH (JSON Lines: campaign_id, count, lead)",
+    )
+    fake.add_argument(
         "--no-validate", action="store_true", help="accept leads the real API would refuse"
     )
     fake.add_argument(
@@ -120,6 +134,9 @@ def _plan(args: argparse.Namespace) -> FaultPlan:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fake-server`` until SIGINT or SIGTERM; return the exit code."""
+    if args.record is not None and args.no_record:
+        say("ryng-async fake-server: error: --record needs the leads: not with --no-record")
+        return ExitCode.USAGE
     try:
         plan = _plan(args)
         server = FakeRyngServer(
@@ -137,10 +154,34 @@ def run(args: argparse.Namespace) -> int:
     except (CliError, ValueError) as exc:
         say(f"ryng-async fake-server: error: {exc}")
         return ExitCode.USAGE
-    return run_async(lambda: _serve(server, sys.stdout))
+    return run_async(lambda: _serve(server, sys.stdout, args.record))
 
 
-async def _serve(server: FakeRyngServer, out: TextIO) -> int:
+def write_record(server: FakeRyngServer, path: Path) -> int:
+    """Write each distinct lead appended (with its campaign and count) to ``path``.
+
+    Returns the lines written.
+    """
+    counts: dict[tuple[str, bytes], int] = {}
+    firsts: dict[tuple[str, bytes], dict[str, Any]] = {}
+    encode = msgspec.json.Encoder(order="sorted").encode
+    for request in server.requests:
+        if not request.accepted:
+            continue
+        for lead in request.leads:
+            key = (request.campaign_id, encode(lead))
+            counts[key] = counts.get(key, 0) + 1
+            firsts.setdefault(key, lead)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for key, count in counts.items():
+            line = {"campaign_id": key[0], "count": count, "lead": firsts[key]}
+            out.write(msgspec.json.encode(line) + b"\n")
+    tmp.replace(path)
+    return len(counts)
+
+
+async def _serve(server: FakeRyngServer, out: TextIO, record: Path | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -172,6 +213,13 @@ async def _serve(server: FakeRyngServer, out: TextIO) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     say(summary(server), out)
+    if record is not None:
+        try:
+            lines = await asyncio.to_thread(write_record, server, record)
+        except OSError as exc:
+            say(f"ryng-async fake-server: error: cannot write the record {record}: {exc}")
+            return ExitCode.USAGE
+        say(f"  {lines:,} distinct leads written to {record}", out)
     return ExitCode.OK
 
 

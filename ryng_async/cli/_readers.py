@@ -172,6 +172,7 @@ class LeadSource:
         self._chunks: Iterator[list[Any]] | None = None
         self.also_close: list[IO[bytes]] = []
         self.is_stdin = False
+        self.skipped_lines = 0  # --skip-rows: lines above the header, not read as rows
 
     @property
     def bytes_read(self) -> int | None:
@@ -191,7 +192,8 @@ class LeadSource:
 
     def line_of(self, position: int) -> int | None:
         """The file line the row at ``position`` starts on."""
-        return self.lines.line(position)
+        line = self.lines.line(position)
+        return None if line is None else line + self.skipped_lines
 
     def close(self) -> None:
         """Close the file (stdin is left open)."""
@@ -219,6 +221,15 @@ class LeadSource:
 
 
 class _CsvSource(LeadSource):
+    def at(self, line: int) -> int:
+        """The file's line number of the CSV reader's ``line`` (after --skip-rows)."""
+        return line + self.skipped_lines
+
+    @property
+    def header_line(self) -> int:
+        """The header's line in the file."""
+        return self._header_end + self.skipped_lines
+
     def prepare(
         self,
         *,
@@ -265,7 +276,7 @@ class _CsvSource(LeadSource):
         except UnicodeDecodeError as exc:
             raise self._decode_error(exc) from None
         except csv.Error as exc:
-            raise InputError(f"{self.name}: line {self._reader.line_num}: {exc}") from None
+            raise InputError(f"{self.name}: line {self.at(self._reader.line_num)}: {exc}") from None
         raise InputError(f"{self.name}: the file is empty (no header row)")
 
     def _find(self, header: list[str], wanted: str, *, required: bool) -> int | None:
@@ -273,7 +284,7 @@ class _CsvSource(LeadSource):
         matches = [i for i, title in enumerate(header) if title.casefold() == key]
         if len(matches) > 1:
             raise InputError(
-                f"{self.name}: the header (line {self._header_end}) has {len(matches)} "
+                f"{self.name}: the header (line {self.header_line}) has {len(matches)} "
                 f"columns named {wanted!r}"
             )
         if matches:
@@ -282,7 +293,7 @@ class _CsvSource(LeadSource):
             return None
         found = ", ".join(repr(title) for title in header)
         raise InputError(
-            f"{self.name}: no {wanted!r} column in the header (line {self._header_end}); "
+            f"{self.name}: no {wanted!r} column in the header (line {self.header_line}); "
             f"the columns are: {found}. Name the column of phone numbers with --number-column"
         )
 
@@ -300,7 +311,7 @@ class _CsvSource(LeadSource):
         is within a chunk; a regular file is read again (only on this error path).
         """
         if self.total_bytes is None:
-            return f"after line {self._reader.line_num}"
+            return f"after line {self.at(self._reader.line_num)}"
         decoder = codecs.getincrementaldecoder(self._encoding)()
         offset = newlines = 0
         try:
@@ -317,7 +328,7 @@ class _CsvSource(LeadSource):
                     newlines += chunk.count(b"\n")
         except OSError:
             pass
-        return f"after line {self._reader.line_num}"
+        return f"after line {self.at(self._reader.line_num)}"
 
     def _read_chunks(self) -> Iterator[list[Any]]:
         reader = self._reader
@@ -329,7 +340,7 @@ class _CsvSource(LeadSource):
             except UnicodeDecodeError as exc:
                 raise self._decode_error(exc) from None
             except csv.Error as exc:
-                raise InputError(f"{self.name}: line {reader.line_num}: {exc}") from None
+                raise InputError(f"{self.name}: line {self.at(reader.line_num)}: {exc}") from None
             if not rows:
                 return
             last = reader.line_num
@@ -477,6 +488,15 @@ def _sniff(handle: IO[bytes]) -> str:
     return "jsonl" if head.removeprefix(_BOM).lstrip()[:1] == b"{" else "csv"
 
 
+def _skip_lines(handle: IO[bytes], count: int, name: str, underlying: list[IO[bytes]]) -> None:
+    """Read ``count`` lines off ``handle`` (--skip-rows); close it all if there are fewer."""
+    for skipped in range(count):
+        if not handle.readline():
+            for opened in (handle, *underlying):
+                opened.close()
+            raise InputError(f"{name}: --skip-rows {count}: it has only {skipped} lines")
+
+
 def open_source(
     path: str,
     *,
@@ -486,6 +506,7 @@ def open_source(
     number_column: str = "number",
     agents_column: str = "agentsAssigned",
     normalize: Callable[[object], str] | None = None,
+    skip_rows: int = 0,
 ) -> LeadSource:
     """Open a lead file (``"-"`` for stdin) and read what comes before the first lead.
 
@@ -500,6 +521,8 @@ def open_source(
         number_column: the CSV column of phone numbers (case-insensitive).
         agents_column: the CSV column of agent usernames (``;`` or ``|`` between them).
         normalize: applied to each number (see `ryng_async._phone.normalizer`).
+        skip_rows: lines to skip before the header (a CSV) or the first lead (title
+            lines); line numbers still count them.
 
     Raises:
         InputError: the file cannot be opened, its format is unknown, its encoding is
@@ -546,6 +569,7 @@ def open_source(
             handle = gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[assignment]
         elif stat.S_ISREG(info.st_mode):
             total = info.st_size  # of a .gz, the bytes read would be uncompressed ones
+    _skip_lines(handle, skip_rows, name, underlying)
     fmt = fmt or _sniff(handle)
     source: LeadSource
     try:
@@ -554,6 +578,7 @@ def open_source(
         if fmt == "csv":
             source = _CsvSource(name, fmt, handle, total)
             source.also_close = underlying
+            source.skipped_lines = skip_rows
             source.prepare(
                 encoding=encoding,
                 delimiter=delimiter
@@ -566,6 +591,7 @@ def open_source(
         else:
             source = _JsonLinesSource(name, fmt, handle, total)
             source.also_close = underlying
+            source.skipped_lines = skip_rows
             source.prepare(normalize=normalize)
     except BaseException:
         for opened in (handle, *underlying):
@@ -630,4 +656,5 @@ def source_from_args(
         number_column=args.number_column,
         agents_column=args.agents_column,
         normalize=normalize,
+        skip_rows=getattr(args, "skip_rows", 0),
     )

@@ -3,12 +3,22 @@
 The sheet is streamed from disk (`RyngClient.upload_sheet`); ``--agents a,b`` assigns the
 leads among those agents, ``--agents in-file`` tells Ryng the sheet maps agents itself,
 and without it Ryng's default (all agents) applies.
+
+Before anything is sent the sheet is read as ``append`` reads a CSV (``--encoding``,
+``--delimiter``, ``--number-column``): a sheet that is not CSV text (gzip or ZIP bytes, a
+workbook), has no number column, or holds a row whose number is not valid E.164 is
+refused, naming the lines, and nothing is sent. ``--dry-run`` stops after the check.
+``-`` reads the sheet from stdin (kept in a temporary file, since it is read twice). The
+sheet is sent as it is: numbers are not normalized (use ``append --default-region``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 
 from .. import (
     AmbiguousError,
@@ -17,18 +27,23 @@ from .. import (
     RyngError,
     ValidationError,
 )
+from .._validate import validate_lead
 from ._common import (
     CliError,
     Commands,
     ExitCode,
     add_connection_options,
+    delimiter,
     make_client,
     plain,
     run_async,
     say,
 )
+from ._readers import InputError, RejectedRow, open_source
 
 __all__ = ["add_parser"]
+
+_SHOWN = 10
 
 
 def add_parser(commands: Commands) -> None:
@@ -40,7 +55,14 @@ def add_parser(commands: Commands) -> None:
     )
     parser.set_defaults(run=run)
     parser.add_argument("campaign", metavar="CAMPAIGN", help="the campaign id")
-    parser.add_argument("sheet", metavar="FILE.csv", help="the CSV sheet")
+    parser.add_argument("sheet", metavar="FILE.csv", help="the CSV sheet ('-': stdin)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check the sheet, send nothing (exit 1: invalid)"
+    )
+    reading = parser.add_argument_group("reading the sheet (as append reads a CSV)")
+    reading.add_argument("--encoding", default="utf-8", help="its text encoding")
+    reading.add_argument("--delimiter", type=delimiter, default=None, help="default: a comma")
+    reading.add_argument("--number-column", default="number", help="its column of numbers")
     parser.add_argument(
         "--agents",
         metavar="A,B|in-file",
@@ -57,14 +79,92 @@ def _agents(text: str | None) -> list[str] | str | None:
     return [agent.strip() for agent in text.split(",") if agent.strip()]
 
 
+_NOT_TEXT = {
+    b"\x1f\x8b": "gzip-compressed: decompress it first (gunzip)",
+    b"PK\x03\x04": "a ZIP file (an .xlsx workbook?): save it as CSV first",
+    b"\xd0\xcf\x11\xe0": "an Excel 97 workbook (.xls): save it as CSV first",
+}
+
+
+def check_sheet(args: argparse.Namespace, path: str) -> tuple[int, int, list[str]]:
+    """Read the sheet as append reads a CSV: (rows, invalid rows, the first problems)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except FileNotFoundError:
+        raise InputError(f"cannot read the sheet {args.sheet}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the sheet {args.sheet}: {exc.strerror or exc}") from exc
+    for magic, what in _NOT_TEXT.items():
+        if head.startswith(magic):
+            raise InputError(f"{args.sheet} is not a CSV sheet: it is {what}")
+    source = open_source(
+        path, fmt="csv", encoding=args.encoding, delimiter=args.delimiter,
+        number_column=args.number_column,
+    )  # fmt: skip
+    rows = invalid = 0
+    problems: list[str] = []
+    try:
+        for chunk in source.chunks():
+            for lead in chunk:
+                reason = None
+                if isinstance(lead, RejectedRow):
+                    reason = lead.reason
+                else:
+                    try:
+                        validate_lead(lead)
+                    except ValidationError as exc:
+                        reason = str(exc)
+                if reason is not None:
+                    invalid += 1
+                    if len(problems) < _SHOWN:
+                        problems.append(f"line {source.line_of(rows)}: {reason}")
+                rows += 1
+    finally:
+        source.close()
+    return rows, invalid, problems
+
+
+def _spool_stdin() -> str:
+    """Copy stdin to a temporary file: the sheet is read to check it, then sent."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool)
+    return spool.name
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``upload-sheet``; return the exit code."""
+    spooled = _spool_stdin() if args.sheet == "-" else None
+    try:
+        return _run(args, spooled or args.sheet)
+    finally:
+        if spooled is not None:
+            os.unlink(spooled)
+
+
+def _run(args: argparse.Namespace, path: str) -> int:
+    try:
+        rows, invalid, problems = check_sheet(args, path)
+    except (InputError, ValidationError) as exc:
+        say(f"ryng-async upload-sheet: error: {str(exc).replace(path, args.sheet)}")
+        return ExitCode.USAGE
+    if invalid:
+        more = f"\n  ... and {invalid - len(problems)} more" if invalid > len(problems) else ""
+        say(
+            f"ryng-async upload-sheet: {invalid:,} of {rows:,} rows of {args.sheet} are "
+            "invalid; nothing was sent:\n  " + "\n  ".join(problems) + more
+        )
+        return ExitCode.NOT_ALL_ACCEPTED
+    if rows == 0:
+        say(f"ryng-async upload-sheet: error: {args.sheet} holds no rows; nothing was sent")
+        return ExitCode.USAGE
+    if args.dry_run:
+        say(f"{args.sheet}: {rows:,} rows, every one valid (dry run: nothing sent)", sys.stdout)
+        return ExitCode.OK
 
     async def upload() -> int:
         async with make_client(args) as client:
-            response = await client.upload_sheet(
-                args.campaign, args.sheet, agents=_agents(args.agents)
-            )
+            response = await client.upload_sheet(args.campaign, path, agents=_agents(args.agents))
         say(f"uploaded {args.sheet} to campaign {args.campaign}: {response.message}", sys.stdout)
         return ExitCode.OK
 
