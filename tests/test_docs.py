@@ -333,3 +333,11 @@ def test_every_test_the_guarantees_name_exists() -> None:
             elif span.startswith("test_") and not fnmatch.filter(every, span):
                 missing.append(span)
     assert not missing, f"docs/guarantees.md names tests that do not exist: {missing}"
+
+
+def test_the_readme_links_every_guide() -> None:
+    readme = README.read_text()
+    unlinked = [
+        path.name for path in PAGES if path.name != "index.md" and f"docs/{path.name}" not in readme
+    ]
+    assert not unlinked, f"README.md does not link: {unlinked}"
