@@ -270,7 +270,7 @@ def duplicate_key(body: bytes) -> str | None:
     """
     try:
         decoded = _any_json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec 0.18 raises the latter
         return None  # e.g. not UTF-8 inside a field parse_callback skips: the store says so
     except RecursionError as exc:
         raise ValidationError("callback body is nested too deeply") from exc

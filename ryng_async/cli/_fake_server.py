@@ -164,12 +164,12 @@ def write_record(server: FakeRyngServer, path: Path) -> int:
     """
     counts: dict[tuple[str, bytes], int] = {}
     firsts: dict[tuple[str, bytes], dict[str, Any]] = {}
-    encode = msgspec.json.Encoder(order="sorted").encode
+    encode = msgspec.json.Encoder().encode
     for request in server.requests:
         if not request.accepted:
             continue
         for lead in request.leads:
-            key = (request.campaign_id, encode(lead))
+            key = (request.campaign_id, encode(sorted(lead.items())))  # one key per lead
             counts[key] = counts.get(key, 0) + 1
             firsts.setdefault(key, lead)
     tmp = path.with_name(path.name + ".tmp")
