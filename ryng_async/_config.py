@@ -101,6 +101,7 @@ class RetryPolicy:
             botocore's retry quota: each retry costs ``retry_cost``, each
             success refunds ``success_refund``, and with the bucket empty no request is
             retried, so a failing server is not hammered by every batch at once.
+            A retry after a 429 or a 503 costs nothing: those pace the load instead.
             None turns the budget off.
         retry_cost: tokens one retry takes from the budget.
         success_refund: tokens a success gives back.

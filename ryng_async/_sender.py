@@ -561,7 +561,9 @@ class Sender:
         delay = retry_delay(error, exchange.attempts, policy, self._rng)
         if deadline is not None and self.clock.now() + delay > deadline:
             return None
-        if not self._budget.try_acquire():
+        # A 429 or 503 asks the client to slow down (the limiter does): it is flow control,
+        # not a broken server, so it does not spend the budget that guards against one.
+        if not paces(error) and not self._budget.try_acquire():
             logger.warning("retry budget exhausted; not retrying: %s", error)
             return None
         return delay

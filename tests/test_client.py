@@ -778,6 +778,22 @@ async def test_retry_budget_limits_retries_across_requests() -> None:
         assert server.received_requests == 4  # budget empty: no retry at all
 
 
+async def test_answers_that_ask_to_slow_down_do_not_spend_the_retry_budget() -> None:
+    # A budget of one retry: 429s and 503s are pacing (the limiter slows down), so a
+    # rate-limited load does not run out of retries the way a failing server would.
+    retry = policy(budget=5, retry_cost=5, success_refund=0)
+    script = [Fault.RATE_LIMIT, Fault.UNAVAILABLE, Fault.RATE_LIMIT, None, Fault.ERROR_500]
+    async with (
+        fake(*script, Fault.ERROR_500, Fault.ERROR_500) as server,
+        client_for(server.base_url, retry=retry) as client,
+    ):
+        await client.append("42", [LEAD])  # 429, 503, 429, 200: three retries, budget intact
+        with pytest.raises(ServerError):
+            await client.append("42", [LEAD])  # 500, one budgeted retry (500), then final
+    assert server.received_requests == 6
+    assert server.lead_count() == 1
+
+
 async def test_retry_budget_refills_on_success() -> None:
     retry = policy(budget=5, retry_cost=5, success_refund=5)
     script = [Fault.ERROR_500, None, Fault.ERROR_500, None]
