@@ -59,6 +59,8 @@ DEFAULT_KEEP_INVALID_LEADS = 10_000
 ``BulkReport.invalid`` counts them all; ``on_invalid`` is given every one as it is found."""
 
 DEFAULT_MAX_ATTEMPTS = 5
+PACED_ATTEMPTS_FACTOR = 4
+"""A 429 or 503 does not use up one of ``max_attempts``, up to this many times as many."""
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
@@ -80,6 +82,8 @@ class RetryPolicy:
 
     Args:
         max_attempts: attempts per request, the first included (1 turns retries off).
+            An attempt answered 429 or 503 paces the load instead of using one up, up to
+            4 times ``max_attempts`` in all (a server that never lets a request in).
         initial_delay: backoff ceiling, in seconds, before the second attempt.
         max_delay: cap on any backoff delay, in seconds.
         max_retry_after: cap on how long a server's ``Retry-After`` is honoured.

@@ -40,7 +40,7 @@ from aiohttp.tracing import Trace
 from yarl import URL
 
 from ._clock import Clock
-from ._config import KEEPALIVE_MARGIN, RetryPolicy
+from ._config import KEEPALIVE_MARGIN, PACED_ATTEMPTS_FACTOR, RetryPolicy
 from ._events import AttemptEnded, AttemptStarting, ExtensionError, Observers
 from ._exceptions import (
     AmbiguousError,
@@ -432,7 +432,7 @@ class Sender:
         limiter = limiter or self.limiter
         observers = self.observers if observers is None else observers
         headers = self.json_headers if json else self.headers
-        attempts_allowed = min(policy.max_attempts, max_attempts or policy.max_attempts)
+        attempts_allowed, paced_cap = _attempt_limits(policy, max_attempts)
         clock = self.clock
         deadline = None if policy.timeout is None else clock.now() + policy.timeout
         while True:
@@ -463,6 +463,7 @@ class Sender:
                 if status is not None:
                     exchange.status = status
                 exchange.maybe_processed = doubt_before or may_have_been_processed(error)
+                attempts_allowed = _after_pacing(error, attempts_allowed, paced_cap)
                 delay = await self._after_failure(
                     error,
                     exchange=exchange,
@@ -640,6 +641,21 @@ def _raise_too_long(what: str, limit: int, status: int) -> None:
     if 200 <= status < 300:
         raise UnreadableResponseError(message, status=status)
     raise APIError(message, status=status)
+
+
+def _attempt_limits(policy: RetryPolicy, max_attempts: int | None) -> tuple[int, int]:
+    """Attempts a request may make, and the most it may make when answers pace it."""
+    allowed = min(policy.max_attempts, max_attempts or policy.max_attempts)
+    return allowed, allowed * PACED_ATTEMPTS_FACTOR if allowed > 1 else 1
+
+
+def _after_pacing(error: RyngError, allowed: int, cap: int) -> int:
+    """One attempt more after a 429 or 503, up to ``cap``.
+
+    Flow control, not a failure: the limiter slows down, and behind a proxy's rate limit
+    a batch may meet several of them before its turn comes.
+    """
+    return allowed + 1 if paces(error) and allowed < cap else allowed
 
 
 def _status(error: RyngError) -> int | None:

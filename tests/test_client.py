@@ -794,6 +794,23 @@ async def test_answers_that_ask_to_slow_down_do_not_spend_the_retry_budget() -> 
     assert server.lead_count() == 1
 
 
+async def test_answers_that_ask_to_slow_down_do_not_use_up_the_attempts() -> None:
+    # Two attempts allowed: 429s and 503s pace the load, so a batch meeting four of them
+    # still gets its turn; a server that never lets it in ends it after 4 x 2 attempts.
+    retry = policy(max_attempts=2)
+    paced = [Fault.RATE_LIMIT, Fault.UNAVAILABLE, Fault.RATE_LIMIT, Fault.UNAVAILABLE, None]
+    async with (
+        fake(*paced, *[Fault.UNAVAILABLE] * 20) as server,
+        client_for(server.base_url, retry=retry) as client,
+    ):
+        await client.append("42", [LEAD])
+        assert server.received_requests == 5
+        with pytest.raises(ServerError):
+            await client.append("42", [LEAD])
+        assert server.received_requests == 5 + 8
+    assert server.lead_count() == 1
+
+
 async def test_retry_budget_refills_on_success() -> None:
     retry = policy(budget=5, retry_cost=5, success_refund=5)
     script = [Fault.ERROR_500, None, Fault.ERROR_500, None]
