@@ -882,6 +882,25 @@ async def test_dry_run_counts_a_row_both_invalid_and_too_large_once_as_a_load_do
     assert sorted(row["line"] for row in document["invalid_leads"]) == [4, 5, 6]
 
 
+@pytest.mark.anyio
+async def test_dry_run_dedupes_as_a_load_does_past_its_memory(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    # 60,000 distinct numbers (past the 50,000 a dedupe keeps in memory before its file),
+    # then a repeat of the first and of the last, and an invalid row between them.
+    numbers = [f"+9198{i:08d}" for i in range(60_000)]
+    rows = [*numbers, numbers[0], "0800", numbers[-1]]
+    data = write(tmp_path / "leads.csv", "number\n" + "\n".join(rows) + "\n")
+    dry = await run_cli("append", "42", data, "--dry-run", "--dedupe", server=server)
+    assert "60,003 rows read" in dry.err
+    assert "60,000 valid, 3 invalid; nothing was sent" in dry.err
+    listed = dry.out.splitlines()
+    assert [line.split(":")[1] for line in listed] == ["60002", "60003", "60004"]
+    assert "duplicate of an earlier lead: +919800000000" in listed[0]
+    assert "duplicate of an earlier lead: +919800059999" in listed[2]
+    assert server.received_requests == 0
+
+
 @pytest.mark.parametrize("flag", ["\\t", "tab", "\t"])
 def test_a_tab_delimiter_can_be_spelled(
     flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

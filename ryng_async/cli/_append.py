@@ -42,6 +42,7 @@ from .. import (
     ValidationError,
 )
 from .._batching import BodyTemplate
+from .._seen import SeenNumbers
 from .._validate import build_request, leads_are_valid, validate_lead
 from ._common import (
     CliError,
@@ -702,7 +703,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         try:
             request = build_request(**_campaign_options(args, source))
             overhead = BodyTemplate(request).overhead + 2
-            seen: set[str] | None = set() if args.dedupe else None
+            seen = SeenNumbers() if args.dedupe else None
             position = 0
             guard = None
             if args.max_invalid is not None:
@@ -725,6 +726,8 @@ def _dry_run(args: argparse.Namespace) -> int:
                     break
         finally:
             source.close()
+            if seen is not None:
+                seen.close()
         sys.stdout.flush()
         if rows.guard is not None and rows.guard.tripped:
             _tell(as_json, "max_invalid", f"ryng-async append: stopped: {rows.guard.tripped}")
@@ -761,7 +764,7 @@ def _check_chunk(
     chunk: list[Any],
     start: int,
     *,
-    seen: set[str] | None,
+    seen: SeenNumbers | None,
     overhead: int,
     max_bytes: int,
 ) -> list[InvalidLead]:
@@ -781,18 +784,20 @@ def _check_chunk(
             except ValidationError as exc:
                 invalid.append(InvalidLead(position=position, field=exc.field, reason=exc.reason))
                 continue
-            if seen is not None:
-                if row["number"] in seen:
-                    invalid.append(
-                        InvalidLead(
-                            position=position,
-                            field="number",
-                            reason=f"duplicate of an earlier lead: {row['number']}",
-                        )
-                    )
-                    continue
-                seen.add(row["number"])
             valid.append((position, row))
+        if seen is not None:  # as a load dedupes: a set, then a file past its memory
+            fresh = seen.add_many([row["number"] for _, row in valid])
+            invalid.extend(
+                InvalidLead(
+                    position=position,
+                    field="number",
+                    reason=f"duplicate of an earlier lead: {row['number']}",
+                )
+                for (position, row), new in zip(valid, fresh, strict=True)
+                if not new
+            )
+            invalid.sort(key=lambda lead: lead.position)
+            valid = [pair for pair, new in zip(valid, fresh, strict=True) if new]
     if len(_encoder.encode([row for _, row in valid])) + overhead <= max_bytes:
         return invalid
     for position, row in valid:  # some lead may be too big alone
