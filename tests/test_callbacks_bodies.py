@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib.util
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -138,6 +139,27 @@ async def test_a_body_that_claims_compression_but_is_not_gets_400_without_a_trac
             await post(http, url, gzip.compress(CONNECT_EXAMPLE), **{"Content-Encoding": "gzip"})
         )[0] == 200
     assert not [r for r in caplog.records if r.exc_info or "Unhandled" in r.getMessage()]
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(name) for name in ("brotli", "brotlicffi")),
+    reason="a Brotli decoder is installed: aiohttp reads br bodies",
+)
+async def test_a_body_in_an_encoding_with_no_decoder_gets_400_and_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp refuses it while parsing, before the receiver's handler runs.
+    caplog.set_level(logging.DEBUG)
+    async with receiving(tmp_path) as (url, http):
+        async with http.post(url, data=b"...", headers={"Content-Encoding": "br"}) as answer:
+            assert answer.status == 400
+            assert "Can not decode content-encoding: brotli (br)" in await answer.text()
+        assert (await post(http, url, CONNECT_EXAMPLE))[0] == 200
+    assert not [r for r in caplog.records if r.exc_info or "Error handling" in r.getMessage()]
+    refused = [r.getMessage() for r in caplog.records if r.name == "ryng_async.callbacks"]
+    assert any(
+        "refused an unreadable request (400): " in m and "brotli (br)" in m for m in refused
+    ), refused
 
 
 # -- the WAL under sustained load ---------------------------------------------------------

@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import quote, unquote, unquote_plus
 
 import msgspec
@@ -134,6 +134,23 @@ def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _ServerLogger(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, less the traceback of a request refused while parsing.
+
+    aiohttp answers a request it cannot parse (a ``Content-Encoding`` it has no decoder
+    for, such as ``br`` without the Brotli package, or broken framing) with a 400 before
+    any handler runs, and logs the client's mistake with a full traceback: one line
+    without it says the same.
+    """
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            logger.info("refused an unreadable request (400): %s", " ".join(_cause(error).split()))
+            return
+        super().exception(msg, *args, **kwargs)
+
+
 def _check_secret(secret: bytes | None, given: str | None) -> bool:
     if secret is None:
         return True
@@ -205,7 +222,10 @@ def create_app(
         ConfigurationError: ``secret``, ``max_body`` or ``body_timeout`` is unusable.
     """
     _validate_options(secret, max_body, body_timeout)
-    app = web.Application(client_max_size=max_body)
+    app = web.Application(
+        client_max_size=max_body,
+        handler_args={"logger": _ServerLogger(logging.getLogger("aiohttp.server"))},
+    )
     if store is not None:
         app[_STORE_KEY] = store
     else:
