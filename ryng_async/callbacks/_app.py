@@ -28,6 +28,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError
 
 from .._callback_events import CallbackEvent, duplicate_key, parse_callback
 from .._exceptions import ConfigurationError, ValidationError
@@ -135,17 +136,17 @@ def _cause(exc: BaseException) -> str:
 
 
 class _ServerLogger(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's server logger, less the traceback of a request refused while parsing.
+    """aiohttp's server logger, less the traceback of a body in an undecodable encoding.
 
-    aiohttp answers a request it cannot parse (a ``Content-Encoding`` it has no decoder
-    for, such as ``br`` without the Brotli package, or broken framing) with a 400 before
-    any handler runs, and logs the client's mistake with a full traceback: one line
-    without it says the same.
+    aiohttp answers a ``Content-Encoding`` it has no decoder for (``br`` without the
+    Brotli package) with a 400 while parsing the headers, before any handler runs, and
+    logs the client's mistake with a full traceback: one line without it says the same.
+    Other parse errors keep aiohttp's record (scrubbed of the secret by `serve`).
     """
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         error = kwargs.get("exc_info")
-        if isinstance(error, HttpProcessingError):
+        if isinstance(error, ContentEncodingError):
             logger.info("refused an unreadable request (400): %s", " ".join(_cause(error).split()))
             return
         super().exception(msg, *args, **kwargs)
