@@ -237,6 +237,20 @@ async def test_dry_run_of_a_valid_file_exits_0_without_a_token(tmp_path: Path) -
     assert "1 valid, 0 invalid" in run.err
 
 
+@pytest.mark.anyio
+async def test_dry_run_with_a_bad_campaign_option_exits_2_naming_it(tmp_path: Path) -> None:
+    # The check of the campaign options comes before any row is read: its error is a
+    # usage error naming the option, not a crash of the dry run's own clean-up.
+    data = write(tmp_path / "leads.csv", "number\n+919800000001\n")
+    url = "ftp://example.com/calls"
+    run = await run_cli(
+        "append", "42", data, "--dry-run", "--terminal-callback-url", url, server=None
+    )
+    assert run.code == 2, run.err
+    assert "terminalCallbackUrl: must be an absolute http(s) URL" in run.err
+    assert "Traceback" not in run.err
+
+
 # -- CSV oddities --------------------------------------------------------------------
 
 

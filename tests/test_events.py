@@ -371,7 +371,7 @@ async def test_a_slow_load_ended_observer_does_not_keep_the_journal_locked(
 ) -> None:
     # The observers' time limit (30 s) cut short to keep the test fast; it is what the
     # close must not depend on.
-    monkeypatch.setattr(_bulk, "_SETTLE_TIMEOUT", 0.2)
+    monkeypatch.setattr(_bulk, "_TELL_END_TIMEOUT", 0.2)
 
     def slow(event: LoadEvent) -> Any:
         if isinstance(event, LoadEnded):

@@ -41,9 +41,10 @@ from .. import (
     InvalidLead,
     ValidationError,
 )
-from .._batching import BodyTemplate
+from .._batching import BodyTemplate, Packer
+from .._intake import Intake
 from .._seen import SeenNumbers
-from .._validate import build_request, leads_are_valid, validate_lead
+from .._validate import build_request
 from ._common import (
     CliError,
     Commands,
@@ -700,10 +701,9 @@ def _dry_run(args: argparse.Namespace) -> int:
         source, listing=sys.stdout, keep=0, report=args.report, rejects=args.rejects
     )
     try:
+        intake: Intake | None = None
         try:
-            request = build_request(**_campaign_options(args, source))
-            overhead = BodyTemplate(request).overhead + 2
-            seen = SeenNumbers() if args.dedupe else None
+            intake = _intake(args, source)
             position = 0
             guard = None
             if args.max_invalid is not None:
@@ -711,9 +711,7 @@ def _dry_run(args: argparse.Namespace) -> int:
             for chunk in source.chunks():
                 if args.limit is not None and position + len(chunk) >= args.limit:
                     chunk = chunk[: args.limit - position]  # noqa: PLW2901 - the rows wanted
-                found = _check_chunk(
-                    chunk, position, seen=seen, overhead=overhead, max_bytes=args.max_batch_bytes
-                )
+                found = intake.check(chunk)
                 for lead in found:
                     rows.add(lead)
                     if guard is not None and guard.tripped:
@@ -726,8 +724,8 @@ def _dry_run(args: argparse.Namespace) -> int:
                     break
         finally:
             source.close()
-            if seen is not None:
-                seen.close()
+            if intake is not None:
+                intake.close()
         sys.stdout.flush()
         if rows.guard is not None and rows.guard.tripped:
             _tell(as_json, "max_invalid", f"ryng-async append: stopped: {rows.guard.tripped}")
@@ -760,58 +758,20 @@ def _dry_run(args: argparse.Namespace) -> int:
         rows.close()
 
 
-def _check_chunk(
-    chunk: list[Any],
-    start: int,
-    *,
-    seen: SeenNumbers | None,
-    overhead: int,
-    max_bytes: int,
-) -> list[InvalidLead]:
-    """The SDK's checks of one chunk, as a load makes them: its invalid leads, in order.
+def _intake(args: argparse.Namespace, source: LeadSource) -> Intake:
+    """The load's intake, to check rows as a load would: validation, dedupe, size.
 
-    Validation (and ``seen``, for ``--dedupe``) first, then the size of each valid lead
-    alone: a lead refused by validation is one invalid lead, never counted twice.
+    A duplicate's reason is the dry run's own: "duplicate of an earlier lead" (a load
+    says "... in this load").
     """
-    invalid: list[InvalidLead] = []
-    if seen is None and leads_are_valid(chunk):
-        valid: list[tuple[int, Any]] = list(enumerate(chunk, start))
-    else:
-        valid = []
-        for position, lead in enumerate(chunk, start):
-            try:
-                row = validate_lead(lead, position)
-            except ValidationError as exc:
-                invalid.append(InvalidLead(position=position, field=exc.field, reason=exc.reason))
-                continue
-            valid.append((position, row))
-        if seen is not None:  # as a load dedupes: a set, then a file past its memory
-            fresh = seen.add_many([row["number"] for _, row in valid])
-            invalid.extend(
-                InvalidLead(
-                    position=position,
-                    field="number",
-                    reason=f"duplicate of an earlier lead: {row['number']}",
-                )
-                for (position, row), new in zip(valid, fresh, strict=True)
-                if not new
-            )
-            invalid.sort(key=lambda lead: lead.position)
-            valid = [pair for pair, new in zip(valid, fresh, strict=True) if new]
-    if len(_encoder.encode([row for _, row in valid])) + overhead <= max_bytes:
-        return invalid
-    for position, row in valid:  # some lead may be too big alone
-        if len(_encoder.encode(row)) + overhead > max_bytes:
-            invalid.append(
-                InvalidLead(
-                    position=position,
-                    field=None,
-                    reason="the lead alone makes a request body larger than "
-                    f"max_batch_bytes={max_bytes}",
-                )
-            )
-    invalid.sort(key=lambda lead: lead.position)
-    return invalid
+    template = BodyTemplate(build_request(**_campaign_options(args, source)))
+    return Intake(
+        (),
+        packer=Packer(template, args.batch_size, args.max_batch_bytes),
+        batch_size=args.batch_size,
+        seen=SeenNumbers() if args.dedupe else None,
+        duplicate_reason="duplicate of an earlier lead",
+    )
 
 
 # -- the load ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from .. import (
     RyngError,
     ValidationError,
 )
-from .._validate import validate_lead
+from .._intake import validate_chunk
 from ._common import (
     CliError,
     Commands,
@@ -39,7 +39,7 @@ from ._common import (
     run_async,
     say,
 )
-from ._readers import InputError, RejectedRow, open_source
+from ._readers import InputError, open_source
 
 __all__ = ["add_parser"]
 
@@ -106,20 +106,17 @@ def check_sheet(args: argparse.Namespace, path: str) -> tuple[int, int, list[str
     problems: list[str] = []
     try:
         for chunk in source.chunks():
-            for lead in chunk:
-                reason = None
-                if isinstance(lead, RejectedRow):
-                    reason = lead.reason
-                else:
-                    try:
-                        validate_lead(lead)
-                    except ValidationError as exc:
-                        reason = str(exc)
-                if reason is not None:
-                    invalid += 1
-                    if len(problems) < _SHOWN:
-                        problems.append(f"line {source.line_of(rows)}: {reason}")
-                rows += 1
+            # The load's per-lead checks (a sheet is not batched: no size check).
+            for lead in validate_chunk(chunk, rows)[2]:
+                rejected = source.rejected.pop(lead.position, None)
+                invalid += 1
+                if len(problems) < _SHOWN:
+                    if rejected is not None:
+                        reason = rejected.reason
+                    else:
+                        reason = f"{lead.field}: {lead.reason}" if lead.field else lead.reason
+                    problems.append(f"line {source.line_of(lead.position)}: {reason}")
+            rows += len(chunk)
     finally:
         source.close()
     return rows, invalid, problems

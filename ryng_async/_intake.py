@@ -1,0 +1,270 @@
+"""A load's intake: read the leads, validate, dedupe, shard and pack them into batches.
+
+`Intake.read` reads the input a batch's worth at a time (an iterable or an async
+iterable) and hands each `Lot` it packs to the load, which sends its batches; so the input
+is read only as fast as batches go out. `Intake.check` runs the same checks on a chunk
+without a load: the CLI's dry run (``append --dry-run``) and ``upload-sheet`` use it, so
+what they call invalid is what a load calls invalid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from ._batching import Batch, Packer
+from ._exceptions import ValidationError
+from ._exchange import StopSignal
+from ._models import LeadInput
+from ._report import InvalidLead
+from ._seen import SeenNumbers
+from ._validate import leads_are_valid, validate_lead
+
+__all__ = ["DUPLICATE_REASON", "Intake", "Lot", "validate_chunk"]
+
+DUPLICATE_REASON = "duplicate of an earlier lead in this load"
+"""The reason a deduplicating load gives a lead whose number it had already."""
+
+
+@dataclass(slots=True)
+class Lot:
+    """What one step of the intake made.
+
+    Attributes:
+        read: input positions read so far (every shard's).
+        taken: leads of this worker's share read by this step (valid or not).
+        invalid: leads refused by this step (validation, dedupe, size), each once.
+        batches: the batches packed by this step.
+    """
+
+    read: int
+    taken: int = 0
+    invalid: list[InvalidLead] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
+
+
+async def _let_senders_run() -> None:
+    """Yield to the sender just handed a batch, before packing the next one.
+
+    Packing is synchronous; without this, a sender's request body would only start going
+    out once the next batch is packed, so no packing would overlap the server's work.
+    """
+    # Two checkpoints: one for the sender task to start, one for aiohttp's body writer.
+    await anyio.lowlevel.checkpoint()
+    await anyio.lowlevel.checkpoint()
+
+
+def validate_chunk(
+    chunk: list[Any], start: int, normalize: Callable[[Any], Any] | None = None
+) -> tuple[list[dict[str, Any]], list[int], list[InvalidLead]]:
+    """Validate each lead of ``chunk`` (input positions from ``start``), one by one.
+
+    Returns the valid leads in wire form, their positions, and the invalid leads in order.
+    """
+    rows: list[dict[str, Any]] = []
+    positions: list[int] = []
+    invalid: list[InvalidLead] = []
+    for position, lead in enumerate(chunk, start):
+        try:
+            row = validate_lead(lead if normalize is None else normalize(lead), position)
+        except ValidationError as exc:
+            invalid.append(InvalidLead(position=position, field=exc.field, reason=exc.reason))
+            continue
+        rows.append(row)
+        positions.append(position)
+    return rows, positions, invalid
+
+
+class Intake:
+    """Reads a load's input and makes its batches, in input order.
+
+    Args:
+        leads: the input (an iterable or async iterable of leads).
+        packer: cuts the valid leads into batches.
+        batch_size: leads read per step (the packer's batch size).
+        shard: ``(index, count)``: only the blocks of ``batch_size`` positions whose number
+            modulo ``count`` is ``index`` are validated and packed.
+        seen: the numbers had so far, when deduplicating.
+        normalize: makes a lead's number E.164 before validation.
+        duplicate_reason: the reason given a lead refused by ``seen``.
+
+    Attributes:
+        position: input positions read so far.
+        done: the input is exhausted.
+        held: leads read but not yet validated.
+    """
+
+    def __init__(
+        self,
+        leads: Iterable[LeadInput] | AsyncIterable[LeadInput],
+        *,
+        packer: Packer,
+        batch_size: int,
+        shard: tuple[int, int] | None = None,
+        seen: SeenNumbers | None = None,
+        normalize: Callable[[Any], Any] | None = None,
+        duplicate_reason: str = DUPLICATE_REASON,
+    ) -> None:
+        self.leads = leads
+        self.packer = packer
+        self.batch_size = batch_size
+        self.shard = shard
+        self.seen = seen
+        self.normalize = normalize
+        self.duplicate_reason = duplicate_reason
+        self.position = 0
+        self.done = False
+        self.held: list[Any] = []
+        self._reading: anyio.CancelScope | None = None
+        self._stopped = False
+
+    @property
+    def all_packed(self) -> bool:
+        """Every lead of the input was read and is in a batch (or refused)."""
+        return self.done and not self.held and not self.packer.pending
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def read(self, deliver: Callable[[Lot], Awaitable[None]], stop: StopSignal) -> None:
+        """Read the input to its end (or until ``stop`` fires), delivering each lot packed.
+
+        What the input raises is raised here.
+        """
+        if isinstance(self.leads, AsyncIterable):
+            await self._read_async(self.leads, deliver, stop)
+        else:
+            await self._read_sync(self.leads, deliver, stop)
+
+    def stop_reading(self) -> None:
+        """Cancel a wait for the next lead of an async input (a stop must not wait on it)."""
+        self._stopped = True
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def _read_sync(
+        self, source: Iterable[Any], deliver: Callable[[Lot], Awaitable[None]], stop: StopSignal
+    ) -> None:
+        iterator = iter(source)
+        while not stop.fired:
+            await _let_senders_run()
+            self.held.extend(islice(iterator, self.batch_size))
+            if not self.held:
+                self.done = True
+                break
+            await deliver(self.pack())
+        if not stop.fired:
+            await deliver(self.pack_rest())
+
+    async def _read_async(
+        self,
+        source: AsyncIterable[Any],
+        deliver: Callable[[Lot], Awaitable[None]],
+        stop: StopSignal,
+    ) -> None:
+        iterator = aiter(source)
+        exhausted = False
+        try:
+            while not stop.fired and not exhausted:
+                await _let_senders_run()
+                # A stop cancels the wait for the next lead: an input that stalls (a pipe,
+                # a slow query) must not hold the stop until its grace runs out.
+                with anyio.CancelScope() as self._reading:
+                    if self._stopped:  # stopped during the yield above
+                        self._reading.cancel()
+                    async for lead in iterator:
+                        self.held.append(lead)
+                        if len(self.held) >= self.batch_size:
+                            break
+                    else:
+                        exhausted = self.done = True
+                self._reading = None
+                await deliver(self.pack())
+            if not stop.fired:
+                await deliver(self.pack_rest())
+        finally:
+            # Close an async generator we stopped reading here, in this task, rather than
+            # leave it to a garbage-collection hook in another task.
+            aclose = getattr(iterator, "aclose", None)
+            if not exhausted and aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    # -- checking and packing ----------------------------------------------------------
+
+    def pack(self) -> Lot:
+        """Validate, dedupe and pack the leads read so far (``held``); return the lot."""
+        chunk, self.held = self.held, []
+        start = self.position
+        self.position += len(chunk)
+        lot = Lot(read=self.position)
+        if self.shard is not None and (start // self.batch_size) % self.shard[1] != self.shard[0]:
+            return lot  # another worker's block of the input (chunks are batch_size-aligned)
+        lot.taken = len(chunk)
+        if self.seen is None and self.normalize is None and leads_are_valid(chunk):
+            rows = chunk
+            positions = list(range(start, start + len(chunk)))
+        else:
+            rows, positions, lot.invalid = validate_chunk(chunk, start, self.normalize)
+            if self.seen is not None and rows:
+                rows, positions = self._dedupe(rows, positions, lot.invalid)
+        lot.batches = self.packer.add(rows, positions)
+        if self.shard is not None:
+            # A shard's blocks are not consecutive: no batch carries leads across two.
+            lot.batches += self.packer.finish()
+        return self._refused_by_packer(lot)
+
+    def pack_rest(self) -> Lot:
+        """Pack the valid leads still held by the packer, at the end of the input."""
+        return self._refused_by_packer(Lot(read=self.position, batches=self.packer.finish()))
+
+    def check(self, chunk: list[Any]) -> list[InvalidLead]:
+        """The invalid leads of ``chunk`` (the next input positions), in order, as a load has them.
+
+        Validation (and dedupe) first, then the size of each valid lead alone: a lead is
+        refused once. The batches are packed and dropped: nothing is held between chunks.
+        """
+        self.held = chunk
+        lot = self.pack()
+        invalid = lot.invalid + self.pack_rest().invalid
+        invalid.sort(key=lambda lead: lead.position)
+        return invalid
+
+    def close(self) -> None:
+        """Let go of the numbers had (a temporary file past their memory)."""
+        if self.seen is not None:
+            self.seen.close()
+
+    def _refused_by_packer(self, lot: Lot) -> Lot:
+        if self.packer.invalid:
+            lot.invalid += self.packer.invalid
+            self.packer.invalid = []
+        return lot
+
+    def _dedupe(
+        self, rows: list[dict[str, Any]], positions: list[int], invalid: list[InvalidLead]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Refuse, as invalid, the leads whose number this load already had (one lookup)."""
+        assert self.seen is not None  # noqa: S101 - only called when deduplicating
+        fresh = self.seen.add_many([row["number"] for row in rows])
+        if all(fresh):
+            return rows, positions
+        kept_rows, kept_positions = [], []
+        for row, position, new in zip(rows, positions, fresh, strict=True):
+            if new:
+                kept_rows.append(row)
+                kept_positions.append(position)
+            else:
+                invalid.append(
+                    InvalidLead(
+                        position=position,
+                        field="number",
+                        reason=f"{self.duplicate_reason}: {row['number']}",
+                    )
+                )
+        invalid.sort(key=lambda lead: lead.position)
+        return kept_rows, kept_positions
