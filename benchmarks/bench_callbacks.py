@@ -433,7 +433,7 @@ def _reconcile_child(argv: list[str]) -> None:
     import msgspec
 
     from ryng_async.callbacks import parse_callback, reconcile, reconcile_to_file
-    from ryng_async.callbacks._stores import SQLiteCallbackStore, _sqlite_row
+    from ryng_async.callbacks._sqlite_store import SQLiteCallbackStore, sqlite_row
 
     def number(i: int) -> str:
         # One lead in 100 shares its number with the lead before it.
@@ -469,8 +469,12 @@ def _reconcile_child(argv: list[str]) -> None:
     report = {"total": n, "batches": batches, "invalid_leads": invalid}
 
     store_path = Path(args.dir) / "callbacks.db"
-    store = SQLiteCallbackStore(store_path, synchronous="normal")
-    asyncio.run(store.aclose())  # creates the schema
+
+    async def create_schema() -> None:
+        async with SQLiteCallbackStore(store_path, synchronous="normal"):
+            pass
+
+    asyncio.run(create_schema())
 
     build_started = time.perf_counter()
     encode = msgspec.json.encode
@@ -490,7 +494,7 @@ def _reconcile_child(argv: list[str]) -> None:
                 kinds = [_TERMINAL, _CONNECT] if i % 4 == 0 else [_CONNECT, _TERMINAL]
             for kind in kinds:
                 raw = encode({**kind, "callID": 10 * i, **fields})
-                rows.append(_sqlite_row(parse_callback(raw), raw, received))
+                rows.append(sqlite_row(parse_callback(raw), raw, received))
                 stored += 1
             if len(rows) >= 10_000:
                 db.executemany(_INSERT_SQL, rows)

@@ -151,7 +151,7 @@ class _JournalObserver:
         journal = self._resume.journal
         if isinstance(event, AttemptStarting) and event.batch_index is not None:
             batch = self._unfinished[event.batch_index]
-            return journal.in_flight_future(
+            return journal.in_flight(
                 batch.index,
                 start=batch.start,
                 count=batch.count,
@@ -177,7 +177,7 @@ def _journal_settled(journal: SQLiteJournal, result: BatchResult) -> None:
             # so it is not listed as in flight (as if a load were sending it) forever.
             journal.resolve_in_flight(result.index, message=result.message)
         return
-    journal.settled_nowait(
+    journal.settled(
         result.index,
         state=_JOURNAL_STATE[result.outcome],
         attempts=result.attempts,

@@ -874,18 +874,31 @@ async def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as other:
         other.execute("CREATE TABLE t (x)")
     with pytest.raises(ConfigurationError, match="not a ryng_async callback store"):
-        SQLiteCallbackStore(path)
+        await SQLiteCallbackStore(path).open()
     with pytest.raises(ConfigurationError, match="not a ryng_async callback store"):
         [s async for s in iter_store(path)]
 
 
-def test_an_unopenable_path_is_a_configuration_error(tmp_path: Path) -> None:
+async def test_an_unopenable_path_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot open callback store"):
-        SQLiteCallbackStore(tmp_path / "missing-dir" / "c.db")
+        await SQLiteCallbackStore(tmp_path / "missing-dir" / "c.db").open()
     with pytest.raises(ConfigurationError, match="cannot open callback store"):
-        JSONLinesCallbackStore(tmp_path / "missing-dir" / "c.jsonl")
+        await JSONLinesCallbackStore(tmp_path / "missing-dir" / "c.jsonl").open()
     with pytest.raises(ConfigurationError, match="synchronous"):
         SQLiteCallbackStore(tmp_path / "c.db", synchronous="off")  # type: ignore[arg-type]
+
+
+async def test_making_a_store_does_no_io_opening_it_does(tmp_path: Path) -> None:
+    sqlite_path, jsonl_path = tmp_path / "c.db", tmp_path / "c.jsonl"
+    jsonl_path.write_bytes(b"not json\n")
+    sqlite_store = SQLiteCallbackStore(sqlite_path)
+    jsonl_store = JSONLinesCallbackStore(jsonl_path)  # its bad line is not read yet
+    assert not sqlite_path.exists()
+    async with sqlite_store as opened:
+        assert opened is sqlite_store
+        assert sqlite_path.exists()
+    with pytest.raises(ConfigurationError, match="line 1 is not a stored callback"):
+        await jsonl_store.open()
 
 
 async def test_missing_store_file_for_reading(tmp_path: Path) -> None:
@@ -896,7 +909,7 @@ async def test_missing_store_file_for_reading(tmp_path: Path) -> None:
 async def test_a_jsonl_store_is_locked_to_one_writer(tmp_path: Path) -> None:
     async with JSONLinesCallbackStore(tmp_path / "c.jsonl"):
         with pytest.raises(ConfigurationError, match="in use by another process"):
-            JSONLinesCallbackStore(tmp_path / "c.jsonl")
+            await JSONLinesCallbackStore(tmp_path / "c.jsonl").open()
 
 
 async def test_a_torn_last_jsonl_line_is_dropped_and_a_bad_line_refused(
@@ -915,7 +928,7 @@ async def test_a_torn_last_jsonl_line_is_dropped_and_a_bad_line_refused(
 
     path.write_bytes(b"not json\n" + whole)
     with pytest.raises(ConfigurationError, match="line 1 is not a stored callback"):
-        JSONLinesCallbackStore(path)
+        await JSONLinesCallbackStore(path).open()
     with pytest.raises(ConfigurationError, match="line 1 is not a stored callback"):
         await stored_events_of_path(path)
 

@@ -171,9 +171,9 @@ async def test_the_wal_starts_over_under_sustained_load(
     # Issue 22: at ~8,700 callbacks/s without a pause the WAL never started over (450 MB
     # in 20 s against a 64 MB journal_size_limit). Checkpoint rounds every 200 rows here
     # stand in for a long run: the WAL must stay near one round's worth, not grow.
-    from ryng_async.callbacks import _stores
+    from ryng_async.callbacks import _sqlite_store
 
-    monkeypatch.setattr(_stores, "_CHECKPOINT_ROWS", 200)
+    monkeypatch.setattr(_sqlite_store, "_CHECKPOINT_ROWS", 200)
     path = tmp_path / "c.db"
     wal = tmp_path / "c.db-wal"
     base = json.loads(CONNECT_EXAMPLE)

@@ -1,4 +1,11 @@
-"""Tests of `ryng_async.checkpoint`: the SQLite journal of a bulk load, on real files."""
+"""The checkpoint journal's records and its load's hold on it, on real files.
+
+A journal round-trips what a load records (in flight, settled, sticky maybe-duplicated,
+exact positions) and refuses a batch whose input changed or a load it does not belong to;
+one load holds it at a time, across processes, and a killed one loses no awaited record;
+records are committed in groups, a failed write reaches its writer (or `aclose`); readers
+summarise it while a load holds it.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from ryng_async.checkpoint import (
     LoadIdentity,
     SQLiteJournal,
 )
+from ryng_async.checkpoint import _pacer as commit_pacer
 
 pytestmark = pytest.mark.anyio
 
@@ -155,7 +163,7 @@ async def test_the_lifecycle_is_enforced(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="closed"):
         await journal.in_flight(0, **where(0), attempt=1)
     with pytest.raises(CheckpointError, match="closed"):
-        journal.settled_nowait(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+        journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
 
 
 async def test_settled_needs_a_journalled_batch_and_a_final_state(tmp_path: Path) -> None:
@@ -166,14 +174,12 @@ async def test_settled_needs_a_journalled_batch_and_a_final_state(tmp_path: Path
             )
         # a batch never sent can be skipped without a record: a resume sends it anyway
         await journal.settled(8, state=BatchState.SKIPPED, attempts=0, status=None, message="")
-        journal.settled_nowait(9, state=BatchState.SKIPPED, attempts=0, status=None, message="")
+        journal.settled(9, state=BatchState.SKIPPED, attempts=0, status=None, message="")
         assert 8 not in journal.batches
         assert 9 not in journal.batches
         await journal.in_flight(7, **where(7), attempt=1)
         with pytest.raises(ValueError, match="use in_flight"):
-            journal.settled_nowait(
-                7, state=BatchState.IN_FLIGHT, attempts=1, status=None, message=""
-            )
+            journal.settled(7, state=BatchState.IN_FLIGHT, attempts=1, status=None, message="")
         # plain strings are accepted as states
         await journal.settled(7, state="unknown", attempts=1, status=None, message="timeout")  # type: ignore[arg-type]
         assert journal.batches[7].state is BatchState.UNKNOWN
@@ -332,50 +338,6 @@ async def test_an_empty_file_or_database_becomes_a_journal(tmp_path: Path) -> No
         async with await journal_with(path) as journal:
             await journal.in_flight(0, **where(0), attempt=1)
         assert SQLiteJournal.inspect(path).total_batches == 1
-
-
-def set_user_version(path: Path, version: int) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {version}")
-    conn.commit()
-    conn.close()
-
-
-async def test_a_newer_format_is_refused_naming_both_versions(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    async with await journal_with(path):
-        pass
-    set_user_version(path, 7)
-    message = rf"format version 7, newer than the {JOURNAL_FORMAT_VERSION} this ryng_async reads"
-    with pytest.raises(CheckpointError, match=message):
-        await journal_with(path)
-    with pytest.raises(CheckpointError, match=message):
-        SQLiteJournal.inspect(path)
-
-
-async def test_an_older_format_without_a_migration_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    async with await journal_with(path):
-        pass
-    set_user_version(path, 0)
-    with pytest.raises(CheckpointError, match=r"format version 0, which this ryng_async \(format"):
-        await journal_with(path)
-
-
-async def test_a_journal_digesting_with_an_unknown_algorithm_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    async with await journal_with(path) as journal:
-        assert journal.digest(b"body") == journal.digest(bytearray(b"body"))
-        assert len(journal.digest(b"body")) == 16
-        assert journal.digest(b"body") != journal.digest(b"bodY")
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE load SET digest_algorithm = 'sha3-999'")
-    conn.commit()
-    conn.close()
-    with pytest.raises(CheckpointError, match="digests batches with 'sha3-999', which this"):
-        await journal_with(path)
-    with pytest.raises(CheckpointError, match="not open"):
-        SQLiteJournal(path).digest(b"body")
 
 
 @pytest.mark.parametrize(
@@ -564,38 +526,6 @@ async def test_a_journal_whose_owner_was_killed_reopens_at_once_with_its_records
         check_child_records(dict(journal.batches))
 
 
-def count_rows(path: Path, table: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-    finally:
-        conn.close()
-
-
-async def test_a_load_s_log_is_read_as_it_is_and_folded_by_the_next_owner(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "j"
-    async with journal_held_by_a_child(path) as child:
-        os.kill(child.pid, signal.SIGKILL)
-        assert await child.wait() == -signal.SIGKILL
-    assert count_rows(path, "log") > 0  # the records of the killed run, not yet folded
-    summary = SQLiteJournal.inspect(path)  # readers replay the log
-    assert (summary.batches[BatchState.ACCEPTED], summary.batches[BatchState.IN_FLIGHT]) == (3, 2)
-    assert summary.updated_at >= summary.created_at
-    async with await journal_with(path) as journal:
-        assert count_rows(path, "log") == 0  # folded by the new owner, before it sends
-        assert count_rows(path, "batch") == 5
-        check_child_records(dict(journal.batches))
-        await journal.settled(3, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
-        assert count_rows(path, "log") == 1
-    assert count_rows(path, "log") == 1  # a clean close leaves it for the next open
-    assert SQLiteJournal.inspect(path).batches[BatchState.ACCEPTED] == 4
-    async with await journal_with(path) as journal:
-        assert count_rows(path, "log") == 0
-        assert journal.batches[3].state is BatchState.ACCEPTED
-
-
 BUSY_CHILD = """
 import sys, anyio
 from ryng_async.checkpoint import BatchState, LoadIdentity, SQLiteJournal
@@ -658,13 +588,13 @@ async def test_every_record_awaited_before_a_sigkill_is_in_the_journal(
 # --- queued records, write failures, group commit -------------------------------------------
 
 
-async def test_settled_nowait_is_written_by_aclose(tmp_path: Path) -> None:
+async def test_a_settled_record_not_awaited_is_written_by_aclose(tmp_path: Path) -> None:
     path = tmp_path / "j"
     journal = await journal_with(path)
     await journal.in_flight(0, **where(0), attempt=1)
     await journal.in_flight(1, **where(1), attempt=1)
-    journal.settled_nowait(0, state=BatchState.SKIPPED, attempts=1, status=None, message="cancel")
-    journal.settled_nowait(1, state=BatchState.UNKNOWN, attempts=1, status=None, message="drop")
+    journal.settled(0, state=BatchState.SKIPPED, attempts=1, status=None, message="cancel")
+    journal.settled(1, state=BatchState.UNKNOWN, attempts=1, status=None, message="drop")
     with anyio.CancelScope() as scope:
         scope.cancel()
         await journal.aclose()  # shielded: a cancelled close still writes and releases
@@ -672,11 +602,11 @@ async def test_settled_nowait_is_written_by_aclose(tmp_path: Path) -> None:
     assert states == {0: BatchState.SKIPPED, 1: BatchState.UNKNOWN}
 
 
-async def test_settled_nowait_goes_out_with_the_next_commit(tmp_path: Path) -> None:
+async def test_a_settled_record_not_awaited_goes_out_with_the_next_commit(tmp_path: Path) -> None:
     path = tmp_path / "j"
     async with await journal_with(path) as journal:
         await journal.in_flight(0, **where(0), attempt=1)
-        journal.settled_nowait(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+        journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
         await journal.in_flight(1, **where(1), attempt=1)
         states = {b.index: b.state for b in SQLiteJournal.read_batches(path)}
         assert states == {0: BatchState.ACCEPTED, 1: BatchState.IN_FLIGHT}
@@ -706,7 +636,7 @@ async def test_a_failed_queued_write_is_raised_by_aclose_after_releasing(tmp_pat
     journal = await journal_with(path)
     await journal.in_flight(0, **where(0), attempt=1)
     drop_batches(path)
-    journal.settled_nowait(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+    journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
     with pytest.raises(CheckpointError, match="could not write"):
         await journal.aclose()
     await journal.aclose()  # closed all the same, and the error was given once
@@ -760,7 +690,7 @@ async def loop_turns_until(done: anyio.Event) -> int:
 def pretend_the_loop_is(monkeypatch: pytest.MonkeyPatch, *, busy: bool) -> None:
     """Make the journal read the loop thread as always busy (CPU time = wall) or idle."""
     loop = asyncio.get_running_loop()
-    monkeypatch.setattr(checkpoint_module, "_thread_time", loop.time if busy else lambda: 0.0)
+    monkeypatch.setattr(commit_pacer, "thread_time", loop.time if busy else lambda: 0.0)
 
 
 @pytest.mark.parametrize("busy", [False, True])
@@ -779,9 +709,7 @@ async def test_a_lone_writer_commits_at_once(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(write)
                 assert await loop_turns_until(committed) <= 4
-            journal.settled_nowait(
-                index, state=BatchState.ACCEPTED, attempts=1, status=200, message=""
-            )
+            journal.settled(index, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
 
 
 @pytest.mark.parametrize("busy", [False, True])
@@ -871,95 +799,6 @@ async def test_aclose_waits_for_writes_under_way(tmp_path: Path) -> None:
     assert len(SQLiteJournal.read_batches(path)) == 5
 
 
-async def test_a_journal_without_its_load_record_is_damaged(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    async with await journal_with(path):
-        pass
-    conn = sqlite3.connect(path)
-    conn.execute("DELETE FROM load")
-    conn.commit()
-    conn.close()
-    with pytest.raises(CheckpointError, match="damaged: no load record"):
-        await journal_with(path)
-    with pytest.raises(CheckpointError, match="damaged: no load record"):
-        SQLiteJournal.inspect(path)
-
-
-# --- format upgrades --------------------------------------------------------------------------
-
-
-def add_note_column(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE batch ADD COLUMN note TEXT NOT NULL DEFAULT ''")
-
-
-def add_index(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE INDEX batch_state ON batch (state)")
-
-
-def user_version(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
-
-
-CURRENT = JOURNAL_FORMAT_VERSION
-
-
-@pytest.mark.parametrize("future", [CURRENT + 1, CURRENT + 2])
-async def test_a_journal_of_this_version_survives_a_format_upgrade(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, future: int
-) -> None:
-    path = tmp_path / "j"
-    async with await journal_with(path) as journal:
-        await write_some(journal)
-        written = dict(journal.batches)
-    assert user_version(path) == JOURNAL_FORMAT_VERSION == CURRENT
-
-    # A later ryng_async: format `future`, with a migration for each step from this one.
-    steps = {CURRENT: add_note_column, CURRENT + 1: add_index}
-    monkeypatch.setattr(checkpoint_module, "JOURNAL_FORMAT_VERSION", future)
-    monkeypatch.setattr(
-        checkpoint_module, "_MIGRATIONS", {v: steps[v] for v in range(CURRENT, future)}
-    )
-
-    summary = SQLiteJournal.inspect(path)  # read through a migrated copy in memory
-    assert summary.format_version == CURRENT
-    assert summary.batches[BatchState.ACCEPTED] == 2
-    assert user_version(path) == CURRENT  # inspect wrote nothing
-
-    async with await journal_with(path) as journal:
-        assert dict(journal.batches) == written
-        await journal.settled(3, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
-    assert user_version(path) == future
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT count(*) FROM batch WHERE note = ''").fetchone() == (4,)
-    conn.close()
-    assert SQLiteJournal.inspect(path).format_version == future
-
-
-async def test_a_failed_migration_leaves_the_journal_as_it_was(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "j"
-    async with await journal_with(path) as journal:
-        await write_some(journal)
-
-    def broken(conn: sqlite3.Connection) -> None:
-        add_note_column(conn)
-        conn.execute("SELECT * FROM no_such_table")
-
-    monkeypatch.setattr(checkpoint_module, "JOURNAL_FORMAT_VERSION", CURRENT + 1)
-    monkeypatch.setattr(checkpoint_module, "_MIGRATIONS", {CURRENT: broken})
-    with pytest.raises(CheckpointError, match="no such table"):
-        await journal_with(path)
-    monkeypatch.undo()
-    assert user_version(path) == CURRENT
-    async with await journal_with(path) as journal:
-        assert len(journal.batches) == 4
-
-
 # --- inspection -------------------------------------------------------------------------------
 
 
@@ -1044,7 +883,7 @@ async def settle(journal: SQLiteJournal, kind: str, index: int, fields: dict[str
     if kind == "settled":
         await journal.settled(index, **fields)
     else:
-        journal.settled_nowait(index, **fields)
+        journal.settled(index, **fields)
 
 
 @settings(

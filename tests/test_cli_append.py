@@ -806,44 +806,6 @@ async def test_first_signals_at_random_points_leave_nothing_unknown_and_resume_e
 
 
 @pytest.mark.anyio
-async def test_checkpoint_show_with_the_file_names_the_lines_to_check(tmp_path: Path) -> None:
-    # Row 3's name spans two lines: from there on, a row's line is its position + 3.
-    rows = csv_rows(3) + '+919800000003,"Customer\nthree",Pune\n' + csv_rows(196, start=4)
-    data = write(tmp_path / "leads.csv", "number,name,city\n" + rows)
-    journal = tmp_path / "load.db"
-    plan = FaultPlan(seed=5, rates={Fault.DROP: 0.2})  # dropped after sending: unknown
-    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
-        run = await run_cli(
-            "append", "42", data, "--batch-size", "10", "--checkpoint", journal, server=server
-        )
-    assert run.code == 1, run.err
-    shown = await run_cli("checkpoint", "show", journal, "--file", data, "--json", server=None)
-    assert shown.code == 0, shown.err
-    uncertain = json.loads(shown.out)["uncertain"]
-    assert uncertain
-    for batch in uncertain:
-        first, last = batch["start"], batch["start"] + batch["count"] - 1
-        assert batch["first_line"] == first + (2 if first <= 3 else 3)
-        assert batch["last_line"] == last + (2 if last <= 3 else 3)
-    text = await run_cli("checkpoint", "show", journal, "--file", data, server=None)
-    batch = uncertain[0]
-    assert f"lines {batch['first_line']}-{batch['last_line']} of {data}" in text.out, text.out
-    missing = await run_cli(
-        "checkpoint", "show", journal, "--file", tmp_path / "gone.csv", server=None
-    )
-    assert missing.code == 2
-    assert "gone.csv" in missing.err
-
-
-@pytest.mark.anyio
-async def test_checkpoint_show_of_a_foreign_file_exits_2(tmp_path: Path) -> None:
-    other = write(tmp_path / "notes.txt", "not a journal\n")
-    shown = await run_cli("checkpoint", "show", other, server=None)
-    assert shown.code == 2
-    assert "not a ryng_async checkpoint" in shown.err
-
-
-@pytest.mark.anyio
 async def test_shards_of_a_file_load_it_exactly_once(
     server: FakeRyngServer, tmp_path: Path
 ) -> None:

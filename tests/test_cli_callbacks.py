@@ -119,7 +119,7 @@ async def test_reconcile_tells_what_became_of_each_lead(tmp_path: Path) -> None:
             RYNG_ACCESS_TOKEN=TOKEN,
         )
         assert code == 0, err
-    store = SQLiteCallbackStore(tmp_path / "callbacks.db")
+    store = await SQLiteCallbackStore(tmp_path / "callbacks.db").open()
     try:
         for i, row in enumerate(rows[:10]):
             lead = {
@@ -190,7 +190,7 @@ async def test_reconcile_reads_national_numbers_as_the_load_normalized_them(
         assert code == 0, err
         sent = [lead["number"] for lead in server.leads]
     assert sent == [f"+9198{i:08d}" for i in range(6)]
-    store = SQLiteCallbackStore(tmp_path / "callbacks.db")
+    store = await SQLiteCallbackStore(tmp_path / "callbacks.db").open()
     try:
         for i, number in enumerate(sent):  # Ryng calls back with the number it was sent
             lead = {"number": number, "customField1": "", "customField3": ""}
@@ -235,7 +235,7 @@ async def test_reconcile_takes_each_shards_report_or_journal(tmp_path: Path) -> 
                 RYNG_BASE_URL=server.base_url, RYNG_ACCESS_TOKEN=TOKEN,
             )  # fmt: skip
             assert code == (1 if i == 0 else 0), err  # shard 0 has the invalid row
-    store = SQLiteCallbackStore(tmp_path / "callbacks.db")
+    store = await SQLiteCallbackStore(tmp_path / "callbacks.db").open()
     await store.aclose()
     for given, outside in ((reports, "invalid"), (journals, "skipped")):
         out = tmp_path / "status.csv"

@@ -27,7 +27,6 @@ from ryng_async import (
     RyngClient,
     RyngError,
 )
-from ryng_async import checkpoint as checkpoint_module
 from ryng_async.checkpoint import BatchState, CheckpointError, SQLiteJournal
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
@@ -180,107 +179,6 @@ async def test_a_cancelled_load_resumes_from_its_journal(tmp_path: Path) -> None
 
 
 # -- refusals ---------------------------------------------------------------------------
-
-
-def as_format_1(path: Path) -> None:
-    """Rewrite a journal as ryng_async's first format wrote it (no digest algorithm, no log)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    checkpoint_module._fold(conn)  # the records into the batch table, as format 1 kept them
-    conn.execute("ALTER TABLE batch DROP COLUMN ranges")
-    conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
-    conn.execute("DROP TABLE log")
-    conn.execute("DROP TABLE resolution")  # format 4's
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
-
-
-async def test_a_journal_of_the_first_format_resumes_with_its_own_digests(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    checkpoint = tmp_path / "load.db"
-    plan = FaultPlan(seed=4, rates={Fault.BAD_REQUEST: 0.3})
-    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
-        # The first format digested batches with BLAKE2b-128.
-        monkeypatch.setattr("ryng_async.checkpoint._NEW_JOURNAL_DIGEST", "blake2b-128")
-        async with client_for(server) as client:
-            first = await client.bulk_append(
-                CAMPAIGN, leads(200), batch_size=10, checkpoint=checkpoint
-            )
-        monkeypatch.undo()
-        assert 0 < first.accepted < 200
-        as_format_1(checkpoint)
-        server.faults = FaultPlan()
-        async with client_for(server) as client:
-            second = await client.bulk_append(
-                CAMPAIGN, leads(200), batch_size=10, checkpoint=checkpoint
-            )
-    assert second.accepted == 200
-    assert second.resumed == first.accepted  # its digests matched: no "input changed"
-    assert set(received_numbers(server).values()) == {1}
-    conn = sqlite3.connect(checkpoint)
-    assert conn.execute("PRAGMA user_version").fetchone() == (
-        checkpoint_module.JOURNAL_FORMAT_VERSION,
-    )
-    assert conn.execute("SELECT digest_algorithm FROM load").fetchone() == ("blake2b-128",)
-    conn.close()
-    fresh = tmp_path / "fresh.db"
-    async with FakeRyngServer(access_token=TOKEN) as server, client_for(server) as client:
-        await client.bulk_append(CAMPAIGN, leads(20), batch_size=10, checkpoint=fresh)
-    conn = sqlite3.connect(fresh)
-    assert conn.execute("SELECT digest_algorithm FROM load").fetchone() == ("xxh3-128",)
-    conn.close()
-
-
-def as_format_2(path: Path) -> None:
-    """Rewrite a journal as format 2 wrote it: no ranges (start and count only), a log."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    rows = conn.execute("SELECT records FROM log").fetchall()
-    conn.execute("ALTER TABLE batch DROP COLUMN ranges")
-    conn.execute("DROP TABLE resolution")  # format 4's
-    encode = checkpoint_module.msgspec.msgpack.encode
-    decode = checkpoint_module._unpack_records
-    for (records,) in rows:  # the log's records lose their ranges too
-        conn.execute(
-            "UPDATE log SET records = ? WHERE records = ?",
-            (encode([list(record[:9]) for record in decode(records)]), records),
-        )
-    conn.execute("PRAGMA user_version = 2")
-    conn.close()
-
-
-async def test_a_journal_of_format_2_resumes_and_learns_the_exact_positions(
-    tmp_path: Path,
-) -> None:
-    checkpoint = tmp_path / "load.db"
-    rows = leads(40)
-    for bad in (3, 17, 18):
-        rows[bad] = {"number": "12345"}
-    plan = FaultPlan(seed=4, rates={Fault.BAD_REQUEST: 0.4})
-    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
-        async with client_for(server) as client:
-            first = await client.bulk_append(CAMPAIGN, rows, batch_size=10, checkpoint=checkpoint)
-        assert 0 < first.accepted < 37
-        as_format_2(checkpoint)
-        old = SQLiteJournal.read_batches(checkpoint)
-        assert not any(batch.exact for batch in old)
-        server.faults = FaultPlan()
-        async with client_for(server) as client:
-            second = await client.bulk_append(CAMPAIGN, rows, batch_size=10, checkpoint=checkpoint)
-    assert second.accepted == 37
-    assert second.resumed == first.accepted
-    assert set(received_numbers(server).values()) == {1}
-    after = SQLiteJournal.read_batches(checkpoint)
-    assert all(batch.exact for batch in after)
-    assert [batch.ranges for batch in after] == [
-        ((0, 3), (4, 7)),
-        ((11, 6), (19, 4)),
-        ((23, 10),),
-        ((33, 7),),
-    ]
-    assert [r.ranges for r in sorted(second.batches, key=lambda r: r.index)] == [
-        batch.ranges for batch in after
-    ]
 
 
 async def test_a_changed_input_is_refused_before_anything_is_sent(tmp_path: Path) -> None:

@@ -241,13 +241,10 @@ def create_app(
     return app
 
 
-def _open_default_store() -> tuple[SQLiteCallbackStore, Path]:
-    path = Path(DEFAULT_STORE_PATH)
-    return SQLiteCallbackStore(path), path.resolve()
-
-
 async def _default_store(app: web.Application) -> AsyncIterator[None]:
-    store, where = await asyncio.to_thread(_open_default_store)
+    path = Path(DEFAULT_STORE_PATH)
+    store = await SQLiteCallbackStore(path).open()
+    where = await asyncio.to_thread(path.resolve)
     app[_STORE_KEY] = store
     logger.info("storing callbacks in %s", where)
     try:
@@ -539,7 +536,7 @@ async def serve(
     ):
         raise ConfigurationError(f"max_connections must be a positive int, got {max_connections!r}")
     with scrubbing(secret):
-        store = await asyncio.to_thread(SQLiteCallbackStore, store_path)
+        store = await SQLiteCallbackStore(store_path).open()
         try:
             await _serve_app(
                 create_app(

@@ -231,7 +231,7 @@ def _proven(
         rows = conn.execute(
             "SELECT call_id, customer_num, received_at, raw FROM callbacks ORDER BY seq"
         )
-        from ..callbacks._stores import _stored  # the store's own parsing
+        from ..callbacks._stored import stored_callback  # the store's own parsing
 
         for call_id, customer, received, raw in rows:
             read += 1
@@ -239,7 +239,7 @@ def _proven(
             index = owner.get(key)
             if index is None or index in proofs:
                 continue
-            event = _stored(0, received, raw).event
+            event = stored_callback(0, received, raw).event
             when = event.call_created or datetime.fromisoformat(received)
             if when >= since:
                 proofs[index] = f"callback of call {call_id} to {customer} at {when.isoformat()}"

@@ -1,0 +1,456 @@
+"""The journal's file format: its schema, the migrations between versions, the log.
+
+A journal is an SQLite database marked by its application id, its format version in
+``user_version``. A batch is one row of the ``batch`` table (`Row`, in the table's column
+order); a load appends its records to the ``log`` table instead, a commit's records packed
+in one row; `fold` moves them into ``batch`` (the next owner does it at open) and `replay`
+applies them in memory (readers do it, since they write nothing). Everything here is a
+function on a connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import xxhash
+
+from .._exceptions import preview
+from .._sqlite import ForeignDatabaseError, application_version, connect_read_only
+from ._records import BatchState, CheckpointError, JournalledBatch, LoadIdentity
+
+__all__ = [
+    "APPLICATION_ID",
+    "DIGESTS",
+    "IN_FLIGHT",
+    "JOURNAL_FORMAT_VERSION",
+    "LOG_INSERT",
+    "MIGRATIONS",
+    "NEW_JOURNAL_DIGEST",
+    "NOT_A_JOURNAL",
+    "PAGE_SIZE",
+    "SELECT_BATCHES",
+    "UNKNOWN",
+    "Digest",
+    "Row",
+    "batch_from_row",
+    "check_file",
+    "check_identity",
+    "clean_message",
+    "create",
+    "digest_of",
+    "fold",
+    "format_version",
+    "migrate",
+    "outdated",
+    "pack_records",
+    "parse_ranges",
+    "ranges_text",
+    "read_rows",
+    "replay",
+    "row_from_sql",
+    "unpack_records",
+]
+
+JOURNAL_FORMAT_VERSION: int = 4
+"""The layout this version writes. Older journals are migrated on open; newer are refused.
+
+1: the first layout (batch digests by BLAKE2b-128). 2: the load records its digest
+algorithm (new journals use XXH3-128, about 40x cheaper a batch; a journal of format 1
+keeps BLAKE2b, so its resumes still match), and a load appends its records to a log
+table, one row a commit, folded into the batch table by the next open. 3: a batch records
+its leads' exact input positions (``ranges``); a batch of an older journal has none until
+a load meets it again (its ``start`` and ``count`` may span invalid leads). 4: the
+decisions an operator recorded on unknown batches (`SQLiteJournal.resolve`).
+"""
+
+
+# PRAGMA application_id: "RYNG" in ASCII, so `file` and sqlite tools can tell our journals.
+APPLICATION_ID = 0x52594E47
+_MESSAGE_LIMIT = 500
+NOT_A_JOURNAL = "is not a ryng_async checkpoint journal"
+
+# A batch digest tells a changed input from the journalled one; nothing adversarial
+# writes the input, so a fast non-cryptographic 128-bit hash does.
+Digest = Callable[[bytes | bytearray | memoryview], bytes]
+"""A batch digest function: an encoded body to 16 bytes."""
+DIGESTS: dict[str, Digest] = {
+    "xxh3-128": xxhash.xxh3_128_digest,
+    "blake2b-128": lambda body: hashlib.blake2b(body, digest_size=16).digest(),
+}
+NEW_JOURNAL_DIGEST = "xxh3-128"
+
+
+# --- the layout -------------------------------------------------------------------------
+
+_SCHEMA = (
+    """CREATE TABLE load (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        campaign_id TEXT NOT NULL,
+        batch_size INTEGER NOT NULL,
+        max_batch_bytes INTEGER NOT NULL,
+        options_sha256 BLOB NOT NULL,
+        shard_index INTEGER,
+        shard_count INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        digest_algorithm TEXT NOT NULL
+    )""",
+    """CREATE TABLE batch (
+        idx INTEGER PRIMARY KEY,
+        start INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        digest BLOB NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('in_flight', 'accepted', 'failed', 'unknown', 'skipped')),
+        attempts INTEGER NOT NULL,
+        status INTEGER,
+        message TEXT NOT NULL,
+        maybe_duplicated INTEGER NOT NULL,
+        ranges TEXT
+    )""",
+)
+# ``batch.ranges`` (format 3): '' when its leads are consecutive from ``start``, else runs
+# of positions 'first-last,first-last'; NULL for a batch an older format recorded.
+# A load appends its records here, one row a commit (format 2): one short insert however
+# many records a commit holds. Folded into `batch` by the next open (readers replay it).
+_LOG_SCHEMA = """CREATE TABLE log (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        records BLOB NOT NULL
+    )"""
+
+# The decisions recorded on unknown batches (format 4), one row each, in order.
+_RESOLUTION_SCHEMA = """CREATE TABLE resolution (
+        seq INTEGER PRIMARY KEY,
+        idx INTEGER NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('accepted', 'not-received')),
+        at REAL NOT NULL,
+        note TEXT NOT NULL,
+        previous_state TEXT NOT NULL,
+        ranges TEXT NOT NULL
+    )"""
+
+_Migration = Callable[[sqlite3.Connection], None]
+
+
+def _to_format_2(conn: sqlite3.Connection) -> None:
+    """1 -> 2: record the digest algorithm (format 1 used BLAKE2b-128); add the log."""
+    conn.execute("ALTER TABLE load ADD COLUMN digest_algorithm TEXT NOT NULL DEFAULT 'blake2b-128'")
+    conn.execute(_LOG_SCHEMA)
+
+
+# version -> the function that turns a journal of that version into one of version + 1,
+# inside the transaction that then sets the new user_version. Add one with each new layout.
+def _to_format_3(conn: sqlite3.Connection) -> None:
+    """2 -> 3: a batch records its leads' exact input positions (NULL: not known yet)."""
+    conn.execute("ALTER TABLE batch ADD COLUMN ranges TEXT")
+    old = msgspec.msgpack.Decoder(
+        list[tuple[int, int, int, bytes, str, int, int | None, str, bool]]
+    ).decode
+    for seq, records in conn.execute("SELECT seq, records FROM log").fetchall():
+        upgraded = [(*record, None) for record in old(records)]
+        conn.execute("UPDATE log SET records = ? WHERE seq = ?", (pack_records(upgraded), seq))
+
+
+def _to_format_4(conn: sqlite3.Connection) -> None:
+    """3 -> 4: a table for the decisions recorded on unknown batches."""
+    conn.execute(_RESOLUTION_SCHEMA)
+
+
+MIGRATIONS: dict[int, _Migration] = {1: _to_format_2, 2: _to_format_3, 3: _to_format_4}
+
+# Folding the log: one statement upserts up to _ROWS_PER_STATEMENT rows.
+_UPSERT_HEAD = (
+    "INSERT INTO batch (idx, start, count, digest, state, attempts, status, message,"
+    " maybe_duplicated, ranges) VALUES "
+)
+_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_TAIL = """
+    ON CONFLICT (idx) DO UPDATE SET
+        start = excluded.start, count = excluded.count, digest = excluded.digest,
+        state = excluded.state, attempts = excluded.attempts, status = excluded.status,
+        message = excluded.message,
+        maybe_duplicated = batch.maybe_duplicated OR excluded.maybe_duplicated,
+        ranges = coalesce(excluded.ranges, batch.ranges)
+"""
+# Rows per statement: 10 parameters a row stays under SQLite's 32,766 (and under the 999
+# of builds older than 3.32 at 99 rows).
+_ROWS_PER_STATEMENT = 99
+_UPSERTS = [""] + [  # by row count
+    _UPSERT_HEAD + ", ".join([_UPSERT_ROW] * rows) + _UPSERT_TAIL
+    for rows in range(1, _ROWS_PER_STATEMENT + 1)
+]
+# New journals use small pages: a commit appends each page it changed to the WAL, and a
+# commit adds a few hundred bytes to the log.
+PAGE_SIZE = 1024
+LOG_INSERT = "INSERT INTO log (at, records) VALUES (?, ?)"
+SELECT_BATCHES = (
+    "SELECT idx, start, count, digest, state, attempts, status, message, maybe_duplicated,"
+    " ranges FROM batch"
+)
+
+# A batch row: idx, start, count, digest, state, attempts, status, message, maybe_duplicated,
+# ranges (as in the table).
+Row = tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]
+IN_FLIGHT = str(BatchState.IN_FLIGHT)
+UNKNOWN = str(BatchState.UNKNOWN)
+pack_records = msgspec.msgpack.Encoder().encode
+unpack_records = msgspec.msgpack.Decoder(
+    list[tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]]
+).decode
+
+
+def ranges_text(start: int, count: int, ranges: Sequence[tuple[int, int]] | None) -> str:
+    """A batch's runs of positions as the journal keeps them ('' when consecutive)."""
+    if ranges is None or len(ranges) == 1:
+        if ranges is not None and tuple(ranges[0]) != (start, count):
+            raise ValueError(f"ranges {list(ranges)} do not start at {start} with {count} leads")
+        return ""
+    if ranges[0][0] != start or sum(run[1] for run in ranges) != count:
+        raise ValueError(f"ranges {list(ranges)} do not start at {start} with {count} leads")
+    return ",".join(f"{first}-{first + length - 1}" for first, length in ranges)
+
+
+def parse_ranges(start: int, count: int, text: str | None) -> tuple[tuple[int, int], ...]:
+    if not text:
+        return ((start, count),) if count else ()
+    runs = []
+    for run in text.split(","):
+        first, _, last = run.partition("-")
+        runs.append((int(first), int(last) - int(first) + 1))
+    return tuple(runs)
+
+
+def batch_from_row(row: tuple[Any, ...]) -> JournalledBatch:
+    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row
+    return JournalledBatch(
+        index=index,
+        start=start,
+        count=count,
+        digest=bytes(digest),
+        state=BatchState(state),
+        attempts=attempts,
+        status=status,
+        message=sys.intern(message),  # most batches share a few messages
+        maybe_duplicated=bool(duplicated),
+        ranges=parse_ranges(start, count, ranges),
+        exact=ranges is not None,
+    )
+
+
+def row_from_sql(row: tuple[Any, ...]) -> Row:
+    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row
+    return (
+        index,
+        start,
+        count,
+        bytes(digest),
+        str(BatchState(state)),
+        attempts,
+        status,
+        sys.intern(message),
+        bool(duplicated),
+        ranges,
+    )
+
+
+def replay(rows: dict[int, Row], conn: sqlite3.Connection) -> float | None:
+    """Apply the log to ``rows`` in order; return the time of its last commit, if any.
+
+    The last record of a batch wins, except ``maybe_duplicated``, which sticks.
+    """
+    last = None
+    for at, records in conn.execute("SELECT at, records FROM log ORDER BY seq"):
+        for record in unpack_records(records):
+            known = rows.get(record[0])
+            sticky = known is not None and known[8] and not record[8]
+            if record[9] is None and known is not None and known[9] is not None:
+                record = (*record[:9], known[9])  # noqa: PLW2901 - the runs already known
+            rows[record[0]] = (*record[:8], True, record[9]) if sticky else record
+        last = at
+    return last
+
+
+def read_rows(conn: sqlite3.Connection) -> tuple[dict[int, Row], float | None]:
+    """Every batch row (the table, then the log on top), and the log's last commit time."""
+    rows = {row[0]: row for row in map(row_from_sql, conn.execute(SELECT_BATCHES))}
+    return rows, replay(rows, conn)
+
+
+def fold(conn: sqlite3.Connection) -> None:
+    """Move the log's records into the batch table, in one transaction."""
+    if conn.execute("SELECT 1 FROM log LIMIT 1").fetchone() is None:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        folded: dict[int, Row] = {}
+        last = replay(folded, conn)
+        rows = [folded[index] for index in sorted(folded)]
+        for first in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[first : first + _ROWS_PER_STATEMENT]
+            conn.execute(_UPSERTS[len(chunk)], [value for row in chunk for value in row])
+        conn.execute("DELETE FROM log")
+        if last is not None:
+            conn.execute("UPDATE load SET updated_at = max(updated_at, ?)", (last,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def clean_message(message: str) -> str:
+    """A message as the journal keeps it: at most 500 characters of valid UTF-8."""
+    if len(message) <= _MESSAGE_LIMIT and message.isascii():
+        return message  # the common case, checked without encoding
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[: _MESSAGE_LIMIT - 3] + "..."
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: SQLite text must be valid UTF-8
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message
+
+
+def format_version(conn: sqlite3.Connection, path: str) -> int | None:
+    """Check that ``conn`` is a journal this version can use; None for an empty database."""
+    try:
+        version = application_version(conn, APPLICATION_ID)
+    except ForeignDatabaseError:
+        raise CheckpointError(f"{path!r} {NOT_A_JOURNAL} (it is another SQLite database)") from None
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorname in {"SQLITE_NOTADB", "SQLITE_CORRUPT"}:
+            raise CheckpointError(f"{path!r} {NOT_A_JOURNAL} ({exc})") from exc
+        raise CheckpointError(f"cannot read the checkpoint journal {path!r}: {exc}") from exc
+    if version is None:
+        return None  # an empty database (a fresh file, or a creation cut short)
+    current = JOURNAL_FORMAT_VERSION
+    if version > current:
+        raise CheckpointError(
+            f"the checkpoint journal {path!r} has format version {version}, newer than the "
+            f"{current} this ryng_async reads: it was written by a newer ryng_async"
+        )
+    if any(step not in MIGRATIONS for step in range(version, current)):
+        raise CheckpointError(
+            f"the checkpoint journal {path!r} has format version {version}, which this "
+            f"ryng_async (format version {current}) cannot migrate"
+        )
+    return version
+
+
+def check_file(path: str) -> None:
+    """Refuse a file that is not a journal this version can use, without writing."""
+    try:
+        conn = connect_read_only(path)
+    except sqlite3.Error:  # pragma: no cover - reported by the writable open that follows
+        return
+    try:
+        format_version(conn, path)
+    finally:
+        conn.close()
+
+
+def outdated(version: int) -> bool:
+    """A journal of ``version`` needs `migrate` before this version uses it."""
+    return version < JOURNAL_FORMAT_VERSION
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a journal of ``version`` to the current format, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for step in range(version, JOURNAL_FORMAT_VERSION):
+            MIGRATIONS[step](conn)
+        conn.execute(f"PRAGMA user_version = {int(JOURNAL_FORMAT_VERSION)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def create(conn: sqlite3.Connection, identity: LoadIdentity) -> None:
+    """Make an empty database a journal of ``identity``'s load, in the current format."""
+    now = time.time()
+    shard = identity.shard or (None, None)
+    # One transaction: a creation cut short leaves an empty database, which counts as new.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {int(JOURNAL_FORMAT_VERSION)}")
+        for statement in (*_SCHEMA, _LOG_SCHEMA, _RESOLUTION_SCHEMA):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO load (id, campaign_id, batch_size, max_batch_bytes,"
+            " options_sha256, shard_index, shard_count, created_at, updated_at,"
+            " digest_algorithm) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                identity.campaign_id,
+                identity.batch_size,
+                identity.max_batch_bytes,
+                hashlib.sha256(identity.options).digest(),
+                *shard,
+                now,
+                now,
+                NEW_JOURNAL_DIGEST,
+            ),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def digest_of(conn: sqlite3.Connection, path: str) -> Digest:
+    """The digest function of the journal's batches (the algorithm it was made with)."""
+    (name,) = conn.execute("SELECT digest_algorithm FROM load").fetchone()
+    digest = DIGESTS.get(name)
+    if digest is None:
+        raise CheckpointError(
+            f"the checkpoint journal {path!r} digests batches with {preview(name)},"
+            " which this ryng_async does not know: it was written by a newer ryng_async"
+        )
+    return digest
+
+
+def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) -> None:
+    """Refuse a journal of another load, naming every difference."""
+    row = conn.execute(
+        "SELECT campaign_id, batch_size, max_batch_bytes, options_sha256, shard_index,"
+        " shard_count FROM load"
+    ).fetchone()
+    if row is None:
+        raise CheckpointError(f"the checkpoint journal {path!r} is damaged: no load record")
+    campaign_id, batch_size, max_batch_bytes, options_sha256, shard_index, shard_count = row
+    shard = None if shard_index is None else (shard_index, shard_count)
+
+    def shard_text(value: tuple[int, int] | None) -> str:
+        return "no shard" if value is None else f"shard {value[0]} of {value[1]}"
+
+    differences = []
+    if campaign_id != identity.campaign_id:
+        differences.append(
+            f"campaign id {preview(campaign_id)} in the journal, "
+            f"{preview(identity.campaign_id)} now"
+        )
+    if batch_size != identity.batch_size:
+        differences.append(f"batch_size {batch_size} in the journal, {identity.batch_size} now")
+    if max_batch_bytes != identity.max_batch_bytes:
+        differences.append(
+            f"max_batch_bytes {max_batch_bytes} in the journal, {identity.max_batch_bytes} now"
+        )
+    if bytes(options_sha256) != hashlib.sha256(identity.options).digest():
+        differences.append("campaign options differ")
+    if shard != identity.shard:
+        differences.append(f"{shard_text(shard)} in the journal, {shard_text(identity.shard)} now")
+    if differences:
+        raise CheckpointError(
+            f"the checkpoint journal {path!r} belongs to another load: "
+            + "; ".join(differences)
+            + ". Give this load another checkpoint path, or delete the journal to start over"
+        )

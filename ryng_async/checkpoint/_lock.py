@@ -1,0 +1,37 @@
+"""One owner at a time: the journal's sidecar lock, its failures worded for the journal.
+
+A load (or `resolve`) owns the journal by an OS advisory lock on ``<path>-lock``
+(`ryng_async._sqlite.lock`), which the OS releases when the owner dies.
+"""
+
+from __future__ import annotations
+
+from .._sqlite import LockFailedError, LockHeldError, lock, os_reason
+from ._records import CheckpointError
+
+__all__ = ["lock_journal"]
+
+
+def lock_journal(path: str) -> int:
+    """Take the journal's lock without waiting; return its descriptor (release: ``unlock``).
+
+    Raises:
+        CheckpointError: another load holds it (its pid named), or it cannot be taken.
+    """
+    try:
+        return lock(path)
+    except LockHeldError as held:
+        who = f" (pid {held.holder})" if held.holder else ""
+        raise CheckpointError(
+            f"the checkpoint journal {path!r} is in use by another load{who}; "
+            "wait for it to end, or give this load another checkpoint path"
+        ) from None
+    except LockFailedError as exc:
+        raise CheckpointError(
+            f"cannot lock the checkpoint journal {path!r} ({exc.filename!r}): {os_reason(exc)}"
+        ) from exc
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot use {path!r} as a checkpoint journal: cannot create its lock file "
+            f"{path + '-lock'!r}: {os_reason(exc)}"
+        ) from exc

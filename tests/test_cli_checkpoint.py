@@ -1,0 +1,245 @@
+"""``ryng-async checkpoint show|export|resolve``: a journal read, exported and decided by hand.
+
+`checkpoint show` names the batches that may be in Ryng and, given the input file, their
+lines; `checkpoint export` writes the input rows of batches in a state byte for byte;
+`checkpoint resolve` records a decision on batches chosen by index, position or line, or
+proven by a callback. Each runs as an operator would run it: the real command line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+import test_cli_append
+from test_cli_append import csv_rows, run_cli, write
+from test_resolve import (
+    CAMPAIGN,
+    CLI,
+    IDENTITY,
+    TOKEN,
+    cli,
+    connect_callback,
+    env_for,
+    number,
+    where,
+)
+
+from ryng_async import parse_callback
+from ryng_async.callbacks import SQLiteCallbackStore
+from ryng_async.checkpoint import BatchState, Decision, SQLiteJournal
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.anyio
+async def test_checkpoint_show_with_the_file_names_the_lines_to_check(tmp_path: Path) -> None:
+    # Row 3's name spans two lines: from there on, a row's line is its position + 3.
+    rows = csv_rows(3) + '+919800000003,"Customer\nthree",Pune\n' + csv_rows(196, start=4)
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + rows)
+    journal = tmp_path / "load.db"
+    plan = FaultPlan(seed=5, rates={Fault.DROP: 0.2})  # dropped after sending: unknown
+    async with FakeRyngServer(access_token=test_cli_append.TOKEN, faults=plan) as server:
+        run = await run_cli(
+            "append", "42", data, "--batch-size", "10", "--checkpoint", journal, server=server
+        )
+    assert run.code == 1, run.err
+    shown = await run_cli("checkpoint", "show", journal, "--file", data, "--json", server=None)
+    assert shown.code == 0, shown.err
+    uncertain = json.loads(shown.out)["uncertain"]
+    assert uncertain
+    for batch in uncertain:
+        first, last = batch["start"], batch["start"] + batch["count"] - 1
+        assert batch["first_line"] == first + (2 if first <= 3 else 3)
+        assert batch["last_line"] == last + (2 if last <= 3 else 3)
+    text = await run_cli("checkpoint", "show", journal, "--file", data, server=None)
+    batch = uncertain[0]
+    assert f"lines {batch['first_line']}-{batch['last_line']} of {data}" in text.out, text.out
+    missing = await run_cli(
+        "checkpoint", "show", journal, "--file", tmp_path / "gone.csv", server=None
+    )
+    assert missing.code == 2
+    assert "gone.csv" in missing.err
+
+
+@pytest.mark.anyio
+async def test_checkpoint_show_of_a_foreign_file_exits_2(tmp_path: Path) -> None:
+    other = write(tmp_path / "notes.txt", "not a journal\n")
+    shown = await run_cli("checkpoint", "show", other, server=None)
+    assert shown.code == 2
+    assert "not a ryng_async checkpoint" in shown.err
+
+
+def tricky_csv(path: Path) -> list[bytes]:
+    """30 rows: row 7 holds a line break in a quoted cell, a blank line follows row 8,
+    row 16's number is invalid. Returns each row's bytes (blank line in row 8's)."""
+    rows = []
+    for i in range(30):
+        note = '"two\nlines"' if i == 7 else f"n{i}"
+        phone = "12345" if i == 16 else number(i)
+        rows.append(f'{phone},"Doe, J{i}",{note}\n'.encode())
+    path.write_bytes(
+        b"number,name,note\n" + b"".join(r + b"\n" if i == 8 else r for i, r in enumerate(rows))
+    )
+    return rows
+
+
+@pytest.mark.slow
+async def test_export_writes_the_rows_of_a_state_byte_for_byte(tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    rows = tricky_csv(leads)
+    journal = tmp_path / "load.journal"
+    # One request at a time, batches of 5 valid leads: batches 1 and 3 refused (400).
+    faults = FaultPlan(script=[None, Fault.BAD_REQUEST, None, Fault.BAD_REQUEST])
+    async with FakeRyngServer(access_token=TOKEN, faults=faults) as server:
+        env = env_for(server.base_url)
+        load = await cli(
+            "append", CAMPAIGN, str(leads), "--checkpoint", str(journal),
+            "--batch-size", "5", "--concurrency", "1", env=env,
+        )  # fmt: skip
+    assert load.returncode == 1, load.stderr
+    failed = [b.ranges for b in SQLiteJournal.read_batches(journal, states=[BatchState.FAILED])]
+    assert failed == [((5, 5),), ((15, 1), (17, 4))]  # row 16 invalid, not in a batch
+    header = b"number,name,note\n"
+    for state, wanted in [
+        ("failed", [5, 6, 7, 8, 9, 15, 17, 18, 19, 20]),
+        ("not-accepted", [5, 6, 7, 8, 9, 15, 17, 18, 19, 20]),
+        ("unknown", []),
+    ]:
+        out = tmp_path / f"{state}.csv"
+        exported = await cli(
+            "checkpoint", "export", str(journal), "--file", str(leads), "--state", state,
+            "-o", str(out), env=env,
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        assert out.read_bytes() == header + b"".join(rows[i] for i in wanted), state
+    from_stdin = await cli(
+        "checkpoint", "export", str(journal), "--file", "-", "--state", "failed", "-o", "-",
+        env=env,
+    )  # fmt: skip
+    assert from_stdin.returncode == 2
+    assert b"not stdin" in from_stdin.stderr
+
+
+async def test_export_of_json_lines_and_gzip_keeps_each_line_as_read(tmp_path: Path) -> None:
+    lines = [f'{{"number": "{number(i)}", "n": {i}}}\n'.encode() for i in range(12)]
+    body = b"".join(line + (b"\n" if i == 4 else b"") for i, line in enumerate(lines))
+    plain_file = tmp_path / "leads.jsonl"
+    plain_file.write_bytes(body)
+    zipped = tmp_path / "leads.jsonl.gz"
+    zipped.write_bytes(gzip.compress(body))
+    path = tmp_path / "j"
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        await journal.in_flight(0, start=3, count=3, digest=b"a" * 16, attempt=1)
+        await journal.in_flight(1, start=9, count=2, digest=b"b" * 16, attempt=1,
+                                ranges=[(9, 1), (11, 1)])  # fmt: skip
+        await journal.settled(0, state=BatchState.FAILED, attempts=1, status=400, message="")
+    for source in (plain_file, zipped):
+        out = tmp_path / "out.jsonl"
+        for state, wanted in [("failed", [3, 4, 5]), ("unknown", [9, 11])]:
+            done = await anyio.run_process(
+                [*CLI, "checkpoint", "export", str(path), "--file", str(source),
+                 "--input-format", "jsonl", "--state", state, "-o", str(out)],
+                check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert out.read_bytes() == b"".join(lines[i] for i in wanted), (source, state)
+
+
+async def test_resolve_chooses_batches_by_index_position_or_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    leads = tmp_path / "leads.csv"
+    # Lines: 1 header, 2-41 rows 0-39 (batch b holds rows 10b..10b+9: lines 10b+2..10b+11).
+    leads.write_bytes(b"number\n" + b"".join(f"{number(i)}\n".encode() for i in range(40)))
+    path = tmp_path / "j"
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        for index in range(4):
+            await journal.in_flight(index, **where(index), attempt=1)
+        await journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+    base = ["checkpoint", "resolve", str(path)]
+
+    def resolve(*args: str) -> tuple[int, str, str]:
+        code = main([*base, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = resolve("--as", "accepted")  # no selection
+    assert (code, "choose the batches" in err) == (2, True)
+    code, _, err = resolve("--all")
+    assert code == 2
+    assert "give --as" in err
+    code, _, err = resolve("--as", "accepted", "--all", "--batch", "1")
+    assert (code, "one way" in err) == (2, True)
+    code, _, err = resolve("--as", "accepted", "--lines", "2-5")
+    assert (code, "--lines needs --file" in err) == (2, True)
+    code, _, err = resolve("--as", "accepted", "--batch", "0")  # accepted already
+    assert (code, "no batch in flight or unknown matches" in err) == (2, True)
+
+    code, out, _ = resolve("--as", "accepted", "--batch", "0-1", "--note", "seen")
+    assert code == 1  # batches 2 and 3 still open
+    assert "batch 1: leads 10-19 resolved as accepted (seen)" in out
+    assert "1 batches (10 leads) resolved as accepted; 2 batches still unknown" in out
+    code, out, _ = resolve("--as", "not-received", "--positions", "25")
+    assert "batch 2: leads 20-29 resolved as not-received" in out
+    code, out, _ = resolve("--as", "not-received", "--lines", "41", "--file", str(leads))
+    assert code == 0
+    assert "batch 3: leads 30-39 resolved as not-received" in out
+    summary = SQLiteJournal.inspect(path)
+    assert [(r.index, r.decision) for r in summary.resolved] == [
+        (1, Decision.ACCEPTED),
+        (2, Decision.NOT_RECEIVED),
+        (3, Decision.NOT_RECEIVED),
+    ]
+    assert main(["checkpoint", "show", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["uncertain"] == []
+    assert [(r["index"], r["decision"], r["note"]) for r in shown["resolved"]] == [
+        (1, "accepted", "seen"),
+        (2, "not-received", ""),
+        (3, "not-received", ""),
+    ]
+
+
+async def test_a_callback_proves_a_batch_only_for_a_number_of_its_own_called_since(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    leads = tmp_path / "leads.csv"
+    numbers = [number(i) for i in range(40)]
+    numbers[35] = numbers[25]  # batch 2's lead 25 is loaded again in batch 3
+    leads.write_text("number\n" + "".join(f"{n}\n" for n in numbers))
+    path = tmp_path / "j"
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        for index in range(4):
+            await journal.in_flight(index, **where(index), attempt=1)
+    created = SQLiteJournal.inspect(path).created_at
+    store_path = tmp_path / "store.db"
+    async with SQLiteCallbackStore(store_path) as store:
+        for call_id, lead, when in [
+            (1, 25, datetime.now(UTC)),  # a number of two leads: proves neither batch
+            (2, 12, datetime(2020, 1, 1, tzinfo=UTC)),  # batch 1, but called before the load
+            (3, 3, datetime.now(UTC)),  # batch 0: proof
+            (4, 4, datetime.now(UTC)),  # batch 0 again: one proof is enough
+        ]:
+            body = connect_callback(call_id, number(lead), when)
+            assert await store.add(parse_callback(body), body)
+    code = main(
+        ["checkpoint", "resolve", str(path), "--callbacks", str(store_path), "--file", str(leads)]
+    )
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "1 batches (10 leads) resolved as accepted; 3 batches still unknown" in out
+    (resolution,) = SQLiteJournal.inspect(path).resolved
+    assert resolution.index == 0
+    assert resolution.note.startswith(f"callback of call 3 to {number(3)} at ")
+    assert resolution.at >= created
+    assert [b.index for b in SQLiteJournal.inspect(path).uncertain] == [1, 2, 3]
