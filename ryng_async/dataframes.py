@@ -9,7 +9,8 @@ of rows at a time, and the ``customFieldNames`` its headers give:
 The column mapping is the CLI's: the ``number`` column (case-insensitive) holds the phone
 numbers, an optional ``agentsAssigned`` column the agent usernames (separated by ``;`` or
 ``|``, or a column of lists), and every other column is a custom field in column order,
-its header sent as its name. Select or drop columns first to send fewer.
+its header sent as its name. ``columns=`` or ``exclude_columns=`` choose the custom
+fields sent (as the CLI's ``--columns`` and ``--exclude-columns``).
 
 Each chunk is converted column by column by the frame's own library: custom fields are
 cast to strings in one call per column (so a number or a date is sent as the library
@@ -27,7 +28,7 @@ library is passed (install the one you use, or ``ryng-async[pandas]``, ``[polars
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 from typing import Any, NamedTuple
 
@@ -77,6 +78,8 @@ def leads_from_frame(
     agents_column: str | None = "agentsAssigned",
     custom_field_names: Mapping[str, str] | Sequence[str] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    columns: Collection[str] | None = None,
+    exclude_columns: Collection[str] | None = None,
 ) -> FrameLeads:
     """Read a DataFrame's rows as leads, with the CLI's column mapping.
 
@@ -94,13 +97,17 @@ def leads_from_frame(
         custom_field_names: the campaign's custom field names instead of the headers:
             a mapping (``{"customField1Name": "Name"}``) or the names in order.
         chunk_rows: rows converted at a time.
+        columns: send only these custom-field columns (case-insensitive; the number
+            and agents columns are always sent), numbered in column order.
+        exclude_columns: send every custom-field column but these.
 
     Returns:
         `FrameLeads`: ``(leads, custom_field_names)``.
 
     Raises:
         ValidationError: no number column (or two), a number column that does not hold
-            strings, or a custom-field column of nested values (lists, structs), before
+            strings, a custom-field column of nested values (lists, structs), or a name
+            in ``columns`` or ``exclude_columns`` that is no custom-field column, before
             any row is read.
         ConfigurationError: ``chunk_rows`` is not a positive integer.
         TypeError: ``frame`` is not a frame this function reads.
@@ -108,7 +115,13 @@ def leads_from_frame(
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigurationError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     reader = _reader_for(frame)
-    mapping = map_columns(reader.header, number_column=number_column, agents_column=agents_column)
+    mapping = map_columns(
+        reader.header,
+        number_column=number_column,
+        agents_column=agents_column,
+        columns=columns,
+        exclude_columns=exclude_columns,
+    )
     convert = reader.converter(mapping)
     names = (
         mapping.custom_field_names
@@ -197,7 +210,7 @@ class _PolarsReader(_Reader):
         pl = self.pl
         schema = self.frame.schema
         exprs = []
-        for index, key in enumerate(mapping.keys):
+        for index, key in zip(mapping.indices, mapping.keys, strict=True):
             name = self.header[index]
             dtype = schema[name]
             column = pl.col(name)
@@ -258,7 +271,7 @@ class _PandasReader(_Reader):
     def converter(self, mapping: ColumnMapping) -> Callable[[Any], _Chunk]:
         api = self.pd.api.types
         kinds: list[str] = []
-        for index, key in enumerate(mapping.keys):
+        for index, key in zip(mapping.indices, mapping.keys, strict=True):
             dtype = self.frame.dtypes.iloc[index]
             name = self.header[index]
             textual = api.is_string_dtype(dtype) or api.is_object_dtype(dtype)
@@ -273,11 +286,12 @@ class _PandasReader(_Reader):
             else:
                 kinds.append("cast")
         keys = list(mapping.keys)
+        indices = mapping.indices
 
         def convert(chunk: Any) -> _Chunk:
             columns: list[list[Any]] = []
             nulls: list[tuple[str, list[int]]] = []
-            for index, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
+            for index, key, kind in zip(indices, keys, kinds, strict=True):
                 series = chunk.iloc[:, index]
                 missing = series.isna().to_numpy()
                 if kind == "agents":
@@ -336,7 +350,7 @@ class _ArrowReader(_Reader):
         types = pa.types
         is_view = getattr(types, "is_string_view", _never)  # pyarrow >= 16
         steps: list[Callable[[Any], Any]] = []
-        for index, key in enumerate(mapping.keys):
+        for index, key in zip(mapping.indices, mapping.keys, strict=True):
             field = self.schema.field(index)
             dtype = field.type
             name = self.header[index]
@@ -357,9 +371,10 @@ class _ArrowReader(_Reader):
                     raise _column_error(name, dtype, "a custom field is one string")
                 steps.append(_identity if is_text else _cast_to(pc, pa.string()))
         keys = list(mapping.keys)
+        indices = mapping.indices
 
         def convert(chunk: Any) -> _Chunk:
-            columns = [step(chunk.column(i)) for i, step in enumerate(steps)]
+            columns = [step(chunk.column(i)) for i, step in zip(indices, steps, strict=True)]
             # to_pylist builds the dicts in C, faster than zipping the columns' lists.
             rows: _Chunk = pa.Table.from_arrays(columns, names=keys).to_pylist()
             for key, column in zip(keys, columns, strict=True):

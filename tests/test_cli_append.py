@@ -351,6 +351,81 @@ async def test_custom_field_names_override(server: FakeRyngServer, tmp_path: Pat
     assert request.custom_field_names == {"customField1Name": "Name", "customField2Name": "City"}
 
 
+@pytest.mark.anyio
+async def test_columns_and_exclude_columns_choose_the_custom_fields(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(tmp_path / "leads.csv", "Name,number,City,Notes\nMax,+919800000001,Pune,vip\n")
+    run = await run_cli("append", "42", data, "--columns", "notes, NUMBER", server=server)
+    assert run.code == 0, run.err
+    run = await run_cli("append", "43", data, "--exclude-columns", "name", server=server)
+    assert run.code == 0, run.err
+    bodies = [r.request for r in server.requests]
+    assert [b.custom_field_names if b else None for b in bodies] == [
+        {"customField1Name": "Notes"},
+        {"customField1Name": "City", "customField2Name": "Notes"},
+    ]
+    assert server.leads_for("42") == [{"number": "+919800000001", "customField1": "vip"}]
+    assert server.leads_for("43") == [
+        {"number": "+919800000001", "customField1": "Pune", "customField2": "vip"}
+    ]
+    unknown = await run_cli("append", "44", data, "--columns", "City,Phone", server=server)
+    assert unknown.code == 2
+    assert (
+        f"{data}: --columns names 'Phone': no such column in the header (line 1); the "
+        "columns are: 'Name', 'number', 'City', 'Notes'"
+    ) in unknown.err
+    number = await run_cli("append", "44", data, "--exclude-columns", "Number", server=server)
+    assert number.code == 2
+    assert "--exclude-columns names 'number', the number column: it is always sent" in number.err
+    both = await run_cli(
+        "append", "44", data, "--columns", "City", "--exclude-columns", "Notes", server=server
+    )
+    assert both.code == 2
+    assert "--exclude-columns: not allowed with argument --columns" in both.err
+    assert server.received_requests == 2
+
+
+@pytest.mark.anyio
+async def test_spaces_around_a_number_are_dropped_and_other_cells_sent_as_read(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(
+        tmp_path / "leads.csv",
+        "number,Name\n +919800000001 , Max \n\t+919800000002\xa0,Alex\n+919800000003,Sam\n",
+    )
+    run = await run_cli("append", "42", data, server=server)
+    assert run.code == 0, run.err
+    assert server.leads == [
+        {"number": "+919800000001", "customField1": " Max "},
+        {"number": "+919800000002", "customField1": "Alex"},
+        {"number": "+919800000003", "customField1": "Sam"},
+    ]
+    body = server.requests[0].body
+    assert b'"number":"+919800000001","customField1":" Max "' in body
+
+
+@pytest.mark.anyio
+async def test_encoding_errors_strict_names_the_line_and_replace_keeps_the_row(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(
+        tmp_path / "leads.csv",
+        b"number,Name\n+919800000001,Max\n+919800000002,Ren\xe9e\n+919800000003,Sam\n",
+    )
+    strict = await run_cli("append", "42", data, "--dry-run", server=server)
+    assert strict.code == 2
+    assert "line 3, byte 47 (" in strict.err
+    assert "not valid utf-8" in strict.err
+    assert "--encoding" in strict.err
+    run = await run_cli("append", "42", data, "--encoding-errors", "replace", server=server)
+    assert run.code == 0, run.err
+    assert [lead["customField1"] for lead in server.leads] == ["Max", "Ren\ufffde", "Sam"]
+    bad = await run_cli("append", "42", data, "--encoding-errors", "ignore", server=server)
+    assert bad.code == 2
+    assert "invalid choice: 'ignore' (choose from" in bad.err
+
+
 # -- JSON Lines, stdin, the report ----------------------------------------------------
 
 

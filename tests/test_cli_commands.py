@@ -209,3 +209,36 @@ async def test_upload_sheet_checks_the_sheet_before_sending(tmp_path: Path) -> N
         assert code == 0, err
         assert server.lead_count() == 2
         assert server.requests[0].form is not None
+
+
+@pytest.mark.anyio
+async def test_upload_sheet_default_region_sends_numbers_in_e164(tmp_path: Path) -> None:
+    pytest.importorskip("phonenumbers")
+    sheet = tmp_path / "leads.csv"
+    sheet.write_bytes(b"name;number\r\nMax;098765 43210\r\n\r\nAlex;+91 79947 71185\r\n")
+    spool = tmp_path / "tmp"  # where the normalized copy is written, then removed
+    spool.mkdir()
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = {**env_for(server.base_url, TOKEN), "TMPDIR": str(spool)}
+
+        async def upload(*args: str) -> tuple[int, str, str]:
+            with anyio.fail_after(60):
+                done = await anyio.run_process(
+                    [*CLI, "upload-sheet", "42", str(sheet), "--delimiter", ";", *args],
+                    check=False,
+                    env=env,
+                )
+            return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+        code, _, err = await upload()  # national numbers are not E.164: refused
+        assert (code, "line 2: number: must be E.164" in err) == (1, True), err
+        code, _, err = await upload("--default-region", "XX")
+        assert (code, "'XX' is not a region libphonenumber knows" in err) == (2, True), err
+        assert server.received_requests == 0
+        code, out, err = await upload("--default-region", "IN")
+        assert code == 0, err
+        assert "uploaded" in out
+        (received,) = server.requests
+        assert received.sheet == (b"name;number\r\nMax;+919876543210\r\n\r\nAlex;+917994771185\r\n")
+        assert server.lead_count() == 2
+    assert list(spool.iterdir()) == []

@@ -1,16 +1,19 @@
-"""DataFrames as lead sources: the CLI's column mapping, nulls, errors, and a real load."""
+"""DataFrames as lead sources: each library's conversion, nulls, errors, and a real load.
+
+The column mapping they share with the CLI's CSV reader is tested in test_columns.py.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import FAST_RETRY, TOKEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_columns import LIBRARIES, make_frame
 
 from ryng_async import ConfigurationError, RyngClient, ValidationError
 from ryng_async._columns import map_columns, split_agents
@@ -20,22 +23,6 @@ from ryng_async.testing import FakeRyngServer
 pl = pytest.importorskip("polars")
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
-
-LIBRARIES = ["polars", "pandas", "arrow", "arrow-batches"]
-
-
-def make_frame(library: str, columns: dict[str, list[Any]]) -> Any:
-    """The same table in each library (string columns; None is null)."""
-    table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
-    if library == "polars":
-        return pl.from_arrow(table)
-    if library == "pandas":
-        return pd.DataFrame(
-            {name: pd.Series(values, dtype="string") for name, values in columns.items()}
-        )
-    if library == "arrow":
-        return table
-    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=3))
 
 
 def oracle(
@@ -147,36 +134,6 @@ def test_columns_are_named_by_the_caller(library: str) -> None:
     assert names == {"customField1Name": "Legacy"}
 
 
-def test_without_an_agents_column_every_other_column_is_a_custom_field() -> None:
-    frame = make_frame("polars", {"number": ["+919876543210"], "agentsAssigned": ["a;b"]})
-    leads, names = leads_from_frame(frame, agents_column=None)
-    assert list(leads) == [{"number": "+919876543210", "customField1": "a;b"}]
-    assert names == {"customField1Name": "agentsAssigned"}
-
-
-def test_custom_field_names_mapping_is_taken_as_is() -> None:
-    frame = make_frame("arrow", {"number": ["+919876543210"], "a": ["1"]})
-    _, names = leads_from_frame(frame, custom_field_names={"customField1Name": "Alpha"})
-    assert names == {"customField1Name": "Alpha"}
-    with pytest.raises(ValidationError, match="mapping or a list of names"):
-        leads_from_frame(frame, custom_field_names="Alpha")
-
-
-@pytest.mark.parametrize("library", ["polars", "pandas", "arrow"])
-def test_a_missing_number_column_is_named_with_the_columns(library: str) -> None:
-    frame = make_frame(library, {"phone": ["+919876543210"], "Name": ["x"]})
-    with pytest.raises(
-        ValidationError, match=r"no 'number' column; the columns are: 'phone', 'Name'"
-    ):
-        leads_from_frame(frame)
-
-
-def test_two_number_columns_are_refused() -> None:
-    frame = pd.DataFrame({"number": ["+919876543210"], "NUMBER": ["+919876543211"]})
-    with pytest.raises(ValidationError, match="2 columns are named 'number'"):
-        leads_from_frame(frame)
-
-
 @pytest.mark.parametrize("library", ["polars", "pandas", "arrow"])
 def test_a_numeric_number_column_is_refused_before_reading(library: str) -> None:
     data = {"number": [919876543210]}
@@ -261,28 +218,6 @@ def test_every_library_gives_the_rows_plain_python_gives(
         leads, names = leads_from_frame(make_frame(library, columns), chunk_rows=chunk_rows)
         assert list(leads) == expected, library
         assert names == map_columns(list(columns)).custom_field_names
-
-
-def test_same_leads_as_the_cli_reads_from_a_csv(tmp_path: Path) -> None:
-    from ryng_async.cli._readers import open_source
-
-    columns = {
-        "Name": ["Max", "Alex", "Sophia"],
-        "NUMBER": ["+919876543210", "+917994771185", "12"],
-        "agentsAssigned": ["a@x.com ; b@x.com", "c@x.com|d@x.com", "e@x.com"],
-        "City": ["Pune", "Delhi", "Goa"],
-    }
-    path = tmp_path / "leads.csv"
-    pl.DataFrame(columns).write_csv(path)
-    source = open_source(str(path))
-    try:
-        from_csv = [lead for chunk in source.chunks() for lead in chunk]
-    finally:
-        source.close()
-    for library in LIBRARIES:
-        leads, names = leads_from_frame(make_frame(library, columns))
-        assert list(leads) == from_csv, library
-        assert names == source.custom_field_names
 
 
 def test_optional_libraries_are_not_imported_until_a_frame_is_read() -> None:

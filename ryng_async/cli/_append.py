@@ -22,7 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -49,7 +49,9 @@ from ._common import (
     CliError,
     Commands,
     ExitCode,
+    add_column_options,
     add_connection_options,
+    add_default_region,
     delimiter,
     env_option,
     make_client,
@@ -68,6 +70,7 @@ from ._readers import (
     InputError,
     LeadSource,
     aiter_leads,
+    number_normalizer,
     run_blocking,
     source_from_args,
 )
@@ -90,10 +93,12 @@ def add_parser(commands: Commands) -> None:
             "(Ctrl-C), 143 terminated (SIGTERM)."
         ),
         epilog=(
-            "CSV: a header row; the number column (--number-column), an optional agents "
-            "column (--agents-column, usernames separated by ';' or '|'), and every other "
-            "column a custom field in column order, its header sent as the field's name "
-            "(customField1Name is the first other column's header, and so on). JSON Lines: "
+            "CSV: a header row; the number column (--number-column; spaces around a "
+            "number are dropped), an optional agents column (--agents-column, usernames "
+            "separated by ';' or '|'), and every other column (or those --columns names, "
+            "or all but --exclude-columns) a custom field in column order, its header sent "
+            "as the field's name (customField1Name is the first other column's header, and "
+            "so on). JSON Lines: "
             "one lead a line in the API's wire form, e.g. "
             '{"number": "+919876543210", "agentsAssigned": ["a@x.com"], '
             '"customField1": "Max"}. Invalid rows are reported with their line numbers '
@@ -139,13 +144,11 @@ def add_parser(commands: Commands) -> None:
         metavar="N",
         help="skip N lines above the header (title lines); line numbers still count them",
     )
-    env_option(
+    add_column_options(source)
+    add_default_region(
         source,
         parser,
-        "--default-region",
-        env="RYNG_DEFAULT_REGION",
-        metavar="REGION",
-        help="normalize numbers to E.164 with libphonenumber, reading national formats "
+        "normalize numbers to E.164 with libphonenumber, reading national formats "
         "(09876543210, 98765 43210) as this region's (IN, US...); needs the phone extra",
     )
 
@@ -446,16 +449,8 @@ def resume_hint(args: argparse.Namespace) -> str | None:
     )
 
 
-def _normalizer(args: argparse.Namespace) -> Callable[[object], str] | None:
-    if not args.default_region:
-        return None
-    from .._phone import normalizer
-
-    return normalizer(args.default_region)
-
-
 def _open(args: argparse.Namespace) -> LeadSource:
-    return source_from_args(args, normalize=_normalizer(args))
+    return source_from_args(args, normalize=number_normalizer(args.default_region))
 
 
 def _check_report_path(path: Path | None, flag: str = "--report") -> None:

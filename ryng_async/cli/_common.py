@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 
 from .. import DEFAULT_TIMEOUT, ConfigurationError, RetryPolicy, RyngClient, RyngError
-from ._readers import FORMATS
+from ._readers import ENCODING_ERRORS, FORMATS
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction  # argparse names no public type for it
@@ -30,8 +30,11 @@ __all__ = [
     "CliError",
     "Commands",
     "ExitCode",
+    "add_column_options",
     "add_connection_options",
+    "add_default_region",
     "add_reading_options",
+    "column_names",
     "delimiter",
     "env_option",
     "fraction",
@@ -55,6 +58,10 @@ Commands: TypeAlias = "_SubParsersAction[argparse.ArgumentParser]"
 
 class _AddsArguments(Protocol):
     def add_argument(self, *flags: str, **kwargs: Any) -> argparse.Action: ...
+
+
+class _AddsGroups(_AddsArguments, Protocol):
+    def add_mutually_exclusive_group(self, *, required: bool = ...) -> _AddsArguments: ...
 
 
 class ExitCode(enum.IntEnum):
@@ -173,6 +180,14 @@ def delimiter(text: str) -> str:
     return text
 
 
+def column_names(text: str) -> list[str]:
+    """Column names, comma-separated (argparse type)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected column names, comma-separated, got {text!r}")
+    return names
+
+
 def fraction(text: str) -> float:
     """A number from 0 to 1 (argparse type): a share of requests."""
     value = non_negative_float(text)
@@ -229,7 +244,7 @@ class _EnvOption:
     default: Any
 
 
-def add_reading_options(group: _AddsArguments) -> None:
+def add_reading_options(group: _AddsGroups) -> None:
     """Add the options that read a lead file as ``append`` read it (defaults as its own)."""
     group.add_argument("--input-format", dest="format", choices=sorted(FORMATS), default=None)
     group.add_argument("--encoding", default="utf-8")
@@ -237,6 +252,39 @@ def add_reading_options(group: _AddsArguments) -> None:
     group.add_argument("--number-column", default="number")
     group.add_argument("--agents-column", default="agentsAssigned")
     group.add_argument("--skip-rows", type=non_negative_int, default=0, metavar="N")
+    add_column_options(group)
+
+
+def add_column_options(group: _AddsGroups) -> None:
+    """Add ``--columns`` or ``--exclude-columns``, and ``--encoding-errors`` (CSV reading)."""
+    chosen = group.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--columns",
+        type=column_names,
+        metavar="A,B",
+        help="send only these CSV columns as custom fields, numbered in the file's column "
+        "order (case-insensitive; the number and agents columns are always sent)",
+    )
+    chosen.add_argument(
+        "--exclude-columns",
+        type=column_names,
+        metavar="A,B",
+        help="send every CSV column but these as custom fields",
+    )
+    group.add_argument(
+        "--encoding-errors",
+        choices=ENCODING_ERRORS,
+        default="strict",
+        help="a CSV byte the --encoding cannot decode: strict stops, naming its line "
+        "(default); replace reads it as U+FFFD and keeps the row",
+    )
+
+
+def add_default_region(group: _AddsArguments, owner: argparse.ArgumentParser, help: str) -> None:
+    """Add ``--default-region REGION`` (env ``RYNG_DEFAULT_REGION``, a `number_normalizer`)."""
+    env_option(
+        group, owner, "--default-region", env="RYNG_DEFAULT_REGION", metavar="REGION", help=help
+    )
 
 
 def env_option(

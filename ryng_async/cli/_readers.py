@@ -14,35 +14,33 @@ refuses). The SDK counts a `RejectedRow` as an invalid lead at its position, and
 command shows the row's own reason.
 
 Input positions (the SDK's ``lead #N``, from 0) map to file line numbers through a
-`LineMap`, which stores only the places where ``line - position`` changes (the header, a
-blank line, a quoted field spanning lines), so a regular file of any length costs one
-entry and a row's line is found by bisection.
+`LineMap` (in ``_rows``). A CSV's header is mapped by `ryng_async._columns`, as a
+DataFrame's is; spaces around a number cell are dropped (other cells are sent as read).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import codecs
-import contextlib
 import csv
 import io
 import os
-import re
 import stat
 import sys
-import threading
-from array import array
-from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterator
 from itertools import islice, repeat
-from typing import IO, Any, TypeVar
+from operator import itemgetter
+from typing import IO, Any
 
 import msgspec
 
-from .. import RyngError, ValidationError
+from .. import ValidationError
+from .._columns import map_columns, split_agents
+from ._rows import InputError, LineMap, RejectedRow
+from ._threads import run_blocking
 
 __all__ = [
+    "ENCODING_ERRORS",
     "FORMATS",
     "InputError",
     "LeadSource",
@@ -50,14 +48,14 @@ __all__ = [
     "RejectedRow",
     "aiter_leads",
     "guess_format",
+    "number_normalizer",
     "open_source",
     "run_blocking",
     "source_from_args",
 ]
 
-T = TypeVar("T")
-
 FORMATS = ("csv", "jsonl")
+ENCODING_ERRORS = ("strict", "replace")
 CSV_CHUNK_ROWS = 2048
 """CSV rows parsed per trip to the worker thread."""
 JSONL_CHUNK_BYTES = 256 * 1024
@@ -66,7 +64,6 @@ MAX_LINE_BYTES = 16 << 20
 """The longest JSON line read (a lead is a few hundred bytes; this is a runaway file)."""
 _READ_BUFFER = 1 << 20
 _BOM = codecs.BOM_UTF8
-_AGENT_SEPARATORS = re.compile(r"\s*[;|]\s*")
 _EXTENSIONS = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -79,59 +76,6 @@ _EXTENSIONS = {
 # of the wrong type in C; the SDK still checks numbers and keys, a batch at a time.
 _typed_decoder = msgspec.json.Decoder(dict[str, str | list[str]])
 _plain_decoder = msgspec.json.Decoder()
-
-
-class InputError(RyngError):
-    """The input cannot be read as a lead file (exit 2); the message names where."""
-
-
-class RejectedRow:
-    """A row that could not become a lead, handed to the SDK in its place.
-
-    The SDK counts it as an invalid lead at its position (it is not a mapping); the
-    command reports ``field`` and ``reason`` instead of the SDK's generic reason.
-    """
-
-    __slots__ = ("field", "reason")
-
-    def __init__(self, field: str | None, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"RejectedRow(field={self.field!r}, reason={self.reason!r})"
-
-
-class LineMap:
-    """Maps input positions to the line each row starts on, in compact arrays.
-
-    ``line(p) = line_i + (p - position_i)`` for the last mark ``i`` at or before ``p``:
-    a mark is stored only where that relation changes.
-    """
-
-    __slots__ = ("_lines", "_offset", "_positions")
-
-    def __init__(self) -> None:
-        self._positions = array("q")
-        self._lines = array("q")
-        self._offset: int | None = None
-
-    def __len__(self) -> int:
-        return len(self._positions)
-
-    def note(self, position: int, line: int) -> None:
-        """Record that the row at ``position`` starts on ``line`` (in position order)."""
-        if line - position != self._offset:
-            self._offset = line - position
-            self._positions.append(position)
-            self._lines.append(line)
-
-    def line(self, position: int) -> int | None:
-        """The line the row at ``position`` starts on, or None before any row."""
-        index = bisect_right(self._positions, position) - 1
-        if index < 0:
-            return None
-        return self._lines[index] + position - self._positions[index]
 
 
 def guess_format(path: str) -> str | None:
@@ -220,6 +164,14 @@ class LeadSource:
 # -- CSV ------------------------------------------------------------------------------
 
 
+def _picker(indices: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+    """A row's cells at ``indices``, as a tuple (itemgetter of one index gives the cell)."""
+    if len(indices) == 1:
+        (index,) = indices
+        return lambda row: (row[index],)
+    return itemgetter(*indices)
+
+
 class _CsvSource(LeadSource):
     def at(self, line: int) -> int:
         """The file's line number of the CSV reader's ``line`` (after --skip-rows)."""
@@ -234,37 +186,33 @@ class _CsvSource(LeadSource):
         self,
         *,
         encoding: str,
+        encoding_errors: str,
         delimiter: str,
-        number_column: str,
-        agents_column: str,
         normalize: Callable[[object], str] | None,
+        **choose: Any,
     ) -> None:
+        """Read the header and map its columns (``choose``: `map_columns`' options)."""
         self._encoding = encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # a BOM at the start is not part of the first header
-        self._text = io.TextIOWrapper(self._handle, encoding=encoding, newline="")
+        self._text = io.TextIOWrapper(
+            self._handle, encoding=encoding, errors=encoding_errors, newline=""
+        )
         self._reader = csv.reader(self._text, delimiter=delimiter, strict=False)
         self._normalize = normalize
-        header = self._read_header()
-        self.header = header
-        self._width = len(header)
-        keys: list[str] = []
-        names: dict[str, str] = {}
-        number_index = self._find(header, number_column, required=True)
-        agents_index = self._find(header, agents_column, required=False)
-        for index, title in enumerate(header):
-            if index == number_index:
-                keys.append("number")
-            elif index == agents_index:
-                keys.append("agentsAssigned")
-            else:
-                field = f"customField{len(names) + 1}"
-                keys.append(field)
-                names[f"{field}Name"] = title or f"column {index + 1}"
-        self._keys = keys
-        self._agents_index = agents_index
-        self.has_agents = agents_index is not None
-        self.custom_field_names = names or None
+        self.header = self._read_header()
+        self._width = len(self.header)
+        try:
+            mapping = map_columns(
+                self.header, where=f"the header (line {self.header_line})", cli=True, **choose
+            )
+        except ValidationError as exc:
+            raise InputError(f"{self.name}: {exc}") from None
+        self._keys = mapping.keys
+        self._pick = None if mapping.every_column else _picker(mapping.indices)
+        self._agents_index = mapping.agents_index
+        self.has_agents = mapping.agents_index is not None
+        self.custom_field_names = mapping.custom_field_names
         self._chunks = self._read_chunks()
 
     def _read_header(self) -> list[str]:
@@ -278,24 +226,6 @@ class _CsvSource(LeadSource):
         except csv.Error as exc:
             raise InputError(f"{self.name}: line {self.at(self._reader.line_num)}: {exc}") from None
         raise InputError(f"{self.name}: the file is empty (no header row)")
-
-    def _find(self, header: list[str], wanted: str, *, required: bool) -> int | None:
-        key = wanted.strip().casefold()
-        matches = [i for i, title in enumerate(header) if title.casefold() == key]
-        if len(matches) > 1:
-            raise InputError(
-                f"{self.name}: the header (line {self.header_line}) has {len(matches)} "
-                f"columns named {wanted!r}"
-            )
-        if matches:
-            return matches[0]
-        if not required:
-            return None
-        found = ", ".join(repr(title) for title in header)
-        raise InputError(
-            f"{self.name}: no {wanted!r} column in the header (line {self.header_line}); "
-            f"the columns are: {found}. Name the column of phone numbers with --number-column"
-        )
 
     def _decode_error(self, exc: UnicodeDecodeError) -> InputError:
         where = self._locate(exc)
@@ -357,14 +287,17 @@ class _CsvSource(LeadSource):
             yield leads
 
     def _to_leads(self, rows: list[list[str]]) -> list[Any]:
-        leads: list[Any] = list(map(dict, map(zip, repeat(self._keys), rows)))
+        cells = rows if self._pick is None else map(self._pick, rows)
+        leads: list[Any] = list(map(dict, map(zip, repeat(self._keys), cells)))
+        for lead in leads:  # spaces around a number are no part of it (custom fields kept)
+            lead["number"] = lead["number"].strip()
         if self._agents_index is not None:
             for lead in leads:
-                cell = lead["agentsAssigned"].strip()
-                if cell:
-                    lead["agentsAssigned"] = _AGENT_SEPARATORS.split(cell)
-                else:
+                agents = split_agents(lead["agentsAssigned"])
+                if agents is None:
                     del lead["agentsAssigned"]
+                else:
+                    lead["agentsAssigned"] = agents
         return leads
 
     def _irregular(self, rows: list[list[str]], end: int) -> list[Any]:
@@ -497,6 +430,20 @@ def _skip_lines(handle: IO[bytes], count: int, name: str, underlying: list[IO[by
             raise InputError(f"{name}: --skip-rows {count}: it has only {skipped} lines")
 
 
+def _check_text_options(encoding: str, errors: str, delimiter: str | None) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r} (--encoding)") from None
+    if errors not in ENCODING_ERRORS:
+        raise InputError(f"--encoding-errors {errors!r}: use strict or replace")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise InputError(
+            f"delimiter {delimiter!r} (--delimiter): must be one character, not a quote "
+            "or a line break"
+        )
+
+
 def open_source(
     path: str,
     *,
@@ -507,6 +454,9 @@ def open_source(
     agents_column: str = "agentsAssigned",
     normalize: Callable[[object], str] | None = None,
     skip_rows: int = 0,
+    columns: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+    encoding_errors: str = "strict",
 ) -> LeadSource:
     """Open a lead file (``"-"`` for stdin) and read what comes before the first lead.
 
@@ -523,11 +473,15 @@ def open_source(
         normalize: applied to each number (see `ryng_async._phone.normalizer`).
         skip_rows: lines to skip before the header (a CSV) or the first lead (title
             lines); line numbers still count them.
+        columns: the CSV's custom-field columns to send (default: all).
+        exclude_columns: the CSV's custom-field columns not to send.
+        encoding_errors: ``"strict"`` (a byte the encoding refuses stops the read,
+            naming its line) or ``"replace"`` (it becomes U+FFFD, the row is kept).
 
     Raises:
         InputError: the file cannot be opened, its format is unknown, its encoding is
-            unknown, its delimiter is not one character, or its CSV header is empty or
-            lacks the number column.
+            unknown, its delimiter is not one character, or its CSV header is empty,
+            lacks the number column or lacks a column ``columns`` names.
     """
     if fmt is None and path != "-":
         fmt = guess_format(path)
@@ -536,15 +490,7 @@ def open_source(
                 f"{path}: cannot tell the format from the extension; pass --format csv "
                 "or --format jsonl"
             )
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise InputError(f"unknown encoding {encoding!r} (--encoding)") from None
-    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
-        raise InputError(
-            f"delimiter {delimiter!r} (--delimiter): must be one character, not a quote "
-            "or a line break"
-        )
+    _check_text_options(encoding, encoding_errors, delimiter)
     handle: IO[bytes]
     total: int | None = None
     underlying: list[IO[bytes]] = []
@@ -581,12 +527,15 @@ def open_source(
             source.skipped_lines = skip_rows
             source.prepare(
                 encoding=encoding,
+                encoding_errors=encoding_errors,
                 delimiter=delimiter
                 if delimiter is not None
                 else ("\t" if path.lower().endswith(".tsv") else ","),
+                normalize=normalize,
                 number_column=number_column,
                 agents_column=agents_column,
-                normalize=normalize,
+                columns=columns,
+                exclude_columns=exclude_columns,
             )
         else:
             source = _JsonLinesSource(name, fmt, handle, total)
@@ -601,38 +550,6 @@ def open_source(
     return source
 
 
-async def run_blocking(function: Callable[..., T], *args: Any) -> T:
-    """Run ``function(*args)`` in a daemon thread of its own and await its result.
-
-    A cancel returns at once and leaves the thread to finish alone (its result dropped):
-    a read blocked on a pipe neither delays Ctrl-C nor keeps the process alive at exit,
-    as a pooled worker thread would. A thread costs some 0.1 ms, once per chunk.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def work() -> None:
-        try:
-            result = function(*args)
-        except BaseException as exc:  # handed to the awaiting task
-            outcome: tuple[T | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=work, name="ryng-async-reader", daemon=True).start()
-    return await future
-
-
 async def aiter_leads(source: LeadSource) -> AsyncIterator[Any]:
     """Yield the source's leads one by one, parsing each chunk in a daemon thread."""
     chunks = source.chunks()
@@ -642,6 +559,19 @@ async def aiter_leads(source: LeadSource) -> AsyncIterator[Any]:
             return
         for lead in chunk:
             yield lead
+
+
+def number_normalizer(region: str | None) -> Callable[[object], str] | None:
+    """``--default-region``'s normalizer (`ryng_async._phone.normalizer`), or None.
+
+    Raises:
+        ConfigurationError: phonenumbers is not installed, or the region is unknown.
+    """
+    if not region:
+        return None
+    from .._phone import normalizer
+
+    return normalizer(region)
 
 
 def source_from_args(
@@ -657,4 +587,7 @@ def source_from_args(
         agents_column=args.agents_column,
         normalize=normalize,
         skip_rows=getattr(args, "skip_rows", 0),
+        columns=getattr(args, "columns", None),
+        exclude_columns=getattr(args, "exclude_columns", None),
+        encoding_errors=getattr(args, "encoding_errors", "strict"),
     )

@@ -22,8 +22,8 @@ from ._common import (
     CliError,
     Commands,
     ExitCode,
+    add_default_region,
     add_reading_options,
-    env_option,
     non_negative_float,
     plain,
     run_async,
@@ -73,13 +73,10 @@ def add_parser(commands: Commands) -> None:
     )
     reading = parser.add_argument_group("reading the file (as the load did)")
     add_reading_options(reading)
-    env_option(
+    add_default_region(
         reading,
         parser,
-        "--default-region",
-        env="RYNG_DEFAULT_REGION",
-        metavar="REGION",
-        help="the region the load normalized numbers with (append --default-region), so "
+        "the region the load normalized numbers with (append --default-region), so "
         "that the file's national numbers match the E.164 numbers of the callbacks",
     )
 

@@ -9,12 +9,16 @@ Before anything is sent the sheet is read as ``append`` reads a CSV (``--encodin
 workbook), has no number column, or holds a row whose number is not valid E.164 is
 refused, naming the lines, and nothing is sent. ``--dry-run`` stops after the check.
 ``-`` reads the sheet from stdin (kept in a temporary file, since it is read twice). The
-sheet is sent as it is: numbers are not normalized (use ``append --default-region``).
+sheet is sent as it is, unless ``--default-region`` is given: then its numbers are read
+as ``append --default-region`` reads them, and a copy with them in E.164 is sent (the
+other cells as read; the csv module may quote them differently).
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import csv
 import os
 import shutil
 import sys
@@ -27,19 +31,21 @@ from .. import (
     RyngError,
     ValidationError,
 )
+from .._columns import map_columns
 from .._intake import validate_chunk
 from ._common import (
     CliError,
     Commands,
     ExitCode,
     add_connection_options,
+    add_default_region,
     delimiter,
     make_client,
     plain,
     run_async,
     say,
 )
-from ._readers import InputError, open_source
+from ._readers import InputError, number_normalizer, open_source
 
 __all__ = ["add_parser"]
 
@@ -63,6 +69,13 @@ def add_parser(commands: Commands) -> None:
     reading.add_argument("--encoding", default="utf-8", help="its text encoding")
     reading.add_argument("--delimiter", type=delimiter, default=None, help="default: a comma")
     reading.add_argument("--number-column", default="number", help="its column of numbers")
+    add_default_region(
+        reading,
+        parser,
+        "read numbers in national form (09876543210) as this region's (IN, US...) "
+        "and send a copy of the sheet with them in E.164, as append does; needs the "
+        "phone extra",
+    )
     parser.add_argument(
         "--agents",
         metavar="A,B|in-file",
@@ -100,7 +113,7 @@ def check_sheet(args: argparse.Namespace, path: str) -> tuple[int, int, list[str
             raise InputError(f"{args.sheet} is not a CSV sheet: it is {what}")
     source = open_source(
         path, fmt="csv", encoding=args.encoding, delimiter=args.delimiter,
-        number_column=args.number_column,
+        number_column=args.number_column, normalize=number_normalizer(args.default_region),
     )  # fmt: skip
     rows = invalid = 0
     problems: list[str] = []
@@ -142,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, path: str) -> int:
     try:
         rows, invalid, problems = check_sheet(args, path)
-    except (InputError, ValidationError) as exc:
+    except (InputError, ValidationError, ConfigurationError) as exc:
         say(f"ryng-async upload-sheet: error: {str(exc).replace(path, args.sheet)}")
         return ExitCode.USAGE
     if invalid:
@@ -161,11 +174,13 @@ def _run(args: argparse.Namespace, path: str) -> int:
 
     async def upload() -> int:
         async with make_client(args) as client:
-            response = await client.upload_sheet(args.campaign, path, agents=_agents(args.agents))
+            response = await client.upload_sheet(args.campaign, sent, agents=_agents(args.agents))
         say(f"uploaded {args.sheet} to campaign {args.campaign}: {response.message}", sys.stdout)
         return ExitCode.OK
 
+    folder = tempfile.mkdtemp(prefix="ryng-sheet-") if args.default_region else None
     try:
+        sent = path if folder is None else _normalized_copy(args, path, folder)
         return run_async(upload)
     except (CliError, ConfigurationError, ValidationError) as exc:
         say(f"ryng-async upload-sheet: error: {exc}")
@@ -182,3 +197,33 @@ def _run(args: argparse.Namespace, path: str) -> int:
     except RyngError as exc:
         say(f"ryng-async upload-sheet: error: the sheet was not appended: {exc}")
         return ExitCode.NOT_ALL_ACCEPTED
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _normalized_copy(args: argparse.Namespace, path: str, folder: str) -> str:
+    """Write the sheet again in ``folder``, its numbers in E.164; return the copy's path.
+
+    Called after `check_sheet` found every row valid, so every number normalizes; the
+    copy keeps the sheet's name (Ryng may show it), encoding, delimiter and rows.
+    """
+    normalize = number_normalizer(args.default_region)
+    assert normalize is not None  # noqa: S101 - called with --default-region only
+    name = "sheet.csv" if args.sheet == "-" else os.path.basename(args.sheet)
+    copy = os.path.join(folder, name)
+    reading = "utf-8-sig" if codecs.lookup(args.encoding).name == "utf-8" else args.encoding
+    separator = args.delimiter or ","
+    with (
+        open(path, encoding=reading, newline="") as sheet,
+        open(copy, "w", encoding=args.encoding, newline="") as out,
+    ):
+        writer = csv.writer(out, delimiter=separator)
+        column: int | None = None
+        for row in csv.reader(sheet, delimiter=separator):
+            if column is None and any(cell.strip() for cell in row):
+                column = map_columns(row, number_column=args.number_column).number_index
+            elif column is not None and column < len(row) and row[column].strip():
+                row[column] = normalize(row[column].strip())
+            writer.writerow(row)
+    return copy
