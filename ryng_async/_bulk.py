@@ -55,6 +55,7 @@ from ._exceptions import (
     APIError,
     AuthenticationError,
     ConfigurationError,
+    ResourceError,
     RyngError,
     ValidationError,
 )
@@ -509,7 +510,7 @@ class _Load:
             message = response.message
         except SendStoppedError:
             message = f"not sent: {self.stop_reason}"
-        except ConfigurationError as exc:  # the client was closed under the load
+        except (ConfigurationError, ResourceError) as exc:  # closed client, no descriptors
             message = f"not sent: {exc}"
             self.fail(exc, str(exc))
         except ExtensionError as failure:  # an observer or the limiter raised

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import pytest
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 pytest.importorskip("redis", reason="redis-py is not installed: pip install 'ryng-async[redis]'")
 
 from ryng_async import BulkReport, ConfigurationError, Limiter, RyngClient
-from ryng_async.redis import RedisLimiter, RedisLimiterError
+from ryng_async.redis import KEY_PREFIX, RedisLimiter, RedisLimiterError
 from ryng_async.testing import FakeRyngServer
 
 TOKEN = "test-token-0123456789"
@@ -450,6 +451,40 @@ async def test_four_processes_share_one_rate(redis_url: str, key: str) -> None:
     assert server.statuses[429] <= 3, seen
     assert fleet_rate >= 0.9 * FLEET_RATE, seen
     assert {r.shard for r in reports} == {(i, FLEET_WORKERS) for i in range(FLEET_WORKERS)}
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_append_takes_its_slots_from_the_shared_schedule(
+    redis_url: str, key: str, tmp_path: Path
+) -> None:
+    from redis.asyncio import Redis
+
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(40)))
+    redis = Redis.from_url(redis_url)
+    try:
+        assert await redis.hget(KEY_PREFIX + key, "tat") is None
+        async with FakeRyngServer(access_token=TOKEN) as server:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+            env.update(
+                RYNG_BASE_URL=server.base_url, RYNG_ACCESS_TOKEN=TOKEN, RYNG_REDIS_URL=redis_url
+            )
+            with anyio.fail_after(60):
+                done = await anyio.run_process(
+                    [sys.executable, "-m", "ryng_async", "append", "42", str(leads),
+                     "--batch-size", "10", "--rate-limit", "50", "--redis-key", key],
+                    env=env, check=False,
+                )  # fmt: skip
+            assert server.lead_count() == 40
+        assert done.returncode == 0, done.stderr.decode()
+        assert "at most 50 requests/s shared through Redis" in done.stderr.decode()
+        # Its four requests took their slots from the key's schedule in Redis.
+        assert await redis.hget(KEY_PREFIX + key, "tat") is not None
+    finally:
+        await redis.aclose()
 
 
 # -- when Redis fails ------------------------------------------------------------------
