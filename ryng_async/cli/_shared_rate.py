@@ -13,7 +13,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any
 
-from ._common import CliError, env_option
+from ._common import CliError, env_option, non_negative_float
 
 if TYPE_CHECKING:
     from ..redis import RedisLimiter
@@ -22,7 +22,7 @@ __all__ = ["add_redis_options", "redis_limiter"]
 
 
 def add_redis_options(group: Any, parser: argparse.ArgumentParser) -> None:
-    """Add ``--redis-url`` and ``--redis-key`` to ``group`` of ``parser``."""
+    """Add ``--redis-url``, ``--redis-key`` and ``--redis-max-outage`` to ``group``."""
     env_option(
         group,
         parser,
@@ -37,6 +37,16 @@ def add_redis_options(group: Any, parser: argparse.ArgumentParser) -> None:
         "--redis-key",
         metavar="KEY",
         help="the name of the shared limit (default: the account: --subdomain, else the base URL)",
+    )
+    env_option(
+        group,
+        parser,
+        "--redis-max-outage",
+        env="RYNG_REDIS_MAX_OUTAGE",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="how long to wait, sending nothing, for a Redis lost mid-load to come back "
+        "before stopping (default: 10)",
     )
 
 
@@ -66,4 +76,8 @@ def redis_limiter(args: argparse.Namespace) -> RedisLimiter | None:
             or os.environ.get("RYNG_BASE_URL")
             or "ryng"
         )
-    return RedisLimiter(args.redis_url, key=key, rate=args.rate_limit)
+    if args.redis_max_outage is None:
+        return RedisLimiter(args.redis_url, key=key, rate=args.rate_limit)
+    return RedisLimiter(
+        args.redis_url, key=key, rate=args.rate_limit, max_outage=args.redis_max_outage
+    )
