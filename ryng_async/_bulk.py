@@ -25,7 +25,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._batching import Batch, Packer
 from ._events import BatchPacked, BatchSettled, ExtensionError, LoadEnded, Observers
-from ._exceptions import APIError, AuthenticationError, ConfigurationError, RyngError
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ResourceError,
+    RyngError,
+)
 from ._exchange import Exchange, SendStoppedError
 from ._intake import Intake, Lot
 from ._ledger import Ledger, TooManyFailuresError, outcome_of
@@ -196,7 +202,7 @@ class _Load:
             message = response.message
         except SendStoppedError:
             message = f"not sent: {self.stop.reason}"
-        except ConfigurationError as exc:  # the client was closed under the load
+        except (ConfigurationError, ResourceError) as exc:  # closed client, no descriptors
             message = f"not sent: {exc}"
             self.stop.fail(exc, str(exc))
         except ExtensionError as failure:  # an observer or the limiter raised

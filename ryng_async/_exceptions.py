@@ -4,18 +4,31 @@ Every error the SDK raises derives from one root:
 
     RyngError
     ├── ConfigurationError      bad client settings (missing token, bad subdomain, ...)
-    │   └── ResourceLimitError      the process ran out of file descriptors or memory
     ├── ValidationError         bad input found before sending; nothing was sent
     ├── APIError                the server answered with an error   (.status, .message, .body)
     │   ├── AuthenticationError     403 / "Unauthorized Token"
     │   ├── RateLimitError          429 (.retry_after seconds or None)
     │   └── ServerError             Ryng's 5xx, a 503, or 200 with "error": true
-    └── TransportError          no usable answer
-        ├── ConnectError            the request surely never reached the server
-        └── AmbiguousError          it may have been processed (timeout or drop after sending,
-            │                       a gateway's 502/504, a 5xx that is not Ryng's JSON:
-            │                       .status, .body)
-            └── UnreadableResponseError a 2xx answer that could not be read
+    ├── TransportError          no usable answer
+    │   ├── ConnectError            the request surely never reached the server
+    │   └── AmbiguousError          it may have been processed (timeout or drop after sending,
+    │       │                       a gateway's 502/504, a 5xx that is not Ryng's JSON:
+    │       │                       .status, .body)
+    │       └── UnreadableResponseError a 2xx answer that could not be read
+    └── ResourceError           a resource of the SDK's own failed while it ran
+        ├── ResourceLimitError      the process ran out of file descriptors or memory
+        ├── RedisLimiterError       the shared rate limit's Redis unreachable, lost or
+        │                           refusing (in `ryng_async.redis`)
+        └── CheckpointError         the checkpoint journal could not be written (disk
+            │                       full, file removed) (in `ryng_async.checkpoint`)
+            └── CheckpointRefusedError  a journal refused before anything was sent (another
+                                        load's, a changed input, a foreign file, a newer
+                                        format, in use): also a `ConfigurationError`
+
+`ConfigurationError` says "fix the settings": the same call fails the same way until they
+change. `ResourceError` says "the environment failed": the same call can succeed once the
+resource is back (disk space freed, Redis up, descriptors released), and the command line
+exits with its own code (4), not the usage error's 2.
 
 Foreign errors (aiohttp, OSError, asyncio timeouts) never escape raw: they are wrapped
 with ``raise ... from exc``. No error message ever contains the access token.
@@ -32,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "RateLimitError",
+    "ResourceError",
     "ResourceLimitError",
     "RyngError",
     "ServerError",
@@ -81,7 +95,19 @@ class ConfigurationError(RyngError):
     """The client's settings are unusable (missing token, bad subdomain, bad option)."""
 
 
-class ResourceLimitError(ConfigurationError):
+class ResourceError(RyngError):
+    """A resource of the SDK's own failed while it ran: not the settings, not the server.
+
+    The process's file descriptors or memory (`ResourceLimitError`), the shared rate
+    limit's Redis (`ryng_async.redis.RedisLimiterError`), the checkpoint journal's file
+    (`ryng_async.checkpoint.CheckpointError`: a disk that fills mid-load). A bulk load
+    that meets one stops, its remaining batches ``skipped`` and the partial report on the
+    error's ``report``; the same load can succeed once the resource is back. The command
+    line exits with 4.
+    """
+
+
+class ResourceLimitError(ResourceError):
     """The process ran out of a local resource (file descriptors, memory) while connecting.
 
     Not the server's fault and not worth a retry: a bulk load stops at once (its remaining

@@ -14,6 +14,10 @@ minus a margin of 1 s (undici's ``keepAliveTimeoutThreshold``; a hint of 1 s or 
 no reuse at all). And every JSON body is a `_Body`, which knows whether any of it was handed
 to a connection: a request that failed before that provably never reached the server, and
 is a `ConnectError` (retried), not an `AmbiguousError`.
+
+Longer than 600 lines because one request's path (the pool's keep-alive rule, the body that
+knows whether it was written, the status mapping, the retries) reads best in one place;
+`interpret` and the keep-alive connector are the parts to move out first if it grows.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ new pace.
 
 **When Redis fails.** Never an unlimited send:
 
-- Redis unreachable at the first `acquire`: `RedisLimiterError` (a `ConfigurationError`)
+- Redis unreachable at the first `acquire`: `RedisLimiterError` (a `ResourceError`)
   at once, which stops a load before anything is sent (every batch ``skipped``). With
   ``fallback="local"`` the limiter instead logs a warning and goes on in-process at
   ``rate / expected_workers`` (an `AdaptiveLimiter`), its share if every worker does the
@@ -71,6 +71,9 @@ new pace.
 
 The state lives in the Redis hash ``ryng_async:rate:<key>``, which expires after ten
 minutes unused. Redis >= 5 (scripts replicated by their effects, so ``TIME`` is allowed).
+
+Longer than 600 lines because its Lua scripts (about 130 lines) and this account of how
+the fleet decides, slows down and fails belong with the one class that runs them.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import anyio
 
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, ResourceError
 from ._ratelimit import AdaptiveLimiter
 
 try:
@@ -237,13 +240,14 @@ return {fmt(math.max(num(s[1], 0) - now, 0)), fmt(num(s[2], 1)),
 )
 
 
-class RedisLimiterError(ConfigurationError):
+class RedisLimiterError(ResourceError):
     """The shared rate limit could not be consulted: Redis unreachable, refused, or lost.
 
-    A `ConfigurationError`: it is a matter of the environment, not of Ryng's answer, and a
-    retry of the same load fails the same way until Redis is back (the command line exits
-    with 2). Raised by `RedisLimiter.acquire`, it stops a bulk load with its remaining
-    batches ``skipped``; the error then carries the partial report as ``.report``.
+    A `ResourceError`: it is a matter of the environment, not of Ryng's answer nor of the
+    load's settings, and a retry of the same load fails the same way until Redis is back
+    (the command line exits with 4). Raised by `RedisLimiter.acquire`, it stops a bulk load
+    with its remaining batches ``skipped``; the error then carries the partial report as
+    ``.report``. (Up to 0.1.0 it was a `ConfigurationError`.)
     """
 
 

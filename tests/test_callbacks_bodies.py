@@ -1,4 +1,4 @@
-"""Bodies the receiver must refuse with a reason and no traceback (issue 22, point 5).
+"""Bodies the receiver must refuse with a reason and no traceback.
 
 A lone surrogate escape, a name given twice in one object (msgspec keeps the last value,
 SQLite's ``json_extract`` the first, so the stored row would disagree with itself), and a
@@ -168,9 +168,9 @@ async def test_a_body_in_an_encoding_with_no_decoder_gets_400_and_one_log_line(
 async def test_the_wal_starts_over_under_sustained_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Issue 22: at ~8,700 callbacks/s without a pause the WAL never started over (450 MB
-    # in 20 s against a 64 MB journal_size_limit). Checkpoint rounds every 200 rows here
-    # stand in for a long run: the WAL must stay near one round's worth, not grow.
+    # Measured before the fix: at ~8,700 callbacks/s without a pause the WAL never started
+    # over (450 MB in 20 s against a 64 MB journal_size_limit). Checkpoint rounds every 200
+    # rows here stand in for a long run: the WAL must stay near one round's worth, not grow.
     from ryng_async.callbacks import _sqlite_store
 
     monkeypatch.setattr(_sqlite_store, "_CHECKPOINT_ROWS", 200)

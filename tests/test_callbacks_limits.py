@@ -1,6 +1,6 @@
 """The receiver under idle and slow connections: timeouts, the bound on open connections.
 
-The measurement of issue 22 runs a real ``ryng-async callbacks serve`` under a lowered
+The full-size measurement runs a real ``ryng-async callbacks serve`` under a lowered
 descriptor limit (``ulimit -n``) with idle and trickling connections open, and checks that
 a normal sender's callbacks are all answered 200. The rest runs `serve` in-process with
 small timeouts and speaks to it over raw sockets where the framing matters.
@@ -289,11 +289,12 @@ async def test_idle_and_trickling_connections_do_not_shut_callbacks_out(
 
 @pytest.mark.slow
 async def test_the_issue_measurement_at_full_size(tmp_path: Path) -> None:
-    # Issue 22: 1,030 idle and 200 trickling under ulimit -n 1024: all 200 within 1 s.
+    # 1,030 idle and 200 trickling connections under ulimit -n 1024: a normal sender's
+    # callbacks are all answered, within about 1 s.
     latencies, err = await _flood_and_send(
         tmp_path, nofile=1024, idle=1030, trickling=200, callbacks_sent=50
     )
-    # Each within 5 s (the sender's own limit); 9 in 10 within the issue's 1 s. Measured
+    # Each within 5 s (the sender's own limit); 9 in 10 within 1 s. Measured
     # alone: the slowest 0.003-0.012 s; once 1.98 s with the machine's two cores loaded.
     assert sorted(latencies)[len(latencies) * 9 // 10] < 1.0, sorted(latencies)[-5:]
     assert "Traceback" not in err

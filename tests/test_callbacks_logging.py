@@ -1,8 +1,8 @@
 """What the receiver logs: every 500 with its cause, an access log, and never the secret.
 
-Issue 22: a full disk answered 500 with nothing logged, and the secret reached the logs
-through aiohttp's error log of malformed requests and through spellings of the path the
-access log did not redact. Each form the issue names is sent here as raw bytes, both to
+A full disk must answer 500 with its cause logged, and the secret must not reach the logs,
+neither through aiohttp's error log of malformed requests nor through spellings of the path
+the access log might not redact. Each such form is sent here as raw bytes, both to
 `serve` in-process (records checked through caplog) and to a real ``callbacks serve``
 (its stderr checked).
 """
@@ -42,7 +42,7 @@ def connect_body(call_id: int) -> bytes:
     return json.dumps(body).encode()
 
 
-# Request lines carrying the secret in the forms issue 22 found in the logs.
+# Request lines carrying the secret in the forms that once reached the logs.
 ACCEPTED = [  # answered 200: aiohttp decodes the path before routing
     f"/%63allbacks/{SECRET}",
     f"/callbacks?s%65cret={SECRET}",
@@ -236,7 +236,8 @@ async def test_the_command_logs_json_lines_and_can_leave_out_the_access_log(
 
 
 async def test_a_full_disk_answers_500_and_logs_the_cause(tmp_path: Path) -> None:
-    # Issue 22: under `ulimit -f` 2,323 of 3,000 callbacks got 500 and stderr stayed empty.
+    # Under `ulimit -f` the writes fail: each 500 must be logged with its cause (once
+    # 2,323 of 3,000 callbacks got 500 and stderr stayed empty).
     statuses: list[bytes] = []
     async with command(tmp_path, "--log-format", "json", fsize=96 * 1024) as (port, err):
         for number in range(1, 400):

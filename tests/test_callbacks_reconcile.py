@@ -525,8 +525,8 @@ async def _store_of(path: Path, *bodies: bytes) -> Path:
 
 
 async def test_an_empty_or_blank_key_is_no_key(tmp_path: Path) -> None:
-    # Issue 22: a blank cell was the key "": it joined a stranger's call with an empty
-    # customField2, and two blank leads came out ambiguous with each other.
+    # A blank cell is no key: were it the key "", it would join a stranger's call with an
+    # empty customField2, and two blank leads would come out ambiguous with each other.
     leads = [
         {"number": "+919800000001", "customField2": ""},
         {"number": "+919800000002", "customField2": "  "},
@@ -558,8 +558,8 @@ async def test_an_empty_or_blank_key_is_no_key(tmp_path: Path) -> None:
 async def test_a_callback_for_a_lead_of_a_failed_batch_says_the_batch_may_have_landed(
     tmp_path: Path,
 ) -> None:
-    # Issue 22: it stayed "failed" (calls=1, no details) and the summary called the call
-    # a stranger's, an invitation to load the lead again and call the customer twice.
+    # Not "failed" (calls=1, no details) with the call counted a stranger's: that would
+    # invite loading the lead again and calling the customer twice.
     leads = [{"number": f"+91980000000{i}", "customField2": f"id-{i}"} for i in range(4)]
     report = report_of(4, [(0, 2, "accepted"), (2, 2, "failed")])
     path = await _store_of(tmp_path / "c.db", _keyed_callback(77, leads[2]["number"], "id-2"))

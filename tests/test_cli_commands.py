@@ -175,7 +175,7 @@ def test_fake_server_record_refuses_no_record() -> None:
 
 @pytest.mark.anyio
 async def test_upload_sheet_checks_the_sheet_before_sending(tmp_path: Path) -> None:
-    # Issue 19 point 6: read as append reads a CSV; a bad sheet is refused, nothing sent.
+    # The sheet is read as append reads a CSV; a bad sheet is refused, nothing sent.
     good = b"number;name\n+919800000001;Max\n+919800000002;Alex\n"
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"number,name\n+919800000001,Max\n12345,Alex\n\n98,Kim\n")

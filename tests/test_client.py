@@ -463,8 +463,8 @@ async def test_400_is_api_error_not_retried() -> None:
 
 
 async def test_non_json_200_is_ambiguous_with_status_and_truncated_body() -> None:
-    # Issue 11 defect 6: a 2xx we cannot read may have appended the leads, so it is an
-    # AmbiguousError (with its status and body), not a plain APIError.
+    # A 2xx we cannot read may have appended the leads, so it is an AmbiguousError (with
+    # its status and body), not a plain APIError.
     page = "<html><body>" + "gateway says hi " * 100 + "</body></html>"
 
     async def handler(request: web.Request) -> web.Response:
@@ -522,8 +522,8 @@ async def test_an_unreadable_2xx_ends_its_bulk_batch_unknown_with_an_ambiguous_e
 
 
 async def test_html_502_from_a_proxy_is_ambiguous_and_not_resent() -> None:
-    # Issue 17: a proxy's 502 may follow a request Ryng processed; resending it appended
-    # every lead five times behind nginx.
+    # A proxy's 502 may follow a request Ryng processed; resending it appended every lead
+    # five times behind nginx (measured).
     calls = 0
 
     async def handler(request: web.Request) -> web.Response:
@@ -562,7 +562,7 @@ async def test_a_502_widened_into_the_definite_set_is_retried() -> None:
 
 
 async def test_a_redirect_is_never_followed_and_its_message_names_the_location() -> None:
-    # Issue 24 point 6: the token goes only to the configured address. The redirect points
+    # The token goes only to the configured address. The redirect points
     # at a second server that would record the token if the client followed it.
     followed: list[str | None] = []
 
@@ -978,7 +978,7 @@ def test_bad_base_url_is_configuration_error(base_url: str) -> None:
         RyngClient(base_url=base_url, access_token=TOKEN)
 
 
-# -- plain http (issue 11 defect 5) ----------------------------------------------------
+# -- plain http: the token in clear only to loopback -----------------------------------
 
 
 @pytest.mark.usefixtures("no_env")
@@ -1260,11 +1260,11 @@ async def test_token_never_in_repr_urls_errors_or_logs(
         assert TOKEN not in record.getMessage()
 
 
-# -- out of file descriptors (issue 11 defect 8) ----------------------------------------
+# -- out of file descriptors ------------------------------------------------------------
 
 _FD_CHILD = r"""
 import asyncio, json, os, resource, sys
-from ryng_async import ConfigurationError, RyngClient
+from ryng_async import ResourceError, RyngClient
 from ryng_async import BulkReport
 
 async def main() -> None:
@@ -1282,7 +1282,7 @@ async def main() -> None:
             await client.append("42", [{"number": "+919800000001"}])  # fits: one socket
             leads = [{"number": f"+9198{i:08d}"} for i in range(2, 402)]
             await client.bulk_append("42", leads, batch_size=10, concurrency=32, report=report)
-        except ConfigurationError as exc:
+        except ResourceError as exc:
             out["error"] = type(exc).__name__
             out["message"] = str(exc)
             out["errno"] = getattr(exc, "errno", None)

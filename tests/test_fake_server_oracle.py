@@ -21,10 +21,12 @@ from conftest import FAST_RETRY, TOKEN
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+import ryng_async._vendor_rules
 import ryng_async.testing
 from ryng_async import RyngClient, ValidationError
 from ryng_async._validate import leads_are_valid, validate_lead
-from ryng_async.testing import FakeRyngServer, _first_bad_lead, _leads_pass
+from ryng_async._vendor_rules import first_bad_lead, leads_pass
+from ryng_async.testing import FakeRyngServer
 
 NUMBER = "+919876543210"
 
@@ -201,7 +203,7 @@ def sdk_verdict(lead: dict[str, Any]) -> str | None:
 
 def server_verdict(lead: dict[str, Any]) -> str | None:
     """The field the fake server blames; None if it accepts the lead."""
-    bad = _first_bad_lead([lead])
+    bad = first_bad_lead([lead])
     return None if bad is None else bad[1]
 
 
@@ -223,7 +225,14 @@ def sdk_first_bad(rows: list[dict[str, Any]]) -> int | None:
 
 
 def test_the_fake_server_does_not_import_the_sdks_validation() -> None:
-    tree = ast.parse(Path(ryng_async.testing.__file__).read_text(encoding="utf-8"))
+    imported: list[str] = []
+    for module in (ryng_async.testing, ryng_async._vendor_rules):  # the server, its rules
+        tree = ast.parse(Path(module.__file__ or "").read_text(encoding="utf-8"))
+        imported.extend(_imports(tree))
+    assert [name for name in imported if "_validate" in name] == []
+
+
+def _imports(tree: ast.Module) -> list[str]:
     imported: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -231,7 +240,7 @@ def test_the_fake_server_does_not_import_the_sdks_validation() -> None:
             imported.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
             imported.extend(alias.name for alias in node.names)
-    assert [name for name in imported if "_validate" in name] == []
+    return imported
 
 
 # -- the known bad values, each on its own -------------------------------------------
@@ -274,11 +283,11 @@ def test_one_bad_lead_among_good_ones_is_found_by_every_path(bad: dict[str, Any]
     # Good leads with agents and custom fields around the bad one: the whole-chunk fast
     # paths must not let the others' valid values vouch for it.
     rows = [*GOOD_LEADS, bad, *GOOD_LEADS]
-    found = _first_bad_lead(rows)
+    found = first_bad_lead(rows)
     assert found is not None
     assert found[0] == 2
     assert sdk_first_bad(rows) == 2
-    assert not _leads_pass(rows)
+    assert not leads_pass(rows)
     assert not leads_are_valid(rows)
 
 
@@ -312,7 +321,7 @@ def test_both_sides_agree_on_every_lead(case: tuple[dict[str, Any], int]) -> Non
     if faults == 1 and server is not None:
         assert server == sdk, lead  # one fault: both blame the same field
     # Both sides' whole-chunk fast paths give the same verdict on what JSON can carry.
-    assert _leads_pass([lead]) == (server is None), lead
+    assert leads_pass([lead]) == (server is None), lead
     assert leads_are_valid([lead]) == (sdk is None), lead
 
 
@@ -322,10 +331,10 @@ def test_both_sides_agree_on_every_lead(case: tuple[dict[str, Any], int]) -> Non
 @example([{"number": NUMBER, "agentsAssigned": ["a"]}, {"number": NUMBER, "customField1": 1}])
 @example([{"number": NUMBER, "agentsAssigned": ["a"]}, {"number": NUMBER, "agentsAssigned": []}])
 def test_both_sides_agree_on_the_first_bad_lead_of_a_body(rows: list[dict[str, Any]]) -> None:
-    bad = _first_bad_lead(rows)
+    bad = first_bad_lead(rows)
     expected = sdk_first_bad(rows)
     assert (None if bad is None else bad[0]) == expected, rows
-    assert _leads_pass(rows) == (expected is None), rows
+    assert leads_pass(rows) == (expected is None), rows
     assert leads_are_valid(rows) == (expected is None), rows
 
 

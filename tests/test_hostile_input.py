@@ -1,4 +1,4 @@
-"""Hostile input, by hypothesis (issue 11, standing proof 10).
+"""Hostile input, by hypothesis: refused before sending, or sent exactly as given.
 
 Leads of arbitrary unicode (lone surrogates included), huge strings, NaN and infinities,
 bytes, None, nested containers and wrong types; campaign ids and options of any shape;

@@ -1,4 +1,4 @@
-"""Keep-alive (issue 11, defect 1): a stale pooled connection never turns a batch unknown.
+"""Keep-alive: a stale pooled connection never turns a batch unknown.
 
 A POST written onto a connection the server has just closed fails without an answer: the
 batch would end ``unknown`` although the server never read it. The owned pool never reuses
@@ -154,7 +154,7 @@ async def test_keepalive_timeout_bounds_reuse_without_a_hint() -> None:
     assert connections[4] != connections[5]  # 0: never reused
 
 
-# -- the three setups of the issue -----------------------------------------------------
+# -- a server closing idle connections: with a hint, without, behind a proxy -----------
 
 
 async def test_appends_sent_as_the_server_closes_the_connection_never_end_unknown() -> None:
@@ -187,7 +187,7 @@ async def test_appends_sent_as_the_server_closes_the_connection_never_end_unknow
 async def test_a_server_closing_idle_connections_without_a_hint_never_makes_unknown(
     idle_timeout: float,
 ) -> None:
-    # Issue 17 point 3: nginx (keepalive_timeout 2s) and gunicorn (2 s) send no Keep-Alive
+    # nginx (keepalive_timeout 2s) and gunicorn (2 s) send no Keep-Alive
     # header. The append goes the moment the server closes the idle connection, its close
     # still on its way through the proxy: the old pool (4 s, no hint) reused it, and the
     # proxy dropped the request after the close: unknown, though the server never read it.
@@ -213,7 +213,7 @@ async def test_a_server_closing_idle_connections_without_a_hint_never_makes_unkn
 
 @pytest.mark.slow
 async def test_the_default_keepalive_reuses_a_connection_proven_open_and_none_past_4_s() -> None:
-    # Issue 24 point 9: the README's 4 s default, against a server keeping connections 30 s
+    # The README's 4 s default, against a server keeping connections 30 s
     # without a hint. Idle 2.2 s is past what is reused unproven (0.5 s): a new connection,
     # while the first stays open, unused, as a probe; once the probe has lived 4 s, 2.2 s
     # idle is proven safe and reused; past 4 s idle, never.
@@ -326,7 +326,7 @@ async def test_a_request_on_a_connection_closed_before_it_was_written_is_retried
     assert server.accepted_numbers() == numbers(2)  # each once
 
 
-# -- the aiohttp internals relied on (issue 18 point 5) ----------------------------------
+# -- the aiohttp internals relied on -----------------------------------------------------
 
 
 def test_the_aiohttp_internals_relied_on_are_there() -> None:

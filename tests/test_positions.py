@@ -1,9 +1,11 @@
 """A batch names exactly its leads: reports, journals, ``checkpoint show``, reconcile.
 
-Each measured defect of issue 18 (points 1, 2, 5, 7 and 8) is rerun here with its exact
-result, then a property test over random inputs with invalid and duplicate leads, faults,
-byte splits and shards: accepted, failed, unknown, skipped, invalid and unread positions
-are disjoint, cover the input, and agree with what the server received.
+Each case once measured wrong (a batch's ranges around invalid leads, reconcile over
+shards, the memory of a load at its edges, batches left in flight by dead runs, the unread
+rest of a load that stopped) is rerun here with its exact result, then a property test over
+random inputs with invalid and duplicate leads, faults, byte splits and shards: accepted,
+failed, unknown, skipped, invalid and unread positions are disjoint, cover the input, and
+agree with what the server received.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def refused(rates: dict[Fault, float] | None = None) -> FaultPlan:
     return FaultPlan(seed=1, rates=rates if rates is not None else {Fault.BAD_REQUEST: 1.0})
 
 
-# -- point 1: ranges ------------------------------------------------------------------------
+# -- ranges: exactly the positions a batch holds --------------------------------------------
 
 
 @pytest.mark.anyio
@@ -131,7 +133,7 @@ async def test_the_journal_and_checkpoint_show_name_the_exact_lines(
     ]
 
 
-# -- point 2: reconcile ----------------------------------------------------------------------
+# -- reconcile over shards -------------------------------------------------------------------
 
 
 async def _shards(
@@ -190,7 +192,7 @@ async def test_reconcile_takes_a_merged_sharded_report_and_the_shards_journals(
     assert await _reconciled(rows, journals, tmp_path) == from_journals
 
 
-# -- point 8: the unread rest ----------------------------------------------------------------
+# -- the unread rest -------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
@@ -262,7 +264,7 @@ async def test_merged_shards_name_each_stopped_shards_unread_blocks() -> None:
     assert len(received) + len(to_send) == 100
 
 
-# -- point 5: memory at the edges ----------------------------------------------------------
+# -- memory at the edges -------------------------------------------------------------------
 
 
 @pytest.mark.anyio
@@ -354,7 +356,7 @@ async def test_dedupe_past_its_memory_refuses_exactly_the_duplicates(
     assert sum(r.count for r in report.batches) == 300
 
 
-# -- point 7: dead runs' batches in flight --------------------------------------------------
+# -- dead runs' batches in flight -----------------------------------------------------------
 
 
 @pytest.mark.anyio
@@ -631,7 +633,7 @@ async def test_reconcile_still_reads_a_report_written_before_exact_ranges(tmp_pa
 
 @pytest.mark.anyio
 async def test_shards_under_a_redis_limiter_lost_mid_load_list_every_unread_lead() -> None:
-    # The measurement of issue 18 point 8: four shards share a RedisLimiter; Redis dies.
+    # Four shards share a RedisLimiter; Redis dies mid-load: each lists its unread leads.
     helpers = pytest.importorskip("test_redis_limiter")  # skips without redis-py
     from ryng_async.redis import RedisLimiter, RedisLimiterError
 

@@ -1,9 +1,10 @@
-"""Never twice behind a proxy (issue 17): a real nginx in front of FakeRyngServer.
+"""Never twice behind a proxy: a real nginx in front of FakeRyngServer.
 
-Each setup of the issue, rerun: the upstream's own record is the oracle (no lead twice,
-none lost except those reported ``unknown``). The first tests use the fake server's own
-faults (502/504 after recording, 503, 413, idle close), the rest a real nginx from
-Debian's package (tests/_nginx.py), whose pages and closes our fake could not imitate.
+A proxy's 502, 504, 503, 413 and idle close, each rerun: the upstream's own record is the
+oracle (no lead twice, none lost except those reported ``unknown``). The first tests use
+the fake server's own faults (502/504 after recording, 503, 413, idle close), the rest a
+real nginx from Debian's package (tests/_nginx.py), whose pages and closes our fake could
+not imitate.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ CONTRACT_NAMES = {
     "TransportError",
     "ConnectError",
     "AmbiguousError",
+    "ResourceError",
     "__version__",
 }
 
@@ -316,6 +317,8 @@ TREE = [
     ("TransportError", "RyngError"),
     ("ConnectError", "TransportError"),
     ("AmbiguousError", "TransportError"),
+    ("ResourceError", "RyngError"),
+    ("ResourceLimitError", "ResourceError"),
 ]
 
 
@@ -335,7 +338,13 @@ def test_error_tree_parent(child: str, parent: str) -> None:
 def test_error_tree_has_no_cross_links() -> None:
     names = [child for child, _ in TREE]
     classes = {name: getattr(ryng_async, name) for name in names}
-    branches = ["ConfigurationError", "ValidationError", "APIError", "TransportError"]
+    branches = [
+        "ConfigurationError",
+        "ValidationError",
+        "APIError",
+        "TransportError",
+        "ResourceError",
+    ]
     for name, cls in classes.items():
         branch_hits = [b for b in branches if issubclass(cls, classes[b])]
         assert len(branch_hits) == 1, (name, branch_hits)
@@ -360,6 +369,7 @@ def every_error() -> list[ryng_async.RyngError]:
     return [
         ryng_async.RyngError("plain"),
         ryng_async.ConfigurationError("bad option"),
+        ryng_async.ResourceError("the disk is full"),
         ryng_async.ResourceLimitError("out of fds", errno=24, limit=1024),
         ryng_async.ValidationError("is required", field="number", position=4),
         ryng_async.APIError("Bad Request", status=400, body='{"error":true}'),
@@ -381,6 +391,14 @@ def test_every_error_pickles_with_its_attributes(error: ryng_async.RyngError) ->
     assert str(again) == str(error)
     assert again.args == error.args
     assert vars(again) == vars(error)
+
+
+def test_runtime_failures_are_resource_errors_not_configuration_errors() -> None:
+    from ryng_async.redis import RedisLimiterError
+
+    assert RedisLimiterError.__bases__ == (ryng_async.ResourceError,)
+    for runtime in (RedisLimiterError, ryng_async.ResourceLimitError):
+        assert not issubclass(runtime, ryng_async.ConfigurationError), runtime
 
 
 def test_exceptions_module_draws_the_tree() -> None:

@@ -9,6 +9,7 @@ no URL), the tests skip saying so.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import pytest
@@ -31,7 +33,7 @@ from hypothesis import strategies as st
 pytest.importorskip("redis", reason="redis-py is not installed: pip install 'ryng-async[redis]'")
 
 from ryng_async import BulkReport, ConfigurationError, Limiter, RyngClient
-from ryng_async.redis import RedisLimiter, RedisLimiterError
+from ryng_async.redis import KEY_PREFIX, RedisLimiter, RedisLimiterError
 from ryng_async.testing import FakeRyngServer
 
 TOKEN = "test-token-0123456789"
@@ -450,6 +452,79 @@ async def test_four_processes_share_one_rate(redis_url: str, key: str) -> None:
     assert server.statuses[429] <= 3, seen
     assert fleet_rate >= 0.9 * FLEET_RATE, seen
     assert {r.shard for r in reports} == {(i, FLEET_WORKERS) for i in range(FLEET_WORKERS)}
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_append_takes_its_slots_from_the_shared_schedule(
+    redis_url: str, key: str, tmp_path: Path
+) -> None:
+    from redis.asyncio import Redis
+
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(40)))
+    redis = Redis.from_url(redis_url)
+    try:
+        assert await redis.hget(KEY_PREFIX + key, "tat") is None
+        async with FakeRyngServer(access_token=TOKEN) as server:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+            env.update(
+                RYNG_BASE_URL=server.base_url, RYNG_ACCESS_TOKEN=TOKEN, RYNG_REDIS_URL=redis_url
+            )
+            with anyio.fail_after(60):
+                done = await anyio.run_process(
+                    [sys.executable, "-m", "ryng_async", "append", "42", str(leads),
+                     "--batch-size", "10", "--rate-limit", "50", "--redis-key", key],
+                    env=env, check=False,
+                )  # fmt: skip
+            assert server.lead_count() == 40
+        assert done.returncode == 0, done.stderr.decode()
+        assert "at most 50 requests/s shared through Redis" in done.stderr.decode()
+        # Its four requests took their slots from the key's schedule in Redis.
+        assert await redis.hget(KEY_PREFIX + key, "tat") is not None
+    finally:
+        await redis.aclose()
+
+
+@needs_binary
+@pytest.mark.anyio
+async def test_append_exits_4_when_redis_is_lost_mid_load(
+    own_redis: RedisServer, key: str, tmp_path: Path
+) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(400)))
+    report = tmp_path / "report.json"
+    stopped_at: list[int] = []
+
+    def stop_redis(request: object) -> None:
+        if not stopped_at and server.received_requests >= 3:
+            stopped_at.append(server.received_requests)
+            own_redis.stop()
+
+    async with FakeRyngServer(access_token=TOKEN, on_request=stop_redis) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+        env.update(RYNG_BASE_URL=server.base_url, RYNG_ACCESS_TOKEN=TOKEN)
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [sys.executable, "-m", "ryng_async", "append", "42", str(leads),
+                 "--batch-size", "10", "--concurrency", "2", "--rate-limit", "20",
+                 "--redis-url", own_redis.url, "--redis-key", key,
+                 "--redis-max-outage", "0.5", "--report", str(report)],
+                env=env, check=False,
+            )  # fmt: skip
+        received = server.received_requests
+    err = done.stderr.decode()
+    assert done.returncode == 4, err
+    assert f"lost Redis at 127.0.0.1:{own_redis.port}" in err
+    assert "stopping rather than sending unthrottled" in err
+    # Nothing unlimited after the loss: at most the requests already given their slots.
+    assert stopped_at
+    assert received <= stopped_at[0] + 2
+    document = json.loads(report.read_text())
+    assert document["exit_code"] == 4
+    assert document["skipped"] > 0
 
 
 # -- when Redis fails ------------------------------------------------------------------

@@ -41,7 +41,7 @@ AMBIGUOUS_OK = RetryPolicy(retry_ambiguous=True)
 NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
 
 
-# -- the definite / ambiguous table (issue 17) ------------------------------------------
+# -- the definite / ambiguous table -----------------------------------------------------
 
 NGINX_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -204,7 +204,7 @@ def test_is_retryable_under_the_default_policy(error: RyngError, retryable: bool
     ids=lambda value: value if isinstance(value, bool) else type(value).__name__,
 )
 def test_only_an_ambiguous_error_may_have_been_processed(error: RyngError, maybe: bool) -> None:
-    # One rule (issue 11 defect 6): whatever may have been appended is an AmbiguousError.
+    # One rule: whatever may have been appended is an AmbiguousError.
     assert may_have_been_processed(error) is maybe
 
 

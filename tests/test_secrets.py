@@ -1,4 +1,4 @@
-"""Secrets and PII (issue 11, standing proof 11).
+"""Secrets and PII: the token in no output, phone numbers in no log at INFO or above.
 
 The access token appears in no output: not in the repr or str of the client, its limiter
 and policy; not in any error the SDK raises, its message, its repr or anything chained to it

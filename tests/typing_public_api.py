@@ -13,6 +13,7 @@ from ryng_async import (
     Lead,
     Outcome,
     Progress,
+    ResourceError,
     RetryDetails,
     RetryPolicy,
     RyngClient,
@@ -61,6 +62,8 @@ async def typed_usage() -> None:
         report.raise_for_failures()
     except AuthenticationError as exc:
         print(exc.status, exc.report)
+    except ResourceError as exc:  # Redis, the journal's disk, descriptors: run it again later
+        print(exc, exc.report)
     event = parse_callback(b"{}")
     if isinstance(event, TerminalCallback):
         print(event.disposition)

@@ -8,8 +8,10 @@ a journalled load stands), ``callbacks serve|export`` (Ryng's callbacks, stored 
 against, end to end, without an account).
 
 Exit codes: 0 every lead accepted; 1 some failed, unknown or invalid; 2 usage,
-configuration or unreadable input; 3 the token was refused; 130 interrupted (Ctrl-C);
-141 standard output closed by its reader (``| head``), the command stopped quietly.
+configuration or unreadable input; 3 the token was refused; 4 a resource failed while it
+ran (Redis unreachable or lost, the journal's disk full, out of file descriptors); 130
+interrupted (Ctrl-C); 141 standard output closed by its reader (``| head``), the command
+stopped quietly.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "from RYNG_* environment variables (RYNG_SUBDOMAIN, RYNG_ACCESS_TOKEN, "
         "RYNG_BASE_URL, ...); the access token never from a flag.",
         epilog="Exit codes: 0 every lead accepted; 1 some failed, unknown or invalid; 2 usage, "
-        "configuration or unreadable input; 3 the token was refused; 130 interrupted.",
+        "configuration or unreadable input; 3 the token was refused; 4 a resource failed "
+        "while it ran (Redis unreachable or lost, the journal's disk full, out of file "
+        "descriptors): run it again once it is back; 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"ryng-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

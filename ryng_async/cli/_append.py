@@ -39,6 +39,8 @@ from .. import (
     BulkReport,
     ConfigurationError,
     InvalidLead,
+    Limiter,
+    ResourceError,
     ValidationError,
 )
 from .._batching import BodyTemplate, Packer
@@ -74,6 +76,7 @@ from ._readers import (
     run_blocking,
     source_from_args,
 )
+from ._shared_rate import add_redis_options, redis_limiter
 
 __all__ = ["add_parser", "load_options", "resume_hint"]
 
@@ -89,8 +92,9 @@ def add_parser(commands: Commands) -> None:
             "Load a CSV or JSON Lines file into a campaign, in concurrent, rate-limited "
             "batches, with live progress, a summary, and an exit code scripts can trust: "
             "0 every lead accepted; 1 some failed, unknown or invalid; 2 usage, "
-            "configuration or unreadable input; 3 the token was refused; 130 interrupted "
-            "(Ctrl-C), 143 terminated (SIGTERM)."
+            "configuration or unreadable input; 3 the token was refused; 4 a resource "
+            "failed while it ran (Redis unreachable or lost, the journal's disk full, out of "
+            "file descriptors); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
         ),
         epilog=(
             "CSV: a header row; the number column (--number-column; spaces around a "
@@ -212,6 +216,7 @@ def add_parser(commands: Commands) -> None:
         metavar="PER_SECOND",
         help="most requests per second (default: none; a 429 still slows the load)",
     )
+    add_redis_options(load, parser)
     load.add_argument(
         "--max-consecutive-failures",
         type=int,
@@ -783,6 +788,9 @@ def run(args: argparse.Namespace) -> int:
     except (CliError, InputError, ConfigurationError, ValidationError) as exc:
         _tell(as_json, "error", f"ryng-async append: error: {exc}")
         return ExitCode.USAGE
+    except ResourceError as exc:  # after ConfigurationError: a refused journal is both
+        _tell(as_json, "error", f"ryng-async append: error: {exc}")
+        return ExitCode.RESOURCE
 
 
 def _describe(args: argparse.Namespace, source: LeadSource, options: dict[str, Any]) -> str:
@@ -790,7 +798,8 @@ def _describe(args: argparse.Namespace, source: LeadSource, options: dict[str, A
     parts = [
         f"loading {source.name} ({source.format}{size}) into campaign {args.campaign}",
         f"batches of {options['batch_size']}, {options['concurrency']} at a time"
-        + ("" if args.rate_limit is None else f", at most {args.rate_limit:g} requests/s"),
+        + ("" if args.rate_limit is None else f", at most {args.rate_limit:g} requests/s")
+        + (" shared through Redis" if getattr(args, "redis_url", None) else ""),
     ]
     if options["agent_mapping"]:
         parts.append(f"agent mapping {options['agent_mapping']}")
@@ -806,6 +815,16 @@ async def _load(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
     _check_rejects(args)
     client = make_client(args)
+    limiter = redis_limiter(args)
+    try:
+        return await _load_with(args, client, limiter)
+    finally:
+        if limiter is not None:
+            with anyio.CancelScope(shield=True):
+                await limiter.aclose()
+
+
+async def _load_with(args: argparse.Namespace, client: Any, limiter: Limiter | None) -> int:
     with _Interrupts(args) as interrupts:
         source = None
         with interrupts.scope():
@@ -821,7 +840,7 @@ async def _load(args: argparse.Namespace) -> int:
             source, listing=None, keep=args.show_invalid, report=args.report, rejects=args.rejects
         )
         try:
-            return await _load_source(args, client, source, interrupts, rows)
+            return await _load_source(args, client, source, interrupts, rows, limiter=limiter)
         finally:
             rows.close()
             source.close()
@@ -833,8 +852,12 @@ async def _load_source(
     source: LeadSource,
     interrupts: _Interrupts,
     rows: _InvalidRows,
+    *,
+    limiter: Limiter | None = None,
 ) -> int:
     options = load_options(args, source)
+    if limiter is not None:  # --redis-url: the shared schedule paces at --rate-limit
+        options.update(limiter=limiter, rate_limit=None)
     if args.max_invalid is not None:
         rows.guard = _InvalidGuard(args.max_invalid, interrupts.stop)
     # Every invalid row streams out as it is found (to --report and the listing at the
@@ -876,6 +899,8 @@ async def _load_source(
             code, error = ExitCode.AUTH, f"the access token was refused: {exc}"
         except (InputError, CliError, ValidationError, ConfigurationError) as exc:
             code, error = ExitCode.USAGE, str(exc)
+        except ResourceError as exc:  # after ConfigurationError: a refused journal is both
+            code, error = ExitCode.RESOURCE, str(exc)
         finally:
             view.stop()
     code = interrupts.code or code
@@ -1064,6 +1089,7 @@ def _finish(
         ExitCode.TERMINATED: "terminated",
         ExitCode.AUTH: "token refused",
         ExitCode.USAGE: "input error",
+        ExitCode.RESOURCE: "resource failed",
     }.get(ExitCode(code), "done")
     if error is not None:
         _tell(as_json, "error", f"ryng-async append: error: {error}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from .. import ConfigurationError
 from ..checkpoint import (
     BatchState,
     CheckpointError,
@@ -216,9 +217,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = SQLiteJournal.inspect(args.path)
         lines = _line_map(args, summary)
-    except (CheckpointError, InputError, OSError) as exc:
+    except (ConfigurationError, InputError, OSError) as exc:  # a journal refused included
         say(f"ryng-async checkpoint show: error: {exc}")
         return ExitCode.USAGE
+    except CheckpointError as exc:  # the journal failed while read: a ResourceError
+        say(f"ryng-async checkpoint show: error: {exc}")
+        return ExitCode.RESOURCE
     if args.json:
         sys.stdout.write(msgspec.json.encode(_as_dict(summary, lines)).decode() + "\n")
     else:

@@ -75,6 +75,11 @@ class ExitCode(enum.IntEnum):
     """Bad usage or configuration, or an input that could not be read."""
     AUTH = 3
     """The access token was refused (403)."""
+    RESOURCE = 4
+    """A resource of the SDK's own failed while the command ran (`ResourceError`): the
+    shared rate limit's Redis unreachable or lost, the checkpoint journal's disk full,
+    the process out of file descriptors or memory. The settings were right: run the same
+    command again once the resource is back."""
     INTERRUPTED = 130
     """Interrupted by Ctrl-C (SIGINT)."""
     PIPE_CLOSED = 141

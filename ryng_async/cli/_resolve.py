@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import quote
 
+from .. import ConfigurationError
 from ..checkpoint import BatchState, CheckpointError, Decision, JournalledBatch, SQLiteJournal
 from ._common import Commands, ExitCode, add_reading_options, plain, say
 from ._readers import InputError, LeadSource, source_from_args
@@ -302,9 +303,12 @@ def run_resolve(args: argparse.Namespace) -> int:
             made = SQLiteJournal.resolve(
                 args.path, decision, batches=[b.index for b in chosen], note=args.note
             )
-    except (CheckpointError, InputError, OSError) as exc:
+    except (ConfigurationError, InputError, OSError) as exc:  # a journal refused included
         say(f"{name}: error: {exc}")
         return ExitCode.USAGE
+    except CheckpointError as exc:  # the journal failed while written: a ResourceError
+        say(f"{name}: error: {exc}")
+        return ExitCode.RESOURCE
     left = len(uncertain) - len(made)
     lines = [
         f"batch {r.index}: {r.positions} resolved as {r.decision.value}"
@@ -447,9 +451,12 @@ def run_export(args: argparse.Namespace) -> int:
         else:
             with open(args.out, "wb") as out:
                 rows, _ = export_rows(args, batches, out)
-    except (CheckpointError, InputError, OSError) as exc:
+    except (ConfigurationError, InputError, OSError) as exc:  # a journal refused included
         say(f"{name}: error: {exc}")
         return ExitCode.USAGE
+    except CheckpointError as exc:  # the journal failed while read: a ResourceError
+        say(f"{name}: error: {exc}")
+        return ExitCode.RESOURCE
     where = "stdout" if args.out == "-" else args.out
     say(f"{rows:,} rows of {len(batches):,} {args.state} batches written to {where}")
     return ExitCode.OK

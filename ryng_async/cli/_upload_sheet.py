@@ -28,6 +28,7 @@ from .. import (
     AmbiguousError,
     AuthenticationError,
     ConfigurationError,
+    ResourceError,
     RyngError,
     ValidationError,
 )
@@ -188,6 +189,9 @@ def _run(args: argparse.Namespace, path: str) -> int:
     except AuthenticationError as exc:
         say(f"ryng-async upload-sheet: error: the access token was refused: {exc}")
         return ExitCode.AUTH
+    except ResourceError as exc:
+        say(f"ryng-async upload-sheet: error: the sheet was not sent: {exc}")
+        return ExitCode.RESOURCE
     except AmbiguousError as exc:
         say(
             f"ryng-async upload-sheet: error: {exc}. The sheet may have been appended: check "
