@@ -52,7 +52,9 @@ SUBSTITUTIONS: dict[str, dict[str, str]] = {
     "callbacks.md": {
         # serves until stopped: the same app is made and started on a free port, then closed
         "web.run_app(app, port=8080, access_log_class=RedactingAccessLogger)": (
-            "runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)"
+            "runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)\n"
+            # the store's file, as the app's first callback would open it
+            "await store.open()\nawait store.aclose()"
         ),
     },
     "service.md": {

@@ -46,6 +46,7 @@ __all__ = [
     "digest_of",
     "fold",
     "format_version",
+    "load_record",
     "migrate",
     "outdated",
     "pack_records",
@@ -418,14 +419,25 @@ def digest_of(conn: sqlite3.Connection, path: str) -> Digest:
     return digest
 
 
-def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) -> None:
-    """Refuse a journal of another load, naming every difference."""
-    row = conn.execute(
-        "SELECT campaign_id, batch_size, max_batch_bytes, options_sha256, shard_index,"
-        " shard_count FROM load"
-    ).fetchone()
+def load_record(conn: sqlite3.Connection, path: str, columns: str) -> tuple[Any, ...]:
+    """The ``columns`` (SQL, ours) of the journal's load record.
+
+    Raises:
+        CheckpointError: there is none: the journal is damaged.
+    """
+    row = conn.execute(f"SELECT {columns} FROM load").fetchone()  # noqa: S608 - ours
     if row is None:
         raise CheckpointError(f"the checkpoint journal {path!r} is damaged: no load record")
+    return tuple(row)
+
+
+def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) -> None:
+    """Refuse a journal of another load, naming every difference."""
+    row = load_record(
+        conn,
+        path,
+        "campaign_id, batch_size, max_batch_bytes, options_sha256, shard_index, shard_count",
+    )
     campaign_id, batch_size, max_batch_bytes, options_sha256, shard_index, shard_count = row
     shard = None if shard_index is None else (shard_index, shard_count)
 

@@ -19,6 +19,7 @@ from ._format import (
     Row,
     batch_from_row,
     format_version,
+    load_record,
     migrate,
     outdated,
     parse_ranges,
@@ -63,12 +64,12 @@ def next_position(ordered: Sequence[Row], *, sharded: bool) -> int:
 
 def read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalSummary:
     """The `JournalSummary` of the journal on ``conn`` (of format ``version`` on disk)."""
-    row = conn.execute(
-        "SELECT campaign_id, batch_size, max_batch_bytes, shard_index, shard_count,"
-        " created_at, updated_at FROM load"
-    ).fetchone()
-    if row is None:
-        raise CheckpointError(f"the checkpoint journal {path!r} is damaged: no load record")
+    row = load_record(
+        conn,
+        path,
+        "campaign_id, batch_size, max_batch_bytes, shard_index, shard_count, created_at,"
+        " updated_at",
+    )
     campaign_id, batch_size, max_batch_bytes, shard_index, shard_count, created, updated = row
     shard = None if shard_index is None else (shard_index, shard_count)
     rows, last = read_rows(conn)
@@ -158,14 +159,7 @@ def _current_for_reading(conn: sqlite3.Connection, path: str) -> tuple[sqlite3.C
 
 
 def inspect(path: str | os.PathLike[str]) -> JournalSummary:
-    """Summarise the journal at ``path``; works while a load holds it.
-
-    Blocking (for command lines and scripts); writes nothing, and an older format is
-    read through a migrated copy in memory.
-
-    Raises:
-        CheckpointError: no journal there, not a journal, or a newer format.
-    """
+    """`SQLiteJournal.inspect`: summarise the journal at ``path`` (blocking, no lock)."""
     name = os.fspath(path)
     conn, version = connect_for_reading(name)
     try:
@@ -179,13 +173,7 @@ def inspect(path: str | os.PathLike[str]) -> JournalSummary:
 def read_batches(
     path: str | os.PathLike[str], *, states: Collection[BatchState] | None = None
 ) -> list[JournalledBatch]:
-    """Every batch of the journal at ``path`` (only those in ``states`` if given).
-
-    Blocking; like `inspect`, needs no lock and writes nothing.
-
-    Raises:
-        CheckpointError: no journal there, not a journal, or a newer format.
-    """
+    """`SQLiteJournal.read_batches`: the batches at ``path`` (blocking, no lock)."""
     name = os.fspath(path)
     conn, _ = connect_for_reading(name)
     try:

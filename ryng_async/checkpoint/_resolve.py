@@ -41,26 +41,7 @@ def resolve(
     batches: Collection[int] | None = None,
     note: str = "",
 ) -> list[Resolution]:
-    """Record a decision on batches left in flight or unknown; return what was recorded.
-
-    Blocking. ``decision`` `Decision.ACCEPTED` (its leads were found in Ryng) makes the
-    batch accepted: the next run counts it accepted and sends nothing.
-    `Decision.NOT_RECEIVED` makes it skipped and no longer maybe duplicated: the next
-    run sends it as a batch never sent. Each decision is journalled with its time and
-    ``note`` (`JournalSummary.resolved`).
-
-    Args:
-        path: the journal.
-        decision: `Decision` or its value (``"accepted"``, ``"not-received"``).
-        batches: the batch indexes to resolve; None for every batch in flight or unknown.
-        note: why (kept in the journal, cut to 500 characters).
-
-    Raises:
-        CheckpointError: no journal there, not a journal, a newer format; a load holds
-            it now (a live load's in-flight batches are not for an operator to decide);
-            a given batch is not in the journal or not in flight or unknown. Nothing
-            was recorded then.
-    """
+    """`SQLiteJournal.resolve`: record ``decision`` on open batches (blocking, locked)."""
     name = os.fspath(path)
     decided = Decision(decision)
     if os.path.isdir(name):
