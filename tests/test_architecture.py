@@ -163,7 +163,6 @@ def oversized(sources: dict[str, str]) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=False, reason="other helpers' splits land at merge")
 def test_no_module_is_over_600_lines_without_a_reason() -> None:
     # A module past about 600 lines usually holds more than one concept: split it, or say in
     # its docstring why it is one ("Longer than 600 lines because ...").

@@ -29,12 +29,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ryng_async import ConfigurationError
+from ryng_async import ConfigurationError, ResourceError
 from ryng_async import checkpoint as checkpoint_module
 from ryng_async.checkpoint import (
     JOURNAL_FORMAT_VERSION,
     BatchState,
     CheckpointError,
+    CheckpointRefusedError,
     JournalledBatch,
     LoadIdentity,
     SQLiteJournal,
@@ -229,7 +230,8 @@ def test_load_identity_checks_its_fields() -> None:
         dataclasses.replace(IDENTITY, batch_size=0)
     with pytest.raises(ValueError, match="shard"):
         dataclasses.replace(IDENTITY, shard=(3, 3))
-    assert issubclass(CheckpointError, ConfigurationError)
+    assert issubclass(CheckpointRefusedError, ConfigurationError)
+    assert issubclass(CheckpointError, ResourceError)
 
 
 # --- a changed input ------------------------------------------------------------------------

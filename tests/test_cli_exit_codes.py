@@ -101,12 +101,9 @@ def break_journal(path: Path) -> None:
     conn.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes once ryng_async.checkpoint's errors change base: CheckpointError under "
-    "ResourceError, refusals as CheckpointRefusedError (the ckpt branch's merge)",
-)
-async def test_checkpoint_errors_after_the_checkpoint_package_merge(tmp_path: Path) -> None:
+async def test_a_journal_write_failing_mid_load_exits_4_and_a_refused_journal_exits_2(
+    tmp_path: Path,
+) -> None:
     from ryng_async import checkpoint
 
     # A journal write that fails mid-load is a ResourceError, not a ConfigurationError...

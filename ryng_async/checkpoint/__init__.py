@@ -50,6 +50,7 @@ from ._journal import SQLiteJournal
 from ._records import (
     BatchState,
     CheckpointError,
+    CheckpointRefusedError,
     Decision,
     JournalledBatch,
     JournalSummary,
@@ -61,6 +62,7 @@ __all__ = [
     "JOURNAL_FORMAT_VERSION",
     "BatchState",
     "CheckpointError",
+    "CheckpointRefusedError",
     "Decision",
     "JournalSummary",
     "JournalledBatch",

@@ -26,7 +26,7 @@ from ._format import (
     read_rows,
 )
 from ._lock import lock_journal
-from ._records import CheckpointError, LoadIdentity
+from ._records import CheckpointRefusedError, LoadIdentity
 
 __all__ = ["open_file", "shut"]
 
@@ -45,9 +45,9 @@ def open_file(
     Returns the connection, the lock's descriptor, the digest and the batch rows.
     """
     if os.path.isdir(path):
-        raise CheckpointError(f"the checkpoint path {path!r} is a directory")
+        raise CheckpointRefusedError(f"the checkpoint path {path!r} is a directory")
     if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"cannot write the checkpoint journal {path!r}: {os.strerror(errno.EACCES)}"
         )
     if os.path.exists(path) and os.path.getsize(path) > 0:
@@ -57,7 +57,7 @@ def open_file(
         conn = connect(path)
     except sqlite3.Error as exc:
         unlock(fd)
-        raise CheckpointError(f"cannot open the checkpoint journal {path!r}: {exc}") from exc
+        raise CheckpointRefusedError(f"cannot open the checkpoint journal {path!r}: {exc}") from exc
     try:
         digest = _prepare(conn, path, identity)
         rows, _ = read_rows(conn)
@@ -65,7 +65,9 @@ def open_file(
         conn.close()
         unlock(fd)
         if isinstance(exc, sqlite3.Error):
-            raise CheckpointError(f"cannot use the checkpoint journal {path!r}: {exc}") from exc
+            raise CheckpointRefusedError(
+                f"cannot use the checkpoint journal {path!r}: {exc}"
+            ) from exc
         raise
     return conn, fd, digest, rows
 
@@ -76,7 +78,9 @@ def _prepare(conn: sqlite3.Connection, path: str, identity: LoadIdentity) -> Dig
         conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
-        raise CheckpointError(f"the checkpoint journal {path!r} cannot use WAL mode (got {mode!r})")
+        raise CheckpointRefusedError(
+            f"the checkpoint journal {path!r} cannot use WAL mode (got {mode!r})"
+        )
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
     conn.execute(f"PRAGMA wal_autocheckpoint = {_WRITER_AUTOCHECKPOINT_PAGES}")

@@ -22,7 +22,12 @@ import xxhash
 
 from .._exceptions import preview
 from .._sqlite import ForeignDatabaseError, application_version, connect_read_only
-from ._records import BatchState, CheckpointError, JournalledBatch, LoadIdentity
+from ._records import (
+    BatchState,
+    CheckpointRefusedError,
+    JournalledBatch,
+    LoadIdentity,
+)
 
 __all__ = [
     "APPLICATION_ID",
@@ -324,21 +329,23 @@ def format_version(conn: sqlite3.Connection, path: str) -> int | None:
     try:
         version = application_version(conn, APPLICATION_ID)
     except ForeignDatabaseError:
-        raise CheckpointError(f"{path!r} {NOT_A_JOURNAL} (it is another SQLite database)") from None
+        raise CheckpointRefusedError(
+            f"{path!r} {NOT_A_JOURNAL} (it is another SQLite database)"
+        ) from None
     except sqlite3.DatabaseError as exc:
         if exc.sqlite_errorname in {"SQLITE_NOTADB", "SQLITE_CORRUPT"}:
-            raise CheckpointError(f"{path!r} {NOT_A_JOURNAL} ({exc})") from exc
-        raise CheckpointError(f"cannot read the checkpoint journal {path!r}: {exc}") from exc
+            raise CheckpointRefusedError(f"{path!r} {NOT_A_JOURNAL} ({exc})") from exc
+        raise CheckpointRefusedError(f"cannot read the checkpoint journal {path!r}: {exc}") from exc
     if version is None:
         return None  # an empty database (a fresh file, or a creation cut short)
     current = JOURNAL_FORMAT_VERSION
     if version > current:
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"the checkpoint journal {path!r} has format version {version}, newer than the "
             f"{current} this ryng_async reads: it was written by a newer ryng_async"
         )
     if any(step not in MIGRATIONS for step in range(version, current)):
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"the checkpoint journal {path!r} has format version {version}, which this "
             f"ryng_async (format version {current}) cannot migrate"
         )
@@ -412,7 +419,7 @@ def digest_of(conn: sqlite3.Connection, path: str) -> Digest:
     (name,) = conn.execute("SELECT digest_algorithm FROM load").fetchone()
     digest = DIGESTS.get(name)
     if digest is None:
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"the checkpoint journal {path!r} digests batches with {preview(name)},"
             " which this ryng_async does not know: it was written by a newer ryng_async"
         )
@@ -427,7 +434,7 @@ def load_record(conn: sqlite3.Connection, path: str, columns: str) -> tuple[Any,
     """
     row = conn.execute(f"SELECT {columns} FROM load").fetchone()  # noqa: S608 - ours
     if row is None:
-        raise CheckpointError(f"the checkpoint journal {path!r} is damaged: no load record")
+        raise CheckpointRefusedError(f"the checkpoint journal {path!r} is damaged: no load record")
     return tuple(row)
 
 
@@ -461,7 +468,7 @@ def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) 
     if shard != identity.shard:
         differences.append(f"{shard_text(shard)} in the journal, {shard_text(identity.shard)} now")
     if differences:
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"the checkpoint journal {path!r} belongs to another load: "
             + "; ".join(differences)
             + ". Give this load another checkpoint path, or delete the journal to start over"

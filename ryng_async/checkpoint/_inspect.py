@@ -27,7 +27,7 @@ from ._format import (
 )
 from ._records import (
     BatchState,
-    CheckpointError,
+    CheckpointRefusedError,
     Decision,
     JournalledBatch,
     JournalSummary,
@@ -131,13 +131,13 @@ def connect_for_reading(path: str) -> tuple[sqlite3.Connection, int]:
     memory, never on disk.
     """
     if os.path.isdir(path):
-        raise CheckpointError(f"the checkpoint path {path!r} is a directory")
+        raise CheckpointRefusedError(f"the checkpoint path {path!r} is a directory")
     if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint journal at {path!r}")
+        raise CheckpointRefusedError(f"no checkpoint journal at {path!r}")
     try:
         conn = connect_read_only(path)
     except sqlite3.Error as exc:
-        raise CheckpointError(f"cannot open the checkpoint journal {path!r}: {exc}") from exc
+        raise CheckpointRefusedError(f"cannot open the checkpoint journal {path!r}: {exc}") from exc
     try:
         return _current_for_reading(conn, path)
     except BaseException:
@@ -148,7 +148,7 @@ def connect_for_reading(path: str) -> tuple[sqlite3.Connection, int]:
 def _current_for_reading(conn: sqlite3.Connection, path: str) -> tuple[sqlite3.Connection, int]:
     version = format_version(conn, path)
     if version is None:
-        raise CheckpointError(f"{path!r} {NOT_A_JOURNAL} (it is an empty database)")
+        raise CheckpointRefusedError(f"{path!r} {NOT_A_JOURNAL} (it is an empty database)")
     if outdated(version):
         copy = sqlite3.connect(":memory:", isolation_level=None)
         conn.backup(copy)
@@ -165,7 +165,7 @@ def inspect(path: str | os.PathLike[str]) -> JournalSummary:
     try:
         return read_summary(conn, name, version)
     except sqlite3.Error as exc:
-        raise CheckpointError(f"cannot read the checkpoint journal {name!r}: {exc}") from exc
+        raise CheckpointRefusedError(f"cannot read the checkpoint journal {name!r}: {exc}") from exc
     finally:
         conn.close()
 
@@ -185,6 +185,6 @@ def read_batches(
             if wanted is None or rows[index][4] in wanted
         ]
     except sqlite3.Error as exc:
-        raise CheckpointError(f"cannot read the checkpoint journal {name!r}: {exc}") from exc
+        raise CheckpointRefusedError(f"cannot read the checkpoint journal {name!r}: {exc}") from exc
     finally:
         conn.close()

@@ -40,6 +40,7 @@ from ._pacer import CommitPacer
 from ._records import (
     BatchState,
     CheckpointError,
+    CheckpointRefusedError,
     Decision,
     JournalledBatch,
     JournalSummary,
@@ -219,7 +220,7 @@ class SQLiteJournal:
                 that is not a journal was not touched.
         """
         if self._state in {"open", "closing"}:
-            raise CheckpointError(f"the checkpoint journal {self._path!r} is already open")
+            raise CheckpointRefusedError(f"the checkpoint journal {self._path!r} is already open")
         loop = asyncio.get_running_loop()
         # Shielded: a cancelled open must not leave the lock held with no one to close it.
         with anyio.CancelScope(shield=True):
@@ -274,7 +275,9 @@ class SQLiteJournal:
 
     async def __aenter__(self) -> Self:
         if self._state != "open":
-            raise CheckpointError("open the journal first: async with await journal.open(identity)")
+            raise CheckpointRefusedError(
+                "open the journal first: async with await journal.open(identity)"
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -282,7 +285,7 @@ class SQLiteJournal:
 
     def _live(self) -> _Session:
         if self._state != "open" or self._session is None:
-            raise CheckpointError(
+            raise CheckpointRefusedError(
                 f"the checkpoint journal {self._path!r} is "
                 + ("not open" if self._state == "new" else "closed")
             )
@@ -353,7 +356,7 @@ class SQLiteJournal:
                 "two blocks together: a shard whose blocks hold invalid leads cannot resume "
                 "it (give this load a new checkpoint path)"
             )
-            raise CheckpointError(
+            raise CheckpointRefusedError(
                 f"the input changed since the checkpoint journal {self._path!r} was written: "
                 f"batch {index} ({now}) differs from the journalled one ({then}){older}"
             )

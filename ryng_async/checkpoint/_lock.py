@@ -7,7 +7,7 @@ A load (or `resolve`) owns the journal by an OS advisory lock on ``<path>-lock``
 from __future__ import annotations
 
 from .._sqlite import LockFailedError, LockHeldError, lock, os_reason
-from ._records import CheckpointError
+from ._records import CheckpointRefusedError
 
 __all__ = ["lock_journal"]
 
@@ -22,16 +22,16 @@ def lock_journal(path: str) -> int:
         return lock(path)
     except LockHeldError as held:
         who = f" (pid {held.holder})" if held.holder else ""
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"the checkpoint journal {path!r} is in use by another load{who}; "
             "wait for it to end, or give this load another checkpoint path"
         ) from None
     except LockFailedError as exc:
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"cannot lock the checkpoint journal {path!r} ({exc.filename!r}): {os_reason(exc)}"
         ) from exc
     except OSError as exc:
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"cannot use {path!r} as a checkpoint journal: cannot create its lock file "
             f"{path + '-lock'!r}: {os_reason(exc)}"
         ) from exc

@@ -1,7 +1,8 @@
 """The journal's records: a load's identity, a batch as journalled, a summary, decisions.
 
-Plain values (frozen dataclasses and string enums), and `CheckpointError`, the one error
-the journal raises for a journal it cannot use.
+Plain values (frozen dataclasses and string enums), and the journal's errors:
+`CheckpointError` for a journal that failed while in use, `CheckpointRefusedError` for one
+refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError, ResourceError
 
 __all__ = [
     "BatchState",
     "CheckpointError",
+    "CheckpointRefusedError",
     "Decision",
     "JournalSummary",
     "JournalledBatch",
@@ -25,13 +27,25 @@ __all__ = [
 ]
 
 
-class CheckpointError(ConfigurationError):
-    """The checkpoint journal cannot be used.
+class CheckpointError(ResourceError):
+    """The checkpoint journal failed while in use: a write that failed (disk full, file removed).
 
-    Raised by `SQLiteJournal.open` before anything is sent (the message says what differs:
-    another load, a changed input, a foreign file, a newer format, an unwritable location,
-    another process using it), by `SQLiteJournal.prior` and `SQLiteJournal.in_flight` when
-    the input changed, and by a write that failed (disk full, file removed).
+    Raised by `SQLiteJournal.in_flight` and `SQLiteJournal.settled` (through the future
+    they return), by `SQLiteJournal.aclose` (a queued record), by `SQLiteJournal.resolve`,
+    and by a load whose journal did not close: a `ResourceError`, the load can run again
+    once the disk has room. A journal refused before anything is sent is the subclass
+    `CheckpointRefusedError`.
+    """
+
+
+class CheckpointRefusedError(CheckpointError, ConfigurationError):
+    """The checkpoint journal cannot be used for this load; nothing was sent or written.
+
+    Raised by `SQLiteJournal.open` (the message says what differs: another load, a changed
+    input, a foreign file, a newer format, an unwritable location, another process using
+    it), by `SQLiteJournal.prior` and `SQLiteJournal.in_flight` when the input changed, and
+    by the readers (`SQLiteJournal.inspect`, `SQLiteJournal.read_batches`). Also a
+    `ConfigurationError`: the settings (the path, the input) must change.
     """
 
 

@@ -29,7 +29,13 @@ from ._format import (
     row_from_sql,
 )
 from ._lock import lock_journal
-from ._records import BatchState, CheckpointError, Decision, Resolution
+from ._records import (
+    BatchState,
+    CheckpointError,
+    CheckpointRefusedError,
+    Decision,
+    Resolution,
+)
 
 __all__ = ["resolve"]
 
@@ -45,14 +51,14 @@ def resolve(
     name = os.fspath(path)
     decided = Decision(decision)
     if os.path.isdir(name):
-        raise CheckpointError(f"the checkpoint path {name!r} is a directory")
+        raise CheckpointRefusedError(f"the checkpoint path {name!r} is a directory")
     if not os.path.exists(name):
-        raise CheckpointError(f"no checkpoint journal at {name!r}")
+        raise CheckpointRefusedError(f"no checkpoint journal at {name!r}")
     check_file(name)
     pid = holder(name)
     if pid is not None:
         who = f" (pid {pid})" if pid else ""
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"the checkpoint journal {name!r} is held by a live load{who}: its batches in "
             "flight may be answered yet; resolve them after it ends"
         )
@@ -78,7 +84,7 @@ def _resolve_locked(
 ) -> list[Resolution]:
     version = format_version(conn, path)
     if version is None:
-        raise CheckpointError(f"{path!r} {NOT_A_JOURNAL} (it is an empty database)")
+        raise CheckpointRefusedError(f"{path!r} {NOT_A_JOURNAL} (it is an empty database)")
     if outdated(version):
         migrate(conn, version)
     fold(conn)
@@ -150,7 +156,7 @@ def _check_open_batches(rows: dict[int, Row], chosen: list[int], path: str) -> N
             + ", ".join(f"batch {i} ({rows[i][4]})" for i in closed[:10])
             + (f" and {len(closed) - 10} more" if len(closed) > 10 else "")
         )
-    raise CheckpointError(f"cannot resolve in {path!r}: " + "; ".join(parts))
+    raise CheckpointRefusedError(f"cannot resolve in {path!r}: " + "; ".join(parts))
 
 
 def _indexes(indexes: Sequence[int]) -> str:
