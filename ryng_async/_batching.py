@@ -145,7 +145,8 @@ class Packer:
         return batches
 
     def _cut(self, out: list[Batch]) -> None:
-        rows = self._rows[: self._batch_size]
+        whole = len(self._rows) <= self._batch_size  # all held leads, most often one chunk
+        rows = self._rows if whole else self._rows[: self._batch_size]
         try:
             body = self._template.body(rows)
         except UnicodeEncodeError:
@@ -165,10 +166,14 @@ class Packer:
             )
             del self._rows[0], self._positions[0]
             return
-        positions = self._positions[:count]
-        out.append(Batch(self._next_index, positions[0], positions, rows[:count], body))
+        if whole and count == len(rows):
+            # The batch takes the held lists as they are: no copy of its rows a request.
+            positions, self._rows, self._positions = self._positions, [], []
+        else:
+            positions, rows = self._positions[:count], rows[:count]
+            del self._rows[:count], self._positions[:count]
+        out.append(Batch(self._next_index, positions[0], positions, rows, body))
         self._next_index += 1
-        del self._rows[:count], self._positions[:count]
 
     def _drop_unencodable(self, count: int) -> None:
         """Refuse, as invalid, the leads among the next ``count`` that are not UTF-8 text.

@@ -8,6 +8,7 @@ instead of reaching into private timing state.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import anyio
@@ -34,7 +35,9 @@ class EventLoopClock:
 
     def now(self) -> float:
         """Return the event loop's time."""
-        return anyio.current_time()
+        # What anyio.current_time() returns on asyncio (aiohttp's only loop), without its
+        # backend lookup: a request reads the clock several times.
+        return asyncio.get_running_loop().time()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` on the event loop."""

@@ -61,8 +61,11 @@ class Lead(msgspec.Struct, frozen=True, kw_only=True):
         if agents is not None:
             # A bare string stays a string, for validation to refuse (not one agent a letter).
             wire["agentsAssigned"] = agents if isinstance(agents, str | bytes) else list(agents)
+        names = _FIELD_NAMES
         for index, value in self.custom_fields.items():
-            wire[f"customField{index}"] = value
+            # An exact int only: True == 1, yet it must stay "customFieldTrue" (refused).
+            name = names.get(index) if type(index) is int else None
+            wire[name or f"customField{index}"] = value
         return wire
 
     @classmethod
@@ -80,6 +83,9 @@ class Lead(msgspec.Struct, frozen=True, kw_only=True):
             custom_fields=custom,
         )
 
+
+# The wire names of the usual custom fields, made once rather than per lead.
+_FIELD_NAMES = {index: f"customField{index}" for index in range(1, 257)}
 
 LeadInput = Lead | Mapping[str, Any]
 """A lead as the SDK takes it: a `Lead` or a wire-form mapping."""

@@ -60,7 +60,7 @@ from ._exceptions import (
 )
 from ._exchange import Exchange, SendStoppedError, StopSignal
 from ._models import AppendResponse, decode_response
-from ._ratelimit import Limiter, PauseGate
+from ._ratelimit import AdaptiveLimiter, Limiter, PauseGate
 from ._retry import (
     RetryBudget,
     RetryDetails,
@@ -442,10 +442,7 @@ class Sender:
         while True:
             if stop is not None and stop.fired:
                 raise SendStoppedError
-            if stop is None:
-                await self._take_turn(limiter)
-            elif not await stop.run(partial(self._take_turn, limiter)):
-                raise SendStoppedError
+            await self._wait_turn(limiter, stop)
             exchange.attempts += 1
             if observers:
                 await observers.emit(
@@ -505,6 +502,27 @@ class Sender:
                 failure.response = response
                 raise
             return response
+
+    async def _wait_turn(self, limiter: Limiter, stop: StopSignal | None) -> None:
+        """Wait for the client's pauses and the limiter's go, stopped by ``stop``.
+
+        Raises:
+            SendStoppedError: ``stop`` fired while waiting.
+        """
+        if self._may_go_now(limiter):
+            return  # nothing to wait for: no cancel scope, no coroutines a request
+        if stop is None:
+            await self._take_turn(limiter)
+        elif not await stop.run(partial(self._take_turn, limiter)):
+            raise SendStoppedError
+
+    def _may_go_now(self, limiter: Limiter) -> bool:
+        """Say whether `_take_turn` would return at once, without waiting for anything.
+
+        True with no pause on and the default limiter pacing nothing (no rate set or
+        learned): its ``acquire`` then returns without awaiting.
+        """
+        return type(limiter) is AdaptiveLimiter and limiter.rate is None and self.pauses.is_open()
 
     async def _take_turn(self, limiter: Limiter) -> None:
         """Wait for the client's pauses and the limiter's go."""

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterable, Collection, Iterable, Mapping, Sequen
 from functools import partial
 from ipaddress import ip_address
 from itertools import chain, repeat
-from operator import is_not, itemgetter
+from operator import attrgetter, is_not, itemgetter
 from typing import Any, Protocol, Unpack
 from urllib.parse import urlsplit
 
@@ -49,6 +49,7 @@ __all__ = [
     "resolve_base_url",
     "validate_lead",
     "validate_leads",
+    "wire_leads",
 ]
 
 CAMPAIGN_OPTION_NAMES = frozenset(CampaignOptions.__annotations__)
@@ -67,6 +68,10 @@ _EMPTY = repeat("")
 _get_number = itemgetter("number")
 _is_present = partial(is_not, _MISSING)
 _FIXED_KEYS = frozenset({"number", "agentsAssigned"})
+_custom_fields_of = attrgetter("custom_fields")
+_agents_of = attrgetter("agents_assigned")
+# Agents a Lead may hold for the batch path: to_wire reads them once, without side effects.
+_PLAIN_AGENTS = frozenset({type(None), list, tuple})
 
 
 _MAX_CAMPAIGN_ID = 256
@@ -378,25 +383,46 @@ def leads_are_valid(rows: list[Any]) -> bool:
     # One line a number: a number with a newline inside would pass as two lines.
     if numbers.count("\n") != len(rows) - 1 or not _E164_LINES.fullmatch(numbers + "\n"):
         return False
-    if "agentsAssigned" not in keys:
-        try:
-            # str.join refuses anything but strings: one pass checks every value.
-            "".join(chain.from_iterable(map(dict.values, rows)))
-        except TypeError:
+    if "agentsAssigned" in keys:
+        agent_lists = list(filter(_is_present, map(dict.get, rows, _AGENTS, _NOT_THERE)))
+        if set(map(type, agent_lists)) != {list} or not all(agent_lists):
             return False
-        return True
-    agent_lists = list(filter(_is_present, map(dict.get, rows, _AGENTS, _NOT_THERE)))
-    if set(map(type, agent_lists)) != {list} or not all(agent_lists):
-        return False
-    agents = list(chain.from_iterable(agent_lists))
-    if set(map(type, agents)) != {str} or not all(map(len, agents)):
-        return False
+        agents = list(chain.from_iterable(agent_lists))
+        if set(map(type, agents)) != {str} or not all(map(len, agents)):
+            return False
+    # Every row holding every key (the usual ETL shape): a column is one itemgetter pass.
+    uniform = set(map(len, rows)) == {len(keys)}
     try:
-        for key in keys - {"number", "agentsAssigned"}:
-            "".join(map(dict.get, rows, repeat(key), _EMPTY))
+        # str.join refuses anything but strings: one pass checks a custom field's values
+        # (the numbers were joined above).
+        for key in keys - _FIXED_KEYS:
+            "".join(
+                map(itemgetter(key), rows) if uniform else map(dict.get, rows, repeat(key), _EMPTY)
+            )
     except TypeError:
         return False
     return True
+
+
+def wire_leads(rows: list[Any]) -> list[dict[str, Any]] | None:
+    """Return ``rows`` in wire form if every lead is proven valid, else None.
+
+    Plain wire-form dicts come back as given (`leads_are_valid`); a chunk of `Lead` s comes
+    back as their wire dicts, exactly what `validate_lead` returns for each. None means "not
+    proven", as for `leads_are_valid`: the caller then goes lead by lead with
+    `validate_lead`, which names the field and the input position.
+    """
+    if leads_are_valid(rows):
+        return rows
+    if (
+        set(map(type, rows)) != {Lead}
+        or set(map(type, map(_custom_fields_of, rows))) != {dict}
+        or not set(map(type, map(_agents_of, rows))) <= _PLAIN_AGENTS
+    ):
+        return None
+    # The same Lead.to_wire as validate_lead's, then the same batched proof as for dicts.
+    wire = list(map(Lead.to_wire, rows))
+    return wire if leads_are_valid(wire) else None
 
 
 def check_text(value: str, field: str, position: int | None = None) -> str:
@@ -503,8 +529,9 @@ def validate_leads(leads: Iterable[object]) -> list[dict[str, Any]]:
     rows: list[Any] = leads if isinstance(leads, list) else list(leads)
     if not rows:
         raise ValidationError("an append needs at least one lead", field="leads")
-    if leads_are_valid(rows):
-        return rows
+    proven = wire_leads(rows)
+    if proven is not None:
+        return proven
     return [validate_lead(row, position) for position, row in enumerate(rows)]
 
 

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from ryng_async import AgentMapping, AppendResponse, Lead, ValidationError
 from ryng_async._models import AppendRequest, CustomerData, decode_request, decode_response, encode
-from ryng_async._validate import build_request, leads_are_valid, validate_lead, validate_leads
+from ryng_async._validate import (
+    build_request,
+    leads_are_valid,
+    validate_lead,
+    validate_leads,
+    wire_leads,
+)
 
 NUMBER = "+919876543210"
 
@@ -588,3 +594,53 @@ def test_lead_wire_round_trip(lead: Lead) -> None:
 @given(valid_rows())
 def test_wire_round_trip(row: dict[str, Any]) -> None:
     assert Lead.from_wire(row).to_wire() == row
+
+
+# -- properties: the batched path of Lead objects ----------------------------------------
+
+ODD_LEADS = st.builds(
+    Lead,
+    number=VALID_NUMBERS | ODD_NUMBERS,
+    agents_assigned=st.none() | st.lists(NAMES, min_size=1, max_size=3).map(tuple) | ODD_VALUES,
+    custom_fields=st.dictionaries(
+        st.integers(-1, 300) | st.booleans() | st.floats(0, 3) | st.text(max_size=3),
+        st.text(max_size=5) | ODD_VALUES,
+        max_size=4,
+    )
+    | ODD_VALUES,
+)
+
+
+@settings(derandomize=True, database=None, max_examples=400, deadline=None)
+@given(st.lists(LEADS | ODD_LEADS, max_size=6))
+def test_wire_leads_of_lead_objects_is_what_validate_lead_returns(leads: list[Lead]) -> None:
+    proven = wire_leads(leads)
+    if proven is not None:
+        # Never accepts what the reference rules refuse, and gives their wire dicts.
+        assert proven == [validate_lead(lead, position) for position, lead in enumerate(leads)]
+
+
+@settings(derandomize=True, database=None, max_examples=200, deadline=None)
+@given(st.lists(LEADS, max_size=8))
+def test_wire_leads_takes_valid_lead_objects_in_one_batch(leads: list[Lead]) -> None:
+    # The batched path vouches for every valid chunk: no lead-by-lead fallback.
+    assert wire_leads(leads) == [lead.to_wire() for lead in leads]
+
+
+def test_wire_leads_returns_plain_dicts_as_given_and_refuses_to_vouch_for_the_rest() -> None:
+    rows = [{"number": NUMBER, "customField1": "x"}]
+    assert wire_leads(rows) is rows
+    assert wire_leads([{"number": "12345"}]) is None
+    assert wire_leads([Lead(number=NUMBER), {"number": NUMBER}]) is None  # mixed: lead by lead
+    assert wire_leads([Lead(number=NUMBER, custom_fields={0: "x"})]) is None
+
+
+@pytest.mark.parametrize(("key", "field"), [(True, "customFieldTrue"), (1.0, "customField1.0")])
+def test_custom_field_numbers_that_only_equal_an_int_are_refused(key: Any, field: str) -> None:
+    # to_wire caches the names of int keys: a key equal to 1 but not an int must not hit it.
+    lead = Lead(number=NUMBER, custom_fields={key: "x"})
+    assert lead.to_wire() == {"number": NUMBER, field: "x"}
+    with pytest.raises(ValidationError) as info:
+        validate_lead(lead)
+    assert info.value.field == field
+    assert wire_leads([lead]) is None

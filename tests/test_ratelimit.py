@@ -570,6 +570,39 @@ async def test_a_custom_limiter_paces_a_bulk_load_and_hears_back() -> None:
     assert server.lead_count() == 50
 
 
+class CountingLimiter(AdaptiveLimiter):
+    """The default limiter, pacing nothing, that counts its turns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns = 0
+
+    async def acquire(self) -> None:
+        self.turns += 1
+        await super().acquire()
+
+
+async def test_every_request_waits_its_turn_unless_nothing_could_hold_it() -> None:
+    # The sender skips the turn of the default limiter pacing nothing (it would await
+    # nothing); a subclass, a pause or a rate still gets each request's turn.
+    limiter = CountingLimiter()
+    async with (
+        FakeRyngServer(access_token=TOKEN) as server,
+        RyngClient(base_url=server.base_url, access_token=TOKEN) as client,
+    ):
+        rows = [{"number": f"+9198{i:08d}"} for i in range(30)]
+        report = await client.bulk_append("42", rows, batch_size=10, limiter=limiter)
+        sender = client._sender  # the fast path's condition, seen directly
+        unpaced, paced = AdaptiveLimiter(), AdaptiveLimiter(1000)
+        assert sender._may_go_now(unpaced)
+        assert not sender._may_go_now(paced)
+        assert not sender._may_go_now(limiter)
+        sender.pauses.pause(60)
+        assert not sender._may_go_now(unpaced)
+    assert report.ok
+    assert limiter.turns == 3
+
+
 async def test_a_client_limiter_paces_single_appends() -> None:
     limiter = EveryOther(0.001)
     async with (
