@@ -23,7 +23,7 @@ from ._exchange import StopSignal
 from ._models import LeadInput
 from ._report import InvalidLead
 from ._seen import SeenNumbers
-from ._validate import leads_are_valid, validate_lead
+from ._validate import validate_lead, wire_leads
 
 __all__ = ["DUPLICATE_REASON", "Intake", "Lot", "validate_chunk"]
 
@@ -205,13 +205,16 @@ class Intake:
         if self.shard is not None and (start // self.batch_size) % self.shard[1] != self.shard[0]:
             return lot  # another worker's block of the input (chunks are batch_size-aligned)
         lot.taken = len(chunk)
-        if self.seen is None and self.normalize is None and leads_are_valid(chunk):
-            rows = chunk
+        # A chunk proven valid in one batched pass (dicts, or Leads made wire dicts) skips
+        # the lead-by-lead check, which alone names what is wrong and where.
+        proven = wire_leads(chunk) if self.normalize is None else None
+        if proven is not None:
+            rows = proven
             positions = list(range(start, start + len(chunk)))
         else:
             rows, positions, lot.invalid = validate_chunk(chunk, start, self.normalize)
-            if self.seen is not None and rows:
-                rows, positions = self._dedupe(rows, positions, lot.invalid)
+        if self.seen is not None and rows:
+            rows, positions = self._dedupe(rows, positions, lot.invalid)
         lot.batches = self.packer.add(rows, positions)
         if self.shard is not None:
             # A shard's blocks are not consecutive: no batch carries leads across two.
