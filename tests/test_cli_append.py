@@ -905,6 +905,87 @@ async def test_checkpoint_show_of_a_foreign_file_exits_2(tmp_path: Path) -> None
 
 
 @pytest.mark.anyio
+async def test_a_resumed_run_with_other_columns_is_refused_before_sending(tmp_path: Path) -> None:
+    # The custom fields are in every batch's body and in the load's identity: a resume
+    # choosing other columns would send other bodies; it is refused, naming the options.
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(40))
+    journal = tmp_path / "load.db"
+    common = ["--batch-size", "10", "--max-attempts", "1", "--checkpoint", journal]
+    plan = FaultPlan(seed=1, rates={Fault.ERROR_500: 0.5})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        first = await run_cli("append", "42", data, *common, "--columns", "name", server=server)
+        assert first.code == 1, first.err
+        accepted = server.lead_count()
+        assert 0 < accepted < 40
+        sent = server.received_requests
+        server.faults = FaultPlan()
+        for other, fields in [
+            (["--columns", "city"], "city"),
+            (["--exclude-columns", "name"], "city"),
+            ([], "name, city"),
+        ]:
+            again = await run_cli("append", "42", data, *common, *other, server=server)
+            assert again.code == 2, again.err
+            assert "belongs to another load: campaign options differ" in again.err
+            assert f"(this run's: {fields}): give it the first run's --columns or" in again.err
+            assert server.received_requests == sent  # nothing sent
+        same = await run_cli(
+            "append", "42", data, *common, "--exclude-columns", "city", server=server
+        )  # the same custom fields as --columns name: the same load
+        assert same.code == 0, same.err
+        assert "resumed from the checkpoint" in same.out
+        assert sorted(lead["number"] for lead in server.leads) == sorted(
+            f"+9198{i:08d}" for i in range(40)
+        )
+        assert {tuple(sorted(lead)) for lead in server.leads} == {("customField1", "number")}
+
+
+@pytest.mark.anyio
+async def test_checkpoint_show_and_export_map_the_same_rows_whatever_the_columns(
+    tmp_path: Path,
+) -> None:
+    # --columns chooses custom fields, not rows: a checkpoint read with other columns
+    # than the load's names the same lines and exports the same bytes.
+    rows = csv_rows(3) + '+919800000003,"Customer\nthree",Pune\n' + csv_rows(96, start=4)
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + rows)
+    journal = tmp_path / "load.db"
+    plan = FaultPlan(seed=5, rates={Fault.DROP: 0.3})  # dropped after sending: unknown
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        first = await run_cli(
+            "append", "42", data, "--batch-size", "10", "--checkpoint", journal,
+            "--columns", "name", server=server,
+        )  # fmt: skip
+    assert first.code == 1, first.err
+    shown, exported = [], []
+    for index, columns in enumerate([["--columns", "name"], ["--columns", "city"], []]):
+        show = await run_cli(
+            "checkpoint", "show", journal, "--file", data, "--json", *columns, server=None
+        )
+        assert show.code == 0, show.err
+        shown.append(json.loads(show.out))
+        out = tmp_path / f"unknown{index}.csv"
+        export = await run_cli(
+            "checkpoint", "export", journal, "--file", data, "--state", "unknown", "-o", out,
+            *columns, server=None,
+        )  # fmt: skip
+        assert export.code == 0, export.err
+        exported.append(out.read_bytes())
+    assert shown[0] == shown[1] == shown[2]
+    assert exported[0] == exported[1] == exported[2]
+    uncertain = shown[0]["uncertain"]
+    assert uncertain
+    assert all(b["first_line"] == b["start"] + (2 if b["start"] <= 3 else 3) for b in uncertain)
+    lines = exported[0].decode().split("\n+9198")
+    assert lines[0] == "number,name,city"
+    assert len(lines) - 1 == shown[0]["leads"]["unknown"] > 0
+    unknown = await run_cli(
+        "checkpoint", "show", journal, "--file", data, "--columns", "nope", server=None
+    )
+    assert unknown.code == 2
+    assert "nope" in unknown.err
+
+
+@pytest.mark.anyio
 async def test_shards_of_a_file_load_it_exactly_once(
     server: FakeRyngServer, tmp_path: Path
 ) -> None:
