@@ -881,6 +881,42 @@ async def test_first_signals_at_random_points_leave_nothing_unknown_and_resume_e
 
 
 @pytest.mark.anyio
+async def test_a_resumed_run_with_other_columns_is_refused_before_sending(tmp_path: Path) -> None:
+    # The custom fields are in every batch's body and in the load's identity: a resume
+    # choosing other columns would send other bodies; it is refused, naming the options.
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + csv_rows(40))
+    journal = tmp_path / "load.db"
+    common = ["--batch-size", "10", "--max-attempts", "1", "--checkpoint", journal]
+    plan = FaultPlan(seed=1, rates={Fault.ERROR_500: 0.5})
+    async with FakeRyngServer(access_token=TOKEN, faults=plan) as server:
+        first = await run_cli("append", "42", data, *common, "--columns", "name", server=server)
+        assert first.code == 1, first.err
+        accepted = server.lead_count()
+        assert 0 < accepted < 40
+        sent = server.received_requests
+        server.faults = FaultPlan()
+        for other, fields in [
+            (["--columns", "city"], "city"),
+            (["--exclude-columns", "name"], "city"),
+            ([], "name, city"),
+        ]:
+            again = await run_cli("append", "42", data, *common, *other, server=server)
+            assert again.code == 2, again.err
+            assert "belongs to another load: campaign options differ" in again.err
+            assert f"(this run's: {fields}): give it the first run's --columns or" in again.err
+            assert server.received_requests == sent  # nothing sent
+        same = await run_cli(
+            "append", "42", data, *common, "--exclude-columns", "city", server=server
+        )  # the same custom fields as --columns name: the same load
+        assert same.code == 0, same.err
+        assert "resumed from the checkpoint" in same.out
+        assert sorted(lead["number"] for lead in server.leads) == sorted(
+            f"+9198{i:08d}" for i in range(40)
+        )
+        assert {tuple(sorted(lead)) for lead in server.leads} == {("customField1", "number")}
+
+
+@pytest.mark.anyio
 async def test_shards_of_a_file_load_it_exactly_once(
     server: FakeRyngServer, tmp_path: Path
 ) -> None:

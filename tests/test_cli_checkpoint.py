@@ -243,3 +243,48 @@ async def test_a_callback_proves_a_batch_only_for_a_number_of_its_own_called_sin
     assert resolution.note.startswith(f"callback of call 3 to {number(3)} at ")
     assert resolution.at >= created
     assert [b.index for b in SQLiteJournal.inspect(path).uncertain] == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_checkpoint_show_and_export_map_the_same_rows_whatever_the_columns(
+    tmp_path: Path,
+) -> None:
+    # --columns chooses custom fields, not rows: a checkpoint read with other columns
+    # than the load's names the same lines and exports the same bytes.
+    rows = csv_rows(3) + '+919800000003,"Customer\nthree",Pune\n' + csv_rows(96, start=4)
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + rows)
+    journal = tmp_path / "load.db"
+    plan = FaultPlan(seed=5, rates={Fault.DROP: 0.3})  # dropped after sending: unknown
+    async with FakeRyngServer(access_token=test_cli_append.TOKEN, faults=plan) as server:
+        first = await run_cli(
+            "append", "42", data, "--batch-size", "10", "--checkpoint", journal,
+            "--columns", "name", server=server,
+        )  # fmt: skip
+    assert first.code == 1, first.err
+    shown, exported = [], []
+    for index, columns in enumerate([["--columns", "name"], ["--columns", "city"], []]):
+        show = await run_cli(
+            "checkpoint", "show", journal, "--file", data, "--json", *columns, server=None
+        )
+        assert show.code == 0, show.err
+        shown.append(json.loads(show.out))
+        out = tmp_path / f"unknown{index}.csv"
+        export = await run_cli(
+            "checkpoint", "export", journal, "--file", data, "--state", "unknown", "-o", out,
+            *columns, server=None,
+        )  # fmt: skip
+        assert export.code == 0, export.err
+        exported.append(out.read_bytes())
+    assert shown[0] == shown[1] == shown[2]
+    assert exported[0] == exported[1] == exported[2]
+    uncertain = shown[0]["uncertain"]
+    assert uncertain
+    assert all(b["first_line"] == b["start"] + (2 if b["start"] <= 3 else 3) for b in uncertain)
+    lines = exported[0].decode().split("\n+9198")
+    assert lines[0] == "number,name,city"
+    assert len(lines) - 1 == shown[0]["leads"]["unknown"] > 0
+    unknown = await run_cli(
+        "checkpoint", "show", journal, "--file", data, "--columns", "nope", server=None
+    )
+    assert unknown.code == 2
+    assert "nope" in unknown.err

@@ -242,3 +242,48 @@ async def test_upload_sheet_default_region_sends_numbers_in_e164(tmp_path: Path)
         assert received.sheet == (b"name;number\r\nMax;+919876543210\r\n\r\nAlex;+917994771185\r\n")
         assert server.lead_count() == 2
     assert list(spool.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_upload_sheet_sends_numbers_trimmed_as_append_reads_them(tmp_path: Path) -> None:
+    # The check trims spaces around a number (as append does): what is sent must be
+    # trimmed too. A copy keeps the BOM, delimiter, line ending and other cells.
+    padded = tmp_path / "padded.csv"
+    padded.write_bytes(
+        b"\xef\xbb\xbfname;number;note\n"
+        b'Max; +919800000001 ;" keep me "\n'
+        b"\n"
+        b"Alex;+919800000002;x\n"
+        b"Kim;\t+919800000003;\n"
+    )
+    # Needs no change: sent byte for byte (a copy would drop the needless quotes).
+    clean = tmp_path / "clean.csv"
+    clean.write_bytes(b'number,"name"\r\n"+919800000001", Max \r\n')
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = {**env_for(server.base_url, TOKEN), "TMPDIR": str(spool)}
+
+        async def upload(*args: str) -> tuple[int, str, str]:
+            with anyio.fail_after(60):
+                done = await anyio.run_process(
+                    [*CLI, "upload-sheet", "42", *args], check=False, env=env
+                )
+            return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+        code, out, err = await upload(str(padded), "--delimiter", ";")
+        assert code == 0, err
+        assert f"{padded}: 2 numbers have spaces around them: sending a copy" in out
+        code, out, err = await upload(str(clean))
+        assert code == 0, err
+        assert "spaces" not in out + err
+        first, second = server.requests
+    assert first.sheet == (
+        b"\xef\xbb\xbfname;number;note\n"
+        b"Max;+919800000001; keep me \n"
+        b"\n"
+        b"Alex;+919800000002;x\n"
+        b"Kim;+919800000003;\n"
+    )
+    assert second.sheet == clean.read_bytes()
+    assert list(spool.iterdir()) == []

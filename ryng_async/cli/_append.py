@@ -47,6 +47,7 @@ from .._batching import BodyTemplate, Packer
 from .._intake import Intake
 from .._seen import SeenNumbers
 from .._validate import build_request
+from ..checkpoint import CheckpointError
 from ._common import (
     CliError,
     Commands,
@@ -441,6 +442,19 @@ def load_options(args: argparse.Namespace, source: LeadSource) -> dict[str, Any]
         "stop_grace": getattr(args, "stop_grace", None),
         **_campaign_options(args, source),
     }
+
+
+def _other_options_hint(exc: Exception, options: dict[str, Any]) -> str:
+    """Which options make a journal's "campaign options differ" on a resumed run."""
+    if not isinstance(exc, CheckpointError) or "campaign options differ" not in str(exc):
+        return ""
+    names = options["custom_field_names"]
+    return (
+        ". A resumed run sends the first run's campaign options, its custom fields among "
+        "them (this run's: " + (", ".join(names.values()) if names else "none") + "): give "
+        "it the first run's --columns or --exclude-columns, and its --name, --agents, "
+        "--agent-mapping, --custom-field-names and callback URLs"
+    )
 
 
 def resume_hint(args: argparse.Namespace) -> str | None:
@@ -898,7 +912,7 @@ async def _load_source(
         except AuthenticationError as exc:
             code, error = ExitCode.AUTH, f"the access token was refused: {exc}"
         except (InputError, CliError, ValidationError, ConfigurationError) as exc:
-            code, error = ExitCode.USAGE, str(exc)
+            code, error = ExitCode.USAGE, str(exc) + _other_options_hint(exc, options)
         except ResourceError as exc:  # after ConfigurationError: a refused journal is both
             code, error = ExitCode.RESOURCE, str(exc)
         finally:

@@ -11,7 +11,8 @@ refused, naming the lines, and nothing is sent. ``--dry-run`` stops after the ch
 ``-`` reads the sheet from stdin (kept in a temporary file, since it is read twice). The
 sheet is sent as it is, unless ``--default-region`` is given: then its numbers are read
 as ``append --default-region`` reads them, and a copy with them in E.164 is sent (the
-other cells as read; the csv module may quote them differently).
+other cells as read; the csv module may quote them differently). Without it, a sheet
+with spaces around some numbers is sent as a copy with them trimmed, as append does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 
 from .. import (
     AmbiguousError,
@@ -179,9 +181,20 @@ def _run(args: argparse.Namespace, path: str) -> int:
         say(f"uploaded {args.sheet} to campaign {args.campaign}: {response.message}", sys.stdout)
         return ExitCode.OK
 
-    folder = tempfile.mkdtemp(prefix="ryng-sheet-") if args.default_region else None
+    folder: str | None = None
     try:
-        sent = path if folder is None else _normalized_copy(args, path, folder)
+        normalize = number_normalizer(args.default_region)
+        padded = 0 if normalize is not None else _padded_numbers(args, path)
+        sent = path  # a sheet that needs no change is sent as it is, byte for byte
+        if normalize is not None or padded:
+            folder = tempfile.mkdtemp(prefix="ryng-sheet-")
+            sent = _normalized_copy(args, path, folder, normalize or str.strip)
+        if padded:
+            say(
+                f"{args.sheet}: {padded:,} numbers have spaces around them: sending a copy "
+                "of the sheet with them trimmed",
+                sys.stdout,
+            )
         return run_async(upload)
     except (CliError, ConfigurationError, ValidationError) as exc:
         say(f"ryng-async upload-sheet: error: {exc}")
@@ -206,28 +219,59 @@ def _run(args: argparse.Namespace, path: str) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _normalized_copy(args: argparse.Namespace, path: str, folder: str) -> str:
-    """Write the sheet again in ``folder``, its numbers in E.164; return the copy's path.
+def _sheet_rows(args: argparse.Namespace, path: str) -> Iterator[tuple[list[str], int | None]]:
+    """The sheet's rows, each with its number cell's index (None: the header, a blank row).
 
-    Called after `check_sheet` found every row valid, so every number normalizes; the
-    copy keeps the sheet's name (Ryng may show it), encoding, delimiter and rows.
+    Read with the sheet's encoding and delimiter, the header found as the reader finds it.
     """
-    normalize = number_normalizer(args.default_region)
-    assert normalize is not None  # noqa: S101 - called with --default-region only
-    name = "sheet.csv" if args.sheet == "-" else os.path.basename(args.sheet)
-    copy = os.path.join(folder, name)
     reading = "utf-8-sig" if codecs.lookup(args.encoding).name == "utf-8" else args.encoding
-    separator = args.delimiter or ","
-    with (
-        open(path, encoding=reading, newline="") as sheet,
-        open(copy, "w", encoding=args.encoding, newline="") as out,
-    ):
-        writer = csv.writer(out, delimiter=separator)
+    with open(path, encoding=reading, newline="") as sheet:
         column: int | None = None
-        for row in csv.reader(sheet, delimiter=separator):
+        for row in csv.reader(sheet, delimiter=args.delimiter or ","):
             if column is None and any(cell.strip() for cell in row):
                 column = map_columns(row, number_column=args.number_column).number_index
+                yield row, None
             elif column is not None and column < len(row) and row[column].strip():
+                yield row, column
+            else:
+                yield row, None
+
+
+def _padded_numbers(args: argparse.Namespace, path: str) -> int:
+    """How many number cells of the sheet have spaces around them (append trims them)."""
+    return sum(
+        1 for row, column in _sheet_rows(args, path)
+        if column is not None and row[column] != row[column].strip()
+    )  # fmt: skip
+
+
+def _normalized_copy(
+    args: argparse.Namespace, path: str, folder: str, normalize: Callable[[str], str]
+) -> str:
+    """Write the sheet again in ``folder``, its numbers through ``normalize``; return its path.
+
+    ``normalize`` puts a number in E.164 (``--default-region``) or only trims it.
+    Called after `check_sheet` found every row valid, so every number normalizes; the
+    copy keeps the sheet's name (Ryng may show it), encoding (and UTF-8 BOM), delimiter,
+    line ending and rows; only the number cells change (the csv module may quote the
+    others differently).
+    """
+    name = "sheet.csv" if args.sheet == "-" else os.path.basename(args.sheet)
+    copy = os.path.join(folder, name)
+    with open(path, "rb") as sheet:
+        head = sheet.read(1 << 16)
+    utf8 = codecs.lookup(args.encoding).name == "utf-8"
+    encoding = "utf-8-sig" if utf8 and head.startswith(codecs.BOM_UTF8) else args.encoding
+    text = head.decode(encoding, errors="replace")
+    # The sheet's own line ending (the csv module writes \r\n by default).
+    newline = text.find("\n")
+    ending = "\r\n" if text[newline - 1 : newline] == "\r" else "\n"
+    if newline < 0:
+        ending = "\r" if "\r" in text else "\r\n"
+    with open(copy, "w", encoding=encoding, newline="") as out:
+        writer = csv.writer(out, delimiter=args.delimiter or ",", lineterminator=ending)
+        for row, column in _sheet_rows(args, path):
+            if column is not None:
                 row[column] = normalize(row[column].strip())
             writer.writerow(row)
     return copy
