@@ -43,7 +43,8 @@ def _sdk_pack(chunks: list[list[Any]]) -> int:
     """The bulk engine's path from input chunks to bodies; return the bytes made."""
     from ryng_async._batching import BodyTemplate, Packer
     from ryng_async._config import DEFAULT_MAX_BATCH_BYTES
-    from ryng_async._validate import build_request, validate_lead, wire_leads
+    from ryng_async._lead_checks import validate_lead, wire_leads
+    from ryng_async._validate import build_request
 
     packer = Packer(BodyTemplate(build_request()), BATCH, DEFAULT_MAX_BATCH_BYTES)
     size = 0
@@ -60,7 +61,7 @@ def _sdk_pack(chunks: list[list[Any]]) -> int:
 
 
 def _sdk_check(chunks: list[list[Any]]) -> int:
-    from ryng_async._validate import leads_are_valid
+    from ryng_async._lead_checks import leads_are_valid
 
     for chunk in chunks:
         if not leads_are_valid(chunk):

@@ -33,6 +33,7 @@ from ._events import (
 )
 from ._exceptions import ConfigurationError
 from ._exchange import Exchange
+from ._lead_checks import agents_field, validate_lead, validate_leads
 from ._models import AppendResponse, CampaignOptions, LeadInput
 from ._ratelimit import AdaptiveLimiter, Limiter
 from ._report import BulkReport
@@ -40,7 +41,6 @@ from ._sender import Sender
 from ._sheet import SheetForm, SheetInput
 from ._validate import (
     CAMPAIGN_OPTION_NAMES,
-    agents_field,
     build_request,
     check_campaign_id,
     check_keepalive,
@@ -50,8 +50,6 @@ from ._validate import (
     check_rate,
     check_token,
     resolve_base_url,
-    validate_lead,
-    validate_leads,
 )
 
 __all__ = ["RyngClient"]

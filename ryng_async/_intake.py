@@ -20,10 +20,10 @@ import anyio.lowlevel
 from ._batching import Batch, Packer
 from ._exceptions import ValidationError
 from ._exchange import StopSignal
+from ._lead_checks import validate_lead, wire_leads
 from ._models import LeadInput
 from ._report import InvalidLead
 from ._seen import SeenNumbers
-from ._validate import validate_lead, wire_leads
 
 __all__ = ["DUPLICATE_REASON", "Intake", "Lot", "validate_chunk"]
 

@@ -1,4 +1,4 @@
-"""Tests for ryng_async._models and ryng_async._validate: wire structs and lead validation."""
+"""Tests for ryng_async._models and ryng_async._lead_checks: wire structs and lead validation."""
 
 from __future__ import annotations
 
@@ -13,14 +13,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ryng_async import AgentMapping, AppendResponse, Lead, ValidationError
+from ryng_async._lead_checks import leads_are_valid, validate_lead, validate_leads, wire_leads
 from ryng_async._models import AppendRequest, CustomerData, decode_request, decode_response, encode
-from ryng_async._validate import (
-    build_request,
-    leads_are_valid,
-    validate_lead,
-    validate_leads,
-    wire_leads,
-)
+from ryng_async._validate import build_request
 
 NUMBER = "+919876543210"
 

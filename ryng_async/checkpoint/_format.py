@@ -14,7 +14,7 @@ import hashlib
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -41,6 +41,7 @@ __all__ = [
     "PAGE_SIZE",
     "SELECT_BATCHES",
     "UNKNOWN",
+    "BatchesView",
     "Digest",
     "Row",
     "batch_from_row",
@@ -473,3 +474,24 @@ def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) 
             + "; ".join(differences)
             + ". Give this load another checkpoint path, or delete the journal to start over"
         )
+
+
+class BatchesView(Mapping[int, JournalledBatch]):
+    """The journal's rows as `JournalledBatch` objects, made on access (a live view)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: dict[int, Row]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, index: int) -> JournalledBatch:
+        return batch_from_row(self._rows[index])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"

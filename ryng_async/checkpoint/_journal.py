@@ -16,7 +16,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Self
 
 import anyio
@@ -27,6 +27,7 @@ from ._format import (
     IN_FLIGHT,
     LOG_INSERT,
     UNKNOWN,
+    BatchesView,
     Digest,
     Row,
     batch_from_row,
@@ -141,27 +142,6 @@ class _Session:
         self.unclaimed: list[_Commit] = []  # failed commits no writer had claimed yet
 
 
-class _BatchesView(Mapping[int, JournalledBatch]):
-    """The journal's rows as `JournalledBatch` objects, made on access (a live view)."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: dict[int, Row]) -> None:
-        self._rows = rows
-
-    def __getitem__(self, index: int) -> JournalledBatch:
-        return batch_from_row(self._rows[index])
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._rows)
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict(self)!r})"
-
-
 class SQLiteJournal:
     """The checkpoint journal of one load, in an SQLite file.
 
@@ -203,7 +183,7 @@ class SQLiteJournal:
     @property
     def batches(self) -> Mapping[int, JournalledBatch]:
         """Every journalled batch by index, as last recorded (a live read-only view)."""
-        return _BatchesView({} if self._session is None else self._session.rows)
+        return BatchesView({} if self._session is None else self._session.rows)
 
     # --- lifecycle ------------------------------------------------------------------------
 
