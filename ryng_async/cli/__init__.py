@@ -1,7 +1,8 @@
 """The ``ryng-async`` command line (``python -m ryng_async`` is the same).
 
 Commands, one module each: ``demo`` (a bulk load into an in-process fake server),
-``append`` (a CSV or JSON Lines file into a campaign, resumable with ``--checkpoint``),
+``append`` (a CSV or JSON Lines file into a campaign, resumable with ``--checkpoint``; its
+parser in ``_append_parser``, the load in ``_append``, its parts in ``_append_*``),
 ``upload-sheet`` (a CSV sheet as the vendor's multipart form), ``checkpoint show`` (where
 a journalled load stands), ``callbacks serve|export`` (Ryng's callbacks, stored durably),
 ``reconcile`` (what became of each lead) and ``fake-server`` (a fake Ryng API to test a pipeline
@@ -30,7 +31,7 @@ __all__ = ["main"]
 # callable taking the parsed arguments and returning the exit code) as a default.
 COMMANDS = (
     "_demo",
-    "_append",
+    "_append_parser",
     "_upload_sheet",
     "_checkpoint",
     "_callbacks",
