@@ -3,7 +3,9 @@
 A before/after of a change, measured the way the other comparisons are: in one run, the
 versions alternating (before, after, then after, before, ...), each run in a fresh process
 with the same interpreter and the same benchmark code; only the ``ryng_async`` package
-differs. Each version is a checkout (a git worktree), given as ``LABEL=PATH``::
+differs (``--own-benchmarks``: each runs its checkout's own benchmark code too, for a
+benchmark that reaches into private modules). Each version is a checkout (a git
+worktree), given as ``LABEL=PATH``::
 
     git worktree add /tmp/before <commit>
     python -m benchmarks.versus --version before=/tmp/before --version after=. \\
@@ -32,15 +34,18 @@ from ._harness import HERE
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
 
 
-def _stage(label: str, checkout: Path, root: Path) -> Path:
-    """A directory whose ``ryng_async`` is the checkout's and whose ``benchmarks`` is ours."""
+def _stage(label: str, checkout: Path, root: Path, *, own: bool) -> Path:
+    """A directory whose ``ryng_async`` is the checkout's, its ``benchmarks`` ours or its own."""
     package = checkout / "ryng_async"
     if not (package / "__init__.py").is_file():
         raise SystemExit(f"--version {label}={checkout}: no ryng_async package there")
     stage = root / f"stage-{label}"
     stage.mkdir()
     (stage / "ryng_async").symlink_to(package.resolve())
-    (stage / "benchmarks").symlink_to(HERE)
+    benchmarks = (checkout / "benchmarks").resolve() if own else HERE
+    if not (benchmarks / "__main__.py").is_file():
+        raise SystemExit(f"--version {label}={checkout}: no benchmarks package there")
+    (stage / "benchmarks").symlink_to(benchmarks)
     return stage
 
 
@@ -105,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--times", type=int, default=2, help="runs of each version")
     parser.add_argument("--rounds", type=int, default=None, help="passed to each run")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--own-benchmarks",
+        action="store_true",
+        help="each version runs its own checkout's benchmarks (for benchmark code that "
+        "follows the SDK's private modules, such as encoding's)",
+    )
     args = parser.parse_args(argv)
     versions = dict(item.split("=", 1) for item in args.version)
     if len(versions) < 2:
@@ -114,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = list(versions)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     with tempfile.TemporaryDirectory() as root:
-        stages = {label: _stage(label, Path(path), Path(root)) for label, path in versions.items()}
+        stages = {
+            label: _stage(label, Path(path), Path(root), own=args.own_benchmarks)
+            for label, path in versions.items()
+        }
         for time_index in range(args.times):
             shift = time_index % len(labels)
             for label in labels[shift:] + labels[:shift]:
