@@ -288,7 +288,9 @@ async def test_idle_and_trickling_connections_do_not_shut_callbacks_out(
 
 
 @pytest.mark.slow
-async def test_the_issue_measurement_at_full_size(tmp_path: Path) -> None:
+async def test_a_sender_is_answered_beside_1030_idle_and_200_trickling_connections(
+    tmp_path: Path,
+) -> None:
     # 1,030 idle and 200 trickling connections under ulimit -n 1024: a normal sender's
     # callbacks are all answered, within about 1 s.
     latencies, err = await _flood_and_send(

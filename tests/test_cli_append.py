@@ -839,7 +839,7 @@ async def test_ctrl_c_then_the_same_command_resumes_with_nothing_sent_twice(
 async def test_first_signals_at_random_points_leave_nothing_unknown_and_resume_exactly(
     tmp_path: Path,
 ) -> None:
-    # Issue 18's measure: 20 first signals (SIGINT and SIGTERM in turn) at seeded random
+    # 20 first signals (SIGINT and SIGTERM in turn) at seeded random
     # points of a load whose requests take 50-200 ms; each leaves no batch unknown, and
     # the same command with the same checkpoint sends every remaining lead exactly once.
     rng = random.Random(18)

@@ -277,7 +277,7 @@ async def test_a_frame_loads_with_an_exact_report() -> None:
 @pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.anyio
 async def test_a_frame_passed_straight_to_bulk_append_is_read_as_rows(library: str) -> None:
-    # Issue 19 point 5: iterating a frame yields its columns; bulk_append reads its rows.
+    # Iterating a frame yields its columns; bulk_append reads its rows all the same.
     columns = {
         "number": [f"+9198{i:08d}" for i in range(7)],
         "Name": [f"Customer {i}" for i in range(7)],
