@@ -905,6 +905,10 @@ async def test_a_resumed_run_with_other_columns_is_refused_before_sending(tmp_pa
             assert "belongs to another load: campaign options differ" in again.err
             assert f"(this run's: {fields}): give it the first run's --columns or" in again.err
             assert server.received_requests == sent  # nothing sent
+        # The summary says nothing was read, not "send the rows again": the fix is the
+        # options, and the same rows would be refused the same way.
+        assert "input error: nothing was read or sent (exit 2)" in again.out
+        assert "never read" not in again.err
         same = await run_cli(
             "append", "42", data, *common, "--exclude-columns", "city", server=server
         )  # the same custom fields as --columns name: the same load

@@ -265,6 +265,9 @@ def _finish(
     rows: InvalidRows,
 ) -> int:
     as_json = args.log_format == "json"
+    # Refused before the first row (a journal of another load, a bad option): what to fix is
+    # the error, not rows to send again.
+    refused_first = error is not None and report.input_read == 0 and not report.batches
     ended = {
         ExitCode.INTERRUPTED: "interrupted",
         ExitCode.TERMINATED: "terminated",
@@ -296,12 +299,14 @@ def _finish(
         verdict = (
             "every lead accepted"
             if report.ok
+            else f"{ended}: nothing was read or sent"
+            if refused_first
             else f"{ended}: not every lead was accepted"
             if ended != "done"
             else "not every lead was accepted"
         )
         write_stdout(f"{verdict} (exit {int(code)})\n{summary_table(report, extra=extra)}\n")
-    if report.unread:
+    if report.unread and not refused_first:
         first = min(report.unread.values())
         line = source.line_of(first)
         at = f" (line {line} of {source.name})" if line is not None else ""
