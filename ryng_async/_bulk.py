@@ -137,7 +137,7 @@ class _Load:
                 if resumed is not None:
                     await self.finish_batch(batch, resumed)
                     continue
-            if self.observers:
+            if self.observers.hears(BatchPacked):
                 try:
                     await self.observers.emit(
                         BatchPacked(
@@ -254,7 +254,7 @@ class _Load:
                 await self.emit(result)
 
     async def tell_settled(self, result: BatchResult) -> None:
-        if not self.observers:
+        if not self.observers.hears(BatchSettled):
             return
         progress = self.report.progress(self.limiter.rate, self.clock.now())
         try:
@@ -309,7 +309,7 @@ class _Load:
         for result in ended:
             await self.tell_settled(result)
             await self.hand_over(result)
-        if self.observers:
+        if self.observers.hears(LoadEnded):
             try:
                 await self.observers.emit(LoadEnded(report=self.report))
             except ExtensionError as failure:
