@@ -37,7 +37,7 @@ import msgspec
 from .. import ValidationError
 from .._columns import map_columns, split_agents
 from ._rows import InputError, LineMap, RejectedRow
-from ._threads import run_blocking
+from ._threads import lead_chunks, run_blocking
 
 __all__ = [
     "ENCODING_ERRORS",
@@ -48,6 +48,7 @@ __all__ = [
     "RejectedRow",
     "aiter_leads",
     "guess_format",
+    "lead_chunks",
     "number_normalizer",
     "open_source",
     "run_blocking",
@@ -550,15 +551,9 @@ def open_source(
     return source
 
 
-async def aiter_leads(source: LeadSource) -> AsyncIterator[Any]:
+def aiter_leads(source: LeadSource) -> AsyncIterator[Any]:
     """Yield the source's leads one by one, parsing each chunk in a daemon thread."""
-    chunks = source.chunks()
-    while True:
-        chunk = await run_blocking(next, chunks, None)
-        if chunk is None:
-            return
-        for lead in chunk:
-            yield lead
+    return aiter(lead_chunks(source))
 
 
 def number_normalizer(region: str | None) -> Callable[[object], str] | None:
