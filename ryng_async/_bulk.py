@@ -17,11 +17,10 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from contextlib import suppress
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._batching import Batch, Packer
 from ._events import BatchPacked, BatchSettled, ExtensionError, LoadEnded, Observers
@@ -48,6 +47,8 @@ from ._validate import check_keywords, check_lead_source
 __all__ = ["BatchStream", "BulkOptions", "run_bulk", "start_stream"]
 
 logger = logging.getLogger("ryng_async")
+
+_T = TypeVar("_T")
 
 # Seconds the end of a load may spend telling observers, even under cancellation (the
 # journal's close is not part of it: it always runs, after them).
@@ -111,7 +112,7 @@ class _Load:
 
     # -- reading ---------------------------------------------------------------------
 
-    async def read(self, send: ObjectSendStream[Batch]) -> None:
+    async def read(self, send: MemoryObjectSendStream[Batch]) -> None:
         """Run the intake, handing each batch it packs on to the senders."""
         async with send:
             try:
@@ -119,7 +120,7 @@ class _Load:
             except Exception as exc:  # the user's iterator failed: stop, keep the report
                 self.stop.fail(exc, f"the input raised {type(exc).__name__}: {exc}")
 
-    async def resume_or_send(self, lot: Lot, send: ObjectSendStream[Batch]) -> None:
+    async def resume_or_send(self, lot: Lot, send: MemoryObjectSendStream[Batch]) -> None:
         """Enter a lot in the ledger; tell the observers of each batch, hand it to a sender.
 
         With a checkpoint, a batch the journal holds as accepted (or in flight, which may
@@ -137,7 +138,7 @@ class _Load:
                 if resumed is not None:
                     await self.finish_batch(batch, resumed)
                     continue
-            if self.observers:
+            if self.observers.hears(BatchPacked):
                 try:
                     await self.observers.emit(
                         BatchPacked(
@@ -151,13 +152,23 @@ class _Load:
                 except ExtensionError as failure:
                     self.fail_extension(failure)
                     return
-            await send.send(batch)
+            await _hand(send, batch)
 
     # -- sending ---------------------------------------------------------------------
 
-    async def send_all(self, receive: ObjectReceiveStream[Batch]) -> None:
+    async def send_all(self, receive: MemoryObjectReceiveStream[Batch]) -> None:
         async with receive:
-            async for batch in receive:
+            while True:
+                try:
+                    # The reader waiting with a batch: take it now (no loop round trip).
+                    batch = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        batch = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 if self.stop.fired:
                     continue  # left unfinished: account_for_the_rest() marks it skipped
                 result = await self.send_one(batch)
@@ -254,7 +265,7 @@ class _Load:
                 await self.emit(result)
 
     async def tell_settled(self, result: BatchResult) -> None:
-        if not self.observers:
+        if not self.observers.hears(BatchSettled):
             return
         progress = self.report.progress(self.limiter.rate, self.clock.now())
         try:
@@ -309,7 +320,7 @@ class _Load:
         for result in ended:
             await self.tell_settled(result)
             await self.hand_over(result)
-        if self.observers:
+        if self.observers.hears(LoadEnded):
             try:
                 await self.observers.emit(LoadEnded(report=self.report))
             except ExtensionError as failure:
@@ -373,6 +384,18 @@ async def _work(load: _Load) -> None:
                 tasks.start_soon(load.stop.worker, load.send_all, receive.clone())
 
 
+async def _hand(send: MemoryObjectSendStream[_T], item: _T) -> None:
+    """Hand ``item`` to a receiver waiting (or to the buffer's room) at once, else wait.
+
+    As ``send.send``, without its loop round trip when nothing has to wait: the reader
+    yields to the senders before packing the next batch anyway.
+    """
+    try:
+        send.send_nowait(item)
+    except anyio.WouldBlock:
+        await send.send(item)
+
+
 def _note_close_error(error: BaseException, close_error: Exception | None) -> None:
     """Add the journal's close error to the error a load ends with, never replacing it."""
     if close_error is None:
@@ -409,7 +432,7 @@ class BatchStream:
         self._load = load
         self._sender = sender
         self._send, self._receive = anyio.create_memory_object_stream[BatchResult](load.concurrency)
-        load.emit = self._send.send
+        load.emit = partial(_hand, self._send)
         self._failure: list[Exception] = []
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -497,7 +520,7 @@ class BatchStream:
 
 
 async def _drive(
-    load: _Load, send: ObjectSendStream[BatchResult], failure: list[Exception]
+    load: _Load, send: MemoryObjectSendStream[BatchResult], failure: list[Exception]
 ) -> None:
     """Run a streamed load to its end; keep what stopped it for the consumer."""
     async with send:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 from ._exceptions import ConfigurationError, RyngError
 from ._models import AppendResponse
@@ -132,6 +132,11 @@ class LoadEnded:
 LoadEvent = BatchPacked | AttemptStarting | AttemptEnded | RetryDetails | BatchSettled | LoadEnded
 """Every event an observer may be given; `RetryDetails` is the "retry scheduled" event."""
 
+# What an observer takes unless it says otherwise (the SDK's own say with ``_kinds_heard``).
+_EVERY_KIND: frozenset[type] = frozenset(
+    {BatchPacked, AttemptStarting, AttemptEnded, RetryDetails, BatchSettled, LoadEnded}
+)
+
 
 class LoadObserver(Protocol):
     """Sees every load event; may return an awaitable the SDK awaits before going on."""
@@ -167,12 +172,20 @@ class ExtensionError(Exception):
 
 
 class Observers:
-    """An ordered set of observers, called one after the other for each event."""
+    """An ordered set of observers, called one after the other for each event.
 
-    __slots__ = ("_observers",)
+    `hears` says whether any observer takes events of a kind: where none does (the
+    default logging observer takes only retries and ends), the load does not build them.
+    """
+
+    __slots__ = ("_heard", "_observers")
 
     def __init__(self, observers: Iterable[LoadObserver] = ()) -> None:
         self._observers: tuple[LoadObserver, ...] = tuple(observers)
+        heard: set[type] = set()
+        for observer in self._observers:
+            heard.update(getattr(observer, "_kinds_heard", _EVERY_KIND))
+        self._heard = frozenset(heard)
 
     def __bool__(self) -> bool:
         return bool(self._observers)
@@ -182,6 +195,10 @@ class Observers:
 
     def __add__(self, other: Observers) -> Observers:
         return Observers((*self._observers, *other))
+
+    def hears(self, kind: type) -> bool:
+        """Say whether an observer takes events of ``kind`` (one of the `LoadEvent` types)."""
+        return kind in self._heard
 
     async def emit(self, event: LoadEvent, request_error: RyngError | None = None) -> None:
         """Give ``event`` to every observer, awaiting what they return.
@@ -229,23 +246,31 @@ def check_observers(observers: object, name: str = "observers") -> Observers:
 def on_retry_observer(hook: RetryHook) -> LoadObserver:
     """Adapt a plain ``on_retry`` callable to an observer of `RetryDetails` events."""
     check_hook(hook, "on_retry")
-
-    def observe(event: LoadEvent) -> None:
-        if isinstance(event, RetryDetails):
-            hook(event)
-
-    return observe
+    return _HookObserver(RetryDetails, hook, lambda event: event)
 
 
 def on_progress_observer(hook: ProgressHook) -> LoadObserver:
     """Adapt a plain ``on_progress`` callable to an observer of `BatchSettled` events."""
     check_hook(hook, "on_progress")
+    return _HookObserver(BatchSettled, hook, lambda event: event.progress)
 
-    def observe(event: LoadEvent) -> None:
-        if isinstance(event, BatchSettled):
-            hook(event.progress)
 
-    return observe
+class _HookObserver:
+    """Calls a hook with what one kind of event carries; takes no other kind."""
+
+    __slots__ = ("_hook", "_kind", "_kinds_heard", "_pick")
+
+    def __init__(
+        self, kind: type, hook: Callable[[Any], object], pick: Callable[[Any], Any]
+    ) -> None:
+        self._kind = kind
+        self._kinds_heard = frozenset({kind})
+        self._hook = hook
+        self._pick = pick
+
+    def __call__(self, event: LoadEvent, /) -> None:
+        if isinstance(event, self._kind):
+            self._hook(self._pick(event))
 
 
 class LoggingObserver:
@@ -255,6 +280,7 @@ class LoggingObserver:
     """
 
     __slots__ = ()
+    _kinds_heard: ClassVar[frozenset[type]] = frozenset({RetryDetails, LoadEnded})
 
     def __call__(self, event: LoadEvent, /) -> None:
         """Log ``event`` if it is worth a line."""

@@ -9,7 +9,7 @@ what they call invalid is what a load calls invalid.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -25,7 +25,7 @@ from ._models import LeadInput
 from ._report import InvalidLead
 from ._seen import SeenNumbers
 
-__all__ = ["DUPLICATE_REASON", "Intake", "Lot", "validate_chunk"]
+__all__ = ["DUPLICATE_REASON", "Intake", "LeadChunks", "Lot", "validate_chunk"]
 
 DUPLICATE_REASON = "duplicate of an earlier lead in this load"
 """The reason a deduplicating load gives a lead whose number it had already."""
@@ -46,6 +46,34 @@ class Lot:
     taken: int = 0
     invalid: list[InvalidLead] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
+
+
+class LeadChunks:
+    """Leads that come a list at a time (a file parsed a chunk of rows at a time).
+
+    An async iterable of leads like any other; an intake takes each list whole instead of
+    lead by lead (no async step a lead). ``chunks`` yields lists of leads.
+    """
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: AsyncIterator[list[Any]]) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        async for chunk in self._chunks:
+            for lead in chunk:
+                yield lead
+
+    async def next_chunk(self) -> list[Any] | None:
+        """The next list of leads, or None at the end."""
+        return await anext(self._chunks, None)
+
+    async def aclose(self) -> None:
+        """Close the chunks' generator (when not read to its end)."""
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _let_senders_run() -> None:
@@ -135,7 +163,9 @@ class Intake:
 
         What the input raises is raised here.
         """
-        if isinstance(self.leads, AsyncIterable):
+        if isinstance(self.leads, LeadChunks):
+            await self._read_chunks(self.leads, deliver, stop)
+        elif isinstance(self.leads, AsyncIterable):
             await self._read_async(self.leads, deliver, stop)
         else:
             await self._read_sync(self.leads, deliver, stop)
@@ -193,6 +223,38 @@ class Intake:
             if not exhausted and aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+    async def _read_chunks(
+        self, source: LeadChunks, deliver: Callable[[Lot], Awaitable[None]], stop: StopSignal
+    ) -> None:
+        """As `_read_async`, a list at a time; what is read past a batch waits in ``ahead``.
+
+        Leads read ahead are not read yet for the load: a stop leaves them unread.
+        """
+        ahead: list[Any] = []
+        exhausted = False
+        try:
+            while not stop.fired and not self.done:
+                await _let_senders_run()
+                with anyio.CancelScope() as self._reading:
+                    if self._stopped:  # stopped during the yield above
+                        self._reading.cancel()
+                    while not exhausted and len(ahead) < self.batch_size:
+                        chunk = await source.next_chunk()
+                        if chunk is None:
+                            exhausted = True
+                        else:
+                            ahead += chunk
+                self._reading = None
+                self.held, ahead = ahead[: self.batch_size], ahead[self.batch_size :]
+                self.done = exhausted and not ahead
+                await deliver(self.pack())
+            if not stop.fired:
+                await deliver(self.pack_rest())
+        finally:
+            if not exhausted:
+                with anyio.CancelScope(shield=True):
+                    await source.aclose()
 
     # -- checking and packing ----------------------------------------------------------
 

@@ -444,7 +444,7 @@ class Sender:
                 raise SendStoppedError
             await self._wait_turn(limiter, stop)
             exchange.attempts += 1
-            if observers:
+            if observers.hears(AttemptStarting):
                 await observers.emit(
                     AttemptStarting(
                         campaign_id=exchange.campaign_id,
@@ -485,7 +485,7 @@ class Sender:
             exchange.response = response  # accepted, whatever happens from here on
             self._budget.record_success()
             try:
-                if observers:
+                if observers.hears(AttemptEnded):
                     await observers.emit(
                         AttemptEnded(
                             campaign_id=exchange.campaign_id,
@@ -540,7 +540,7 @@ class Sender:
         deadline: float | None,
     ) -> float | None:
         """Tell observers and the limiter of a failed attempt; return the retry's delay."""
-        if observers:
+        if observers.hears(AttemptEnded):
             await observers.emit(
                 AttemptEnded(
                     campaign_id=exchange.campaign_id,
@@ -560,7 +560,7 @@ class Sender:
                 self.pauses.pause(pause)
             await _feedback(limiter.throttled(pause), request_error=error)
         delay = self._next_delay(error, exchange, attempts_allowed, deadline)
-        if delay is not None and observers:
+        if delay is not None and observers.hears(RetryDetails):
             await observers.emit(
                 RetryDetails(
                     campaign_id=exchange.campaign_id,

@@ -243,3 +243,17 @@ async def test_aiter_leads_yields_every_lead_in_order(tmp_path: Path) -> None:
     numbers = [lead["number"] async for lead in aiter_leads(source)]
     source.close()
     assert numbers == [f"+9198{i:08d}" for i in range(5000)]
+
+
+def test_a_row_s_lead_is_its_picked_cells_under_wire_keys_the_number_stripped() -> None:
+    make = _readers._lead_maker(("number", "customField1", "agentsAssigned"), (2, 0, 1))
+    lead = make(["  Pune ", "ann|bob", " +919812345678\t", "left out"])
+    assert lead == {
+        "number": "+919812345678",
+        "customField1": "  Pune ",
+        "agentsAssigned": "ann|bob",
+    }
+    assert list(lead) == ["number", "customField1", "agentsAssigned"]
+    # Its source is made from the SDK's own keys only: anything else is refused.
+    with pytest.raises(AssertionError, match="not wire keys"):
+        _readers._lead_maker(("number", "x': __import__('os')}#"), (0, 1))

@@ -29,6 +29,7 @@ from ryng_async import (
     RyngClient,
     ServerError,
     _bulk,
+    _events,
 )
 from ryng_async.checkpoint import CheckpointError
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ManualClock, ReceivedRequest
@@ -100,6 +101,61 @@ async def test_a_load_tells_each_batch_s_story_in_order() -> None:
     assert [s.progress.batches for s in settled] == [1, 2, 3]
     ended_attempts = recorder.of(AttemptEnded)
     assert all(e.status == 200 and e.error is None and e.maybe_processed for e in ended_attempts)
+
+
+async def test_events_no_observer_takes_are_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default logging observer takes retries and ends only: a load with no other
+    # observer builds no batch events (nor the progress they carry); on_progress does.
+    progress_made: list[int] = []
+    real_progress = BulkReport.progress
+
+    def counted(report: BulkReport, *args: Any) -> Any:
+        progress_made.append(report.batches)
+        return real_progress(report, *args)
+
+    monkeypatch.setattr(BulkReport, "progress", counted)
+    seen: list[int] = []
+    async with (
+        FakeRyngServer(access_token=TOKEN) as server,
+        RyngClient(base_url=server.base_url, access_token=TOKEN) as client,
+    ):
+        report = await client.bulk_append(CAMPAIGN, leads(25), batch_size=10)
+        assert report.ok
+        assert progress_made == []
+        report = await client.bulk_append(
+            CAMPAIGN, leads(25), batch_size=10, on_progress=lambda p: seen.append(p.batches)
+        )
+    assert report.ok
+    assert sorted(seen) == [1, 2, 3]
+    assert len(progress_made) == 3
+
+
+def test_observers_say_which_events_they_take() -> None:
+    logging_only = _events.Observers([_events.LoggingObserver()])
+    assert logging_only.hears(RetryDetails)
+    assert logging_only.hears(LoadEnded)
+    assert not any(
+        logging_only.hears(kind)
+        for kind in (BatchPacked, AttemptStarting, AttemptEnded, BatchSettled)
+    )
+    progress = logging_only + _events.Observers([_events.on_progress_observer(print)])
+    assert progress.hears(BatchSettled)
+    assert not progress.hears(AttemptStarting)
+    retries = _events.Observers([_events.on_retry_observer(print)])
+    assert retries.hears(RetryDetails)
+    assert not retries.hears(LoadEnded)
+    anyone = progress + _events.Observers([Recorder()])
+    assert all(
+        anyone.hears(kind)
+        for kind in (
+            BatchPacked,
+            AttemptStarting,
+            AttemptEnded,
+            RetryDetails,
+            BatchSettled,
+            LoadEnded,
+        )
+    )
 
 
 async def test_retries_are_events_and_the_failed_attempt_says_what_it_was() -> None:

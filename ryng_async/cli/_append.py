@@ -1,6 +1,6 @@
 """``ryng-async append CAMPAIGN FILE``: load a CSV or JSON Lines file into a campaign.
 
-The file is read lazily, a chunk at a time in a worker thread (`aiter_leads`), and handed
+The file is read lazily, a chunk at a time in a worker thread (`lead_chunks`), and handed
 to `RyngClient.bulk_append` as wire-form dicts, which the SDK validates a batch at a time;
 rows that cannot become leads go in as `RejectedRow` s and come out as invalid leads with
 their own reason. Every invalid lead is shown with its file line. The exit code says how
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -47,7 +46,7 @@ from ._append_output import (
 )
 from ._common import CliError, ExitCode, make_client, run_async, say, write_stdout
 from ._progress import Meter, View, json_logging, make_view, summary_table, tick
-from ._readers import InputError, LeadSource, aiter_leads, run_blocking
+from ._readers import InputError, LeadSource, lead_chunks, run_blocking
 from ._shared_rate import redis_limiter
 
 __all__ = ["run"]
@@ -203,7 +202,7 @@ async def _run_load(
         try:
             await client.bulk_append(
                 campaign,
-                _first(aiter_leads(source), limit, source),
+                lead_chunks(source, limit),
                 on_progress=meter.update,
                 report=report,
                 **options,
@@ -236,23 +235,6 @@ def _checkpoint_hint(args: argparse.Namespace, report: BulkReport) -> str:
             "-o failed.csv writes their rows)"
         )
     return "\n".join(lines)
-
-
-async def _first(
-    leads: AsyncIterator[Any], limit: int | None, source: LeadSource
-) -> AsyncIterator[Any]:
-    """The first ``limit`` leads (all if None); the source then counts only those rows."""
-    if limit is None:
-        async for lead in leads:
-            yield lead
-        return
-    taken = 0
-    async for lead in leads:
-        if taken == limit:
-            break
-        yield lead
-        taken += 1
-    source.rows = min(source.rows, limit)
 
 
 def _finish(

@@ -25,11 +25,11 @@ import codecs
 import csv
 import io
 import os
+import re
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from itertools import islice, repeat
-from operator import itemgetter
+from itertools import islice
 from typing import IO, Any
 
 import msgspec
@@ -37,7 +37,7 @@ import msgspec
 from .. import ValidationError
 from .._columns import map_columns, split_agents
 from ._rows import InputError, LineMap, RejectedRow
-from ._threads import run_blocking
+from ._threads import lead_chunks, run_blocking
 
 __all__ = [
     "ENCODING_ERRORS",
@@ -48,6 +48,7 @@ __all__ = [
     "RejectedRow",
     "aiter_leads",
     "guess_format",
+    "lead_chunks",
     "number_normalizer",
     "open_source",
     "run_blocking",
@@ -164,12 +165,23 @@ class LeadSource:
 # -- CSV ------------------------------------------------------------------------------
 
 
-def _picker(indices: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
-    """A row's cells at ``indices``, as a tuple (itemgetter of one index gives the cell)."""
-    if len(indices) == 1:
-        (index,) = indices
-        return lambda row: (row[index],)
-    return itemgetter(*indices)
+_WIRE_KEY = re.compile(r"number|agentsAssigned|customField[0-9]+")
+
+
+def _lead_maker(keys: tuple[str, ...], indices: tuple[int, ...]) -> Callable[[list[str]], Any]:
+    """A row's lead: its cells at ``indices`` under ``keys``, the number stripped of spaces.
+
+    One dict display made per file, about 2x faster a row than ``dict(zip(keys, cells))``;
+    its source holds only the SDK's own wire keys and integers, never the file's text.
+    """
+    if not all(map(_WIRE_KEY.fullmatch, keys)):  # guards the source against a change
+        raise AssertionError(f"not wire keys: {keys!r}")
+    items = ", ".join(
+        f"{key!r}: row[{index:d}]{'.strip()' if key == 'number' else ''}"
+        for key, index in zip(keys, indices, strict=True)
+    )
+    make: Callable[[list[str]], Any] = eval(f"lambda row: {{{items}}}")  # noqa: S307
+    return make
 
 
 class _CsvSource(LeadSource):
@@ -208,8 +220,7 @@ class _CsvSource(LeadSource):
             )
         except ValidationError as exc:
             raise InputError(f"{self.name}: {exc}") from None
-        self._keys = mapping.keys
-        self._pick = None if mapping.every_column else _picker(mapping.indices)
+        self._make_lead = _lead_maker(mapping.keys, mapping.indices)
         self._agents_index = mapping.agents_index
         self.has_agents = mapping.agents_index is not None
         self.custom_field_names = mapping.custom_field_names
@@ -287,10 +298,8 @@ class _CsvSource(LeadSource):
             yield leads
 
     def _to_leads(self, rows: list[list[str]]) -> list[Any]:
-        cells = rows if self._pick is None else map(self._pick, rows)
-        leads: list[Any] = list(map(dict, map(zip, repeat(self._keys), cells)))
-        for lead in leads:  # spaces around a number are no part of it (custom fields kept)
-            lead["number"] = lead["number"].strip()
+        # Spaces around a number are no part of it (custom fields kept as they are).
+        leads: list[Any] = list(map(self._make_lead, rows))
         if self._agents_index is not None:
             for lead in leads:
                 agents = split_agents(lead["agentsAssigned"])
@@ -550,15 +559,9 @@ def open_source(
     return source
 
 
-async def aiter_leads(source: LeadSource) -> AsyncIterator[Any]:
+def aiter_leads(source: LeadSource) -> AsyncIterator[Any]:
     """Yield the source's leads one by one, parsing each chunk in a daemon thread."""
-    chunks = source.chunks()
-    while True:
-        chunk = await run_blocking(next, chunks, None)
-        if chunk is None:
-            return
-        for lead in chunk:
-            yield lead
+    return aiter(lead_chunks(source))
 
 
 def number_normalizer(region: str | None) -> Callable[[object], str] | None:

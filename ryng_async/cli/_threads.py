@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["run_blocking"]
+from .._intake import LeadChunks
+
+__all__ = ["lead_chunks", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -43,3 +45,35 @@ async def run_blocking(function: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=work, name="ryng-async-reader", daemon=True).start()
     return await future
+
+
+class _Chunked(Protocol):
+    """A file's leads, parsed a chunk at a time (a `LeadSource`)."""
+
+    rows: int
+
+    def chunks(self) -> Iterator[list[Any]]: ...
+
+
+def lead_chunks(source: _Chunked, limit: int | None = None) -> LeadChunks:
+    """The source's leads, a chunk at a time, each parsed in a daemon thread.
+
+    A load takes each list whole. With a ``limit``, only the first ``limit`` leads, and the
+    source then counts only those rows.
+    """
+    return LeadChunks(_chunks(source, limit))
+
+
+async def _chunks(source: _Chunked, limit: int | None) -> AsyncIterator[list[Any]]:
+    chunks = source.chunks()
+    left = limit
+    while left is None or left > 0:
+        chunk = await run_blocking(next, chunks, None)
+        if chunk is None:
+            return
+        if left is not None:
+            chunk = chunk[:left]
+            left -= len(chunk)
+        yield chunk
+    if limit is not None:
+        source.rows = min(source.rows, limit)
