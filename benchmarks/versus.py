@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,13 @@ def _stage(label: str, checkout: Path, root: Path, *, own: bool) -> Path:
     benchmarks = (checkout / "benchmarks").resolve() if own else HERE
     if not (benchmarks / "__main__.py").is_file():
         raise SystemExit(f"--version {label}={checkout}: no benchmarks package there")
-    (stage / "benchmarks").symlink_to(benchmarks)
+    # A copy, not a link: benchmarks start their child processes in the folder above their
+    # own (resolved) one, whose ryng_async would then come first on the path.
+    shutil.copytree(
+        benchmarks,
+        stage / "benchmarks",
+        ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.png", "*.md"),
+    )
     return stage
 
 
