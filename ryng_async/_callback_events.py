@@ -235,9 +235,8 @@ def _has_lone_surrogate(body: bytes | bytearray | memoryview | str) -> bool:
     return False
 
 
-_KEY_COLON: Final = re.compile(rb'"\s*:')
-_QUOTE_SPACE: Final = re.compile(rb'"[ \t\r\n]')
 _any_json = msgspec.json.Decoder()
+_compact = msgspec.json.format
 
 
 def _count_keys(value: Any) -> int:
@@ -261,9 +260,11 @@ def duplicate_key(body: bytes) -> str | None:
 
     Parsers disagree on such a body: msgspec keeps the last value, SQLite's
     ``json_extract`` the first, so the receiver refuses it. ``body`` must be valid JSON.
-    Fast path: every key is a string followed by ``:``, so when the keys decoded (each
-    object's keys once) are as many as the ``":`` in the text (keys, plus any inside
-    strings), there is no duplicate; otherwise a slower exact look settles it.
+    Fast path: in the body with its whitespace stripped (``msgspec.json.format``, which
+    keeps every name and string as written), each name is a string followed by ``":``, so
+    when the names decoded (each object's names once) are as many as the ``":`` there
+    (names, plus any inside strings), there is no duplicate; otherwise a slower exact
+    look settles it.
 
     Raises:
         ValidationError: the body is nested too deeply to look through.
@@ -274,10 +275,7 @@ def duplicate_key(body: bytes) -> str | None:
         return None  # e.g. not UTF-8 inside a field parse_callback skips: the store says so
     except RecursionError as exc:
         raise ValidationError("callback body is nested too deeply") from exc
-    if _QUOTE_SPACE.search(body) is not None:
-        colons = len(_KEY_COLON.findall(body))
-    else:  # no key has space before its colon: a plain count finds every one
-        colons = body.count(b'":')
+    colons = _compact(body, indent=-1).count(b'":')
     try:
         if _count_keys(decoded) == colons:
             return None

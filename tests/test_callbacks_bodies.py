@@ -79,12 +79,14 @@ def test_a_duplicate_name_is_found_at_any_depth() -> None:
 
 
 _names = st.sampled_from(["a", "b", "c", 'd": 1, "a'])
+# Between a name and its colon, JSON allows any whitespace (the fast path must not miss it).
+_colons = st.sampled_from([":", ": ", " :", "\n:\t", " \r\n : "])
 # JSON texts whose objects may repeat a name, and whose strings may look like keys.
 _json = st.recursive(
-    (st.none() | st.integers() | st.text(alphabet='ab":\\ ', max_size=6)).map(json.dumps),
+    (st.none() | st.integers() | st.text(alphabet='ab":\\ \u00e9', max_size=6)).map(json.dumps),
     lambda inner: (
-        st.lists(st.tuples(_names, inner), max_size=4).map(
-            lambda pairs: "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in pairs) + "}"
+        st.lists(st.tuples(_names, _colons, inner), max_size=4).map(
+            lambda pairs: "{" + ", ".join(f"{json.dumps(k)}{c}{v}" for k, c, v in pairs) + "}"
         )
         | st.lists(inner, max_size=3).map(lambda items: "[" + ", ".join(items) + "]")
     ),

@@ -152,9 +152,7 @@ class _ServerLogger(logging.LoggerAdapter[logging.Logger]):
         super().exception(msg, *args, **kwargs)
 
 
-def _check_secret(secret: bytes | None, given: str | None) -> bool:
-    if secret is None:
-        return True
+def _check_secret(secret: bytes, given: str | None) -> bool:
     if given is None:
         return False
     # Non-ASCII cannot match, but compare_digest on str refuses it: compare bytes.
@@ -274,9 +272,12 @@ class _Receiver:
         self.body_timeout = body_timeout
 
     async def receive(self, request: web.Request) -> web.Response:
-        given = request.match_info.get("secret", request.query.get("secret"))
-        if not _check_secret(self.expected, given):
-            return _error(403, "missing or wrong secret")
+        if self.expected is not None:
+            given = request.match_info.get("secret")
+            if given is None:
+                given = request.query.get("secret")
+            if not _check_secret(self.expected, given):
+                return _error(403, "missing or wrong secret")
         length = request.content_length
         if length is not None and length > self.max_body:
             return _too_large(self.max_body)
