@@ -622,6 +622,39 @@ def test_wire_leads_takes_valid_lead_objects_in_one_batch(leads: list[Lead]) -> 
     assert wire_leads(leads) == [lead.to_wire() for lead in leads]
 
 
+@st.composite
+def same_shape_leads(draw: st.DrawFn) -> list[Lead]:
+    """A chunk as ETL files give it: the same custom fields in the same order in every lead."""
+    indexes = draw(
+        st.lists(st.integers(-1, 300) | st.booleans(), max_size=4, unique_by=lambda i: (type(i), i))
+    )
+    named, odd = draw(st.booleans()), draw(st.booleans())
+    agents = st.lists(NAMES, min_size=1, max_size=2).map(tuple)
+    values = st.text(max_size=4)
+    return [
+        Lead(
+            number=draw(VALID_NUMBERS | ODD_NUMBERS if odd else VALID_NUMBERS),
+            agents_assigned=draw((agents | ODD_VALUES if odd else agents) if named else st.none()),
+            custom_fields={index: draw(values | ODD_VALUES if odd else values) for index in indexes},
+        )
+        for _ in range(draw(st.integers(1, 5)))
+    ]
+
+
+@settings(derandomize=True, database=None, max_examples=400, deadline=None)
+@given(same_shape_leads())
+def test_wire_leads_of_same_shape_leads_is_what_validate_lead_returns(leads: list[Lead]) -> None:
+    # Such a chunk goes column by column (dict(zip(names, values)) a lead): the same dicts.
+    proven = wire_leads(leads)
+    try:
+        expected = [validate_lead(lead, position) for position, lead in enumerate(leads)]
+    except ValidationError:
+        assert proven is None
+        return
+    assert proven == expected
+    assert [list(row) for row in proven] == [list(lead.to_wire()) for lead in leads]
+
+
 def test_wire_leads_returns_plain_dicts_as_given_and_refuses_to_vouch_for_the_rest() -> None:
     rows = [{"number": NUMBER, "customField1": "x"}]
     assert wire_leads(rows) is rows
