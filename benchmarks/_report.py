@@ -127,7 +127,8 @@ def write_markdown(results: dict[str, Any], path: Path, *, plot: Path | None) ->
         out += ["> **Quick run: tiny sizes, the numbers below mean nothing.**", ""]
     out += ["## Machine", "", *_machine(results.get("machine", {})), ""]
     summary = Table(
-        "Targets (from issue #4)", ["benchmark", "measure", "value", "target", "status", "note"]
+        "Targets (issue #4, and later issues where the measure says which)",
+        ["benchmark", "measure", "value", "target", "status", "note"],
     )
     for bench in benchmarks:
         for target in bench.targets:
@@ -231,4 +232,22 @@ def _profile_section(benchmarks: dict[str, Any]) -> list[str]:
         else:
             text += ": the gap between the two is the SDK's client CPU."
         out.append(text)
-    return [*out, ""]
+    return [*out, "", *_dated_profile(_HISTORY, _PROFILE_HEADING)]
+
+
+# The before and after of the last profile-driven change (issue #23 asks for it here).
+_HISTORY = Path(__file__).with_name("HISTORY.md")
+_PROFILE_HEADING = "## Client CPU per lead, "
+
+
+def _dated_profile(history: Path, heading: str) -> list[str]:
+    """The hand-written section of HISTORY.md starting with ``heading``, one level down."""
+    if not history.exists():
+        return []
+    lines = history.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    title = lines[start].removeprefix("## ")
+    return [f"### Profile before and after: {title} (from HISTORY.md)", *lines[start + 1 : end], ""]

@@ -159,8 +159,8 @@ async def _run(ctx: Context) -> BenchResult:
         Target(
             f"checkpointed / plain load speed, {label}",
             value,
-            0.9,
-            note="same process, rounds alternating",
+            0.95,
+            note="same process, rounds alternating (#8 asked 0.9x, #23 0.95x)",
         )
         for label, value in ratios.items()
     ]

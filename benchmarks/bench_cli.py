@@ -266,6 +266,21 @@ def run(ctx: Context) -> BenchResult:
     targets = [
         Target(f"{CSV} / Python API", ratio(rate(CSV), api_rate), 0.6),
         Target(f"{JSONL} / Python API", ratio(rate(JSONL), api_rate), 0.8),
+        # Issue #23 asked CSV 0.77 -> 0.9x and JSON Lines 1.19 -> 1.2x of a Python API whose
+        # rows were built inside its timer (issue #24 made it fair: 0.33x and 0.45x at
+        # 57b0b3b); the same asks on the fair baseline: x1.17 and x1.01.
+        Target(
+            f"#23 {CSV} / Python API",
+            ratio(rate(CSV), api_rate),
+            0.39,
+            note="#23's 0.9x restated on the fair baseline (0.33x x 0.9 / 0.77)",
+        ),
+        Target(
+            f"#23 {JSONL} / Python API",
+            ratio(rate(JSONL), api_rate),
+            0.45,
+            note="#23's 1.2x restated on the fair baseline (0.45x x 1.2 / 1.19)",
+        ),
         Target(f"RSS({large:,}) / RSS({small:,}), CSV", rss_ratios[CSV], 1.2, op="<="),
         Target(f"RSS({large:,}) / RSS({small:,}), JSONL", rss_ratios[JSONL], 1.2, op="<="),
     ]

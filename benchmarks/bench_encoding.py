@@ -158,7 +158,7 @@ def run(ctx: Context) -> BenchResult:
             note=f"{budget}; one pass over the values alone: {floor_us:.0f} us",
         ),
         Target(
-            "SDK (validate + encode, Lead objects) / the same of dicts",
+            "#23 SDK (validate + encode, Lead objects) / the same of dicts",
             ratio(rate[SDK_LEADS], rate[SDK_DICTS]),
             1.0,
             note="Lead.to_wire per lead (Python), then the dicts' batched proof",

@@ -225,6 +225,28 @@ async def _run(ctx: Context) -> BenchResult:
             2.0,
             note=note("httpx", at),
         ),
+        # Issue #23: the client's own cost per lead, and the pace where the client sets it.
+        *(
+            Target(
+                f"#23 client CPU per lead / {BARE}'s, validating server, concurrency {c}",
+                main.cpu_ratio(BARE, c),
+                1.5,
+                op="<=",
+                note=f"{main.client_cpu[SDK][c]:.2f} against {main.client_cpu[BARE][c]:.2f} us",
+            )
+            for c in cs
+            if c in (1, 16, 64)
+        ),
+        *(
+            Target(
+                f"#23 SDK / {BARE}, decode-only sink, concurrency {c}",
+                sink.sdk_ratio(BARE, c),
+                0.95 if c == 1 else 0.8,
+                note=f"client CPU per lead: {sink.cpu_ratio(BARE, c):.2f}x",
+            )
+            for c in sink.concurrency
+            if c in (1, 16, 64)
+        ),
     ]
     notes = [
         f"{label} server accepted {cmp.server_leads:,} leads; the clients counted "

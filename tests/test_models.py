@@ -635,7 +635,9 @@ def same_shape_leads(draw: st.DrawFn) -> list[Lead]:
         Lead(
             number=draw(VALID_NUMBERS | ODD_NUMBERS if odd else VALID_NUMBERS),
             agents_assigned=draw((agents | ODD_VALUES if odd else agents) if named else st.none()),
-            custom_fields={index: draw(values | ODD_VALUES if odd else values) for index in indexes},
+            custom_fields={
+                index: draw(values | ODD_VALUES if odd else values) for index in indexes
+            },
         )
         for _ in range(draw(st.integers(1, 5)))
     ]
