@@ -7,12 +7,13 @@ lead sequence always gives the same batches, however the input was chunked when 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from ._models import AppendRequest
+from ._models import AppendRequest, WireRow, wire_dict
 from ._report import InvalidLead
 
 __all__ = ["Batch", "BodyTemplate", "Packer", "runs"]
@@ -43,7 +44,7 @@ class BodyTemplate:
         self.suffix = b"}}"
         self.overhead = len(self.prefix) + len(self.suffix)
 
-    def body(self, rows: list[dict[str, Any]]) -> bytearray:
+    def body(self, rows: Sequence[WireRow]) -> bytearray:
         """Encode ``rows`` straight into a full request body (one copy, no joins)."""
         buffer = bytearray(self.prefix)
         _encoder.encode_into(rows, buffer, len(buffer))
@@ -85,14 +86,14 @@ class Batch:
         start: input position of its first lead.
         positions: input position of each lead, increasing (invalid and deduplicated
             leads leave gaps: `ranges` names them exactly).
-        rows: the leads in wire form, as sent.
+        rows: the leads in wire form, as sent (dicts, or `WireLead` s; see `wire_dict`).
         body: the encoded request body.
     """
 
     index: int
     start: int
     positions: list[int]
-    rows: list[dict[str, Any]]
+    rows: list[WireRow]
     body: bytearray
 
     @property
@@ -118,7 +119,7 @@ class Packer:
         self._template = template
         self._batch_size = batch_size
         self._max_bytes = max_batch_bytes
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[WireRow] = []
         self._positions: list[int] = []
         self._next_index = 0
         self.invalid: list[InvalidLead] = []
@@ -128,7 +129,7 @@ class Packer:
         """Leads held, not yet in a batch."""
         return len(self._rows)
 
-    def add(self, rows: list[dict[str, Any]], positions: list[int]) -> list[Batch]:
+    def add(self, rows: Sequence[WireRow], positions: list[int]) -> list[Batch]:
         """Take valid leads; return every batch now full."""
         self._rows.extend(rows)
         self._positions.extend(positions)
@@ -180,13 +181,15 @@ class Packer:
 
         The batched validity check does not look for lone surrogates; the encoder does.
         """
-        kept_rows: list[dict[str, Any]] = []
+        kept_rows: list[WireRow] = []
         kept_positions: list[int] = []
         for row, position in zip(self._rows[:count], self._positions[:count], strict=True):
             try:
                 _encoder.encode(row)
             except UnicodeEncodeError:
-                field = next((key for key, value in row.items() if not _is_utf8(value)), None)
+                field = next(
+                    (key for key, value in wire_dict(row).items() if not _is_utf8(value)), None
+                )
                 self.invalid.append(
                     InvalidLead(
                         position=position,
@@ -201,7 +204,7 @@ class Packer:
         self._rows[:count] = kept_rows
         self._positions[:count] = kept_positions
 
-    def _fit(self, rows: list[dict[str, Any]]) -> tuple[int, bytearray]:
+    def _fit(self, rows: list[WireRow]) -> tuple[int, bytearray]:
         """Return how many leading rows fit in ``max_batch_bytes``, and their body."""
         size = self._template.overhead + 2 - 1  # brackets; the first lead has no comma
         count = 0

@@ -9,7 +9,14 @@ what they call invalid is what a load calls invalid.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -20,8 +27,8 @@ import anyio.lowlevel
 from ._batching import Batch, Packer
 from ._exceptions import ValidationError
 from ._exchange import StopSignal
-from ._lead_checks import validate_lead, wire_leads
-from ._models import LeadInput
+from ._lead_checks import proven_rows, validate_lead
+from ._models import LeadInput, WireLead, WireRow
 from ._report import InvalidLead
 from ._seen import SeenNumbers
 
@@ -267,9 +274,10 @@ class Intake:
         if self.shard is not None and (start // self.batch_size) % self.shard[1] != self.shard[0]:
             return lot  # another worker's block of the input (chunks are batch_size-aligned)
         lot.taken = len(chunk)
-        # A chunk proven valid in one batched pass (dicts, or Leads made wire dicts) skips
-        # the lead-by-lead check, which alone names what is wrong and where.
-        proven = wire_leads(chunk) if self.normalize is None else None
+        # A chunk proven valid in one batched pass (dicts, or Leads made WireLeads or wire
+        # dicts) skips the lead-by-lead check, which alone names what is wrong and where.
+        proven = proven_rows(chunk) if self.normalize is None else None
+        rows: Sequence[WireRow]
         if proven is not None:
             rows = proven
             positions = list(range(start, start + len(chunk)))
@@ -311,15 +319,16 @@ class Intake:
         return lot
 
     def _dedupe(
-        self, rows: list[dict[str, Any]], positions: list[int], invalid: list[InvalidLead]
-    ) -> tuple[list[dict[str, Any]], list[int]]:
+        self, rows: Sequence[WireRow], positions: list[int], invalid: list[InvalidLead]
+    ) -> tuple[Sequence[WireRow], list[int]]:
         """Refuse, as invalid, the leads whose number this load already had (one lookup)."""
         assert self.seen is not None  # noqa: S101 - only called when deduplicating
-        fresh = self.seen.add_many([row["number"] for row in rows])
+        numbers = [row.number if isinstance(row, WireLead) else row["number"] for row in rows]
+        fresh = self.seen.add_many(numbers)
         if all(fresh):
             return rows, positions
         kept_rows, kept_positions = [], []
-        for row, position, new in zip(rows, positions, fresh, strict=True):
+        for row, number, position, new in zip(rows, numbers, positions, fresh, strict=True):
             if new:
                 kept_rows.append(row)
                 kept_positions.append(position)
@@ -328,7 +337,7 @@ class Intake:
                     InvalidLead(
                         position=position,
                         field="number",
-                        reason=f"{self.duplicate_reason}: {row['number']}",
+                        reason=f"{self.duplicate_reason}: {number}",
                     )
                 )
         invalid.sort(key=lambda lead: lead.position)

@@ -17,13 +17,14 @@ from operator import attrgetter, is_not, itemgetter
 from typing import Any
 
 from ._exceptions import ValidationError, preview
-from ._models import Lead
+from ._models import Lead, WireRow, wire_lead_class
 
 __all__ = [
     "agents_field",
     "check_agents",
     "check_text",
     "leads_are_valid",
+    "proven_rows",
     "validate_lead",
     "validate_leads",
     "wire_leads",
@@ -45,6 +46,9 @@ _custom_fields_of = attrgetter("custom_fields")
 _agents_of = attrgetter("agents_assigned")
 # Agents a Lead may hold for the batch path: to_wire reads them once, without side effects.
 _PLAIN_AGENTS = frozenset({type(None), list, tuple})
+_LISTED_AGENTS = frozenset({list, tuple})
+_NO_AGENTS = {type(None)}
+_number_of = attrgetter("number")
 
 
 def agents_field(agents: object) -> str | None:
@@ -116,6 +120,64 @@ def leads_are_valid(rows: list[Any]) -> bool:
     return True
 
 
+def proven_rows(rows: list[Any]) -> Sequence[WireRow] | None:
+    """Return ``rows`` as a batch holds them if every lead is proven valid, else None.
+
+    Plain wire-form dicts come back as given. A chunk of `Lead` s whose custom fields are
+    the same in every lead, and which all name agents or none (the usual ETL chunk), comes
+    back as `WireLead` s, checked and built a column at a time; any other chunk of `Lead` s
+    as the wire dicts of `wire_leads`. None means "not proven": the caller goes lead by lead.
+    """
+    if leads_are_valid(rows):
+        return rows
+    structs = _wire_structs(rows)
+    if structs is not None:
+        return structs
+    return _leads_to_wire(rows)
+
+
+def _wire_structs(rows: list[Any]) -> Sequence[WireRow] | None:
+    """The `WireLead` s of a same-shaped chunk of valid `Lead` s, or None (not proven).
+
+    The same rules as `leads_are_valid`, on columns: each step is one C-level pass.
+    """
+    if set(map(type, rows)) != {Lead}:
+        return None
+    fields = list(map(_custom_fields_of, rows))
+    if set(map(type, fields)) != {dict} or len(set(map(len, fields))) != 1:
+        return None
+    indexes = tuple(fields[0])  # the first lead's order; every lead has these keys
+    if not set(map(type, indexes)) <= {int} or min(indexes, default=1) < 1:
+        return None  # e.g. customField0 or customFieldTrue: refused lead by lead
+    numbers = list(map(_number_of, rows))
+    try:
+        columns = [list(map(itemgetter(index), fields)) for index in indexes]
+        for column in columns:
+            "".join(column)  # str.join refuses anything but strings
+        text = "\n".join(numbers)
+    except (KeyError, TypeError):
+        return None
+    if text.count("\n") != len(rows) - 1 or not _E164_LINES.fullmatch(text + "\n"):
+        return None
+    names: list[str] = []
+    agents = list(map(_agents_of, rows))
+    agent_types = set(map(type, agents))
+    if agent_types <= _LISTED_AGENTS:
+        agent_lists = list(map(list, agents))
+        named = list(chain.from_iterable(agent_lists))
+        if not all(agent_lists) or set(map(type, named)) - {str} or not all(map(len, named)):
+            return None
+        names.append("agentsAssigned")
+        columns.insert(0, agent_lists)
+    elif agent_types != _NO_AGENTS:
+        return None
+    names += [f"customField{index}" for index in indexes]
+    made = wire_lead_class(tuple(names))
+    if made is None:
+        return None
+    return list(map(made, numbers, *columns))
+
+
 def wire_leads(rows: list[Any]) -> list[dict[str, Any]] | None:
     """Return ``rows`` in wire form if every lead is proven valid, else None.
 
@@ -126,6 +188,10 @@ def wire_leads(rows: list[Any]) -> list[dict[str, Any]] | None:
     """
     if leads_are_valid(rows):
         return rows
+    return _leads_to_wire(rows)
+
+
+def _leads_to_wire(rows: list[Any]) -> list[dict[str, Any]] | None:
     if (
         set(map(type, rows)) != {Lead}
         or set(map(type, map(_custom_fields_of, rows))) != {dict}

@@ -17,6 +17,7 @@ from ._clock import Clock
 from ._exceptions import RyngError
 from ._exchange import Exchange, StopSignal
 from ._intake import Lot
+from ._models import wire_dict
 from ._report import BatchResult, InvalidLead, Outcome
 from ._settings import LoadSettings
 
@@ -149,7 +150,7 @@ class Ledger:
             error=error,
             leads=()
             if outcome is Outcome.ACCEPTED or not self.report.leads_kept
-            else tuple(batch.rows),
+            else tuple(map(wire_dict, batch.rows)),
             maybe_duplicated=(exchange is not None and exchange.maybe_duplicated)
             or batch.index in self.sent_again,
             ranges=batch.ranges,

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from ._batching import Batch, BodyTemplate
 from ._exceptions import APIError
+from ._models import wire_dict
 from ._report import BatchResult, Outcome
 
 __all__ = ["BodyLimit", "Splitter", "combine", "halves", "is_too_large", "send_in_parts"]
@@ -159,7 +160,9 @@ def combine(batch: Batch, parts: list[BatchResult], *, keep_leads: bool) -> Batc
         attempts=sum(part.attempts for part in parts),
         elapsed=sum(part.elapsed for part in parts),
         error=None if outcome is Outcome.ACCEPTED else worst.error,
-        leads=() if outcome is Outcome.ACCEPTED or not keep_leads else tuple(batch.rows),
+        leads=()
+        if outcome is Outcome.ACCEPTED or not keep_leads
+        else tuple(map(wire_dict, batch.rows)),
         maybe_duplicated=any(part.maybe_duplicated for part in parts),
     )
 

@@ -782,6 +782,45 @@ async def test_dedupe_drops_repeated_numbers_as_invalid(
 
 
 @pytest.mark.anyio
+async def test_lead_objects_of_one_shape_load_as_their_wire_dicts() -> None:
+    # Same-shaped Leads are sent as WireLeads: the server holds their wire dicts, a
+    # deduplicated one and an unencodable one are refused by name, and the leads of batches
+    # that failed come back as wire dicts (the input bulk_append takes again).
+    rows = [
+        Lead(
+            number=f"+1555000{i:04d}",
+            agents_assigned=("a@x.com",),
+            custom_fields={2: f"{i}", 1: "c"},
+        )
+        for i in range(8)
+    ]
+    rows[5] = Lead(
+        number=rows[1].number, agents_assigned=("a@x.com",), custom_fields={2: "5", 1: "c"}
+    )
+    rows[6] = Lead(
+        number="+15550006666", agents_assigned=("a@x.com",), custom_fields={2: "\ud800", 1: "c"}
+    )
+    async with serve() as (server, client):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=3, dedupe=True)
+        check_invariant(report)
+        assert [(bad.position, bad.field) for bad in report.invalid_leads] == [
+            (5, "number"),
+            (6, "customField2"),
+        ]
+        expected = [lead.to_wire() for i, lead in enumerate(rows) if i not in (5, 6)]
+        assert server.leads == expected
+    plan = FaultPlan(seed=0, rates={Fault.BAD_REQUEST: 1.0})
+    async with serve(faults=plan) as (server, client):
+        report = await client.bulk_append(CAMPAIGN, rows[:4], batch_size=3)
+        assert report.failed == 4
+        failed = report.failed_leads()
+        assert failed == [lead.to_wire() for lead in rows[:4]]
+        assert all(type(row) is dict for row in failed)
+        again = await client.bulk_append(CAMPAIGN, failed, batch_size=3)
+        assert again.total == 4
+
+
+@pytest.mark.anyio
 async def test_duplicates_are_sent_without_dedupe(
     server: FakeRyngServer, client: RyngClient
 ) -> None:

@@ -13,8 +13,22 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ryng_async import AgentMapping, AppendResponse, Lead, ValidationError
-from ryng_async._lead_checks import leads_are_valid, validate_lead, validate_leads, wire_leads
-from ryng_async._models import AppendRequest, CustomerData, decode_request, decode_response, encode
+from ryng_async._lead_checks import (
+    leads_are_valid,
+    proven_rows,
+    validate_lead,
+    validate_leads,
+    wire_leads,
+)
+from ryng_async._models import (
+    AppendRequest,
+    CustomerData,
+    WireLead,
+    decode_request,
+    decode_response,
+    encode,
+    wire_dict,
+)
 from ryng_async._validate import build_request
 
 NUMBER = "+919876543210"
@@ -655,6 +669,36 @@ def test_wire_leads_of_same_shape_leads_is_what_validate_lead_returns(leads: lis
         return
     assert proven == expected
     assert [list(row) for row in proven] == [list(lead.to_wire()) for lead in leads]
+
+
+@settings(derandomize=True, database=None, max_examples=400, deadline=None)
+@given(same_shape_leads())
+def test_proven_rows_of_same_shape_leads_are_what_validate_lead_returns(leads: list[Lead]) -> None:
+    # Such a chunk becomes WireLeads, checked a column at a time: the same leads, the same
+    # bytes on the wire (key order included), and nothing the reference rules refuse.
+    proven = proven_rows(leads)
+    try:
+        expected = [validate_lead(lead, position) for position, lead in enumerate(leads)]
+    except ValidationError:
+        assert proven is None
+        return
+    assert proven is not None
+    assert [wire_dict(row) for row in proven] == expected
+    assert encode(list(proven)) == encode(expected)
+    if (
+        len({tuple(lead.custom_fields) for lead in leads}) == 1
+        and len({lead.agents_assigned is None for lead in leads}) == 1
+    ):
+        assert all(isinstance(row, WireLead) for row in proven)
+
+
+def test_proven_rows_keeps_dicts_and_falls_back_to_dicts_for_mixed_leads() -> None:
+    rows = [{"number": NUMBER, "customField1": "x"}]
+    assert proven_rows(rows) is rows
+    mixed = [Lead(number=NUMBER, custom_fields={1: "a"}), Lead(number=NUMBER, custom_fields={})]
+    assert proven_rows(mixed) == [lead.to_wire() for lead in mixed]
+    assert proven_rows([Lead(number=NUMBER, custom_fields={0: "x"})]) is None
+    assert proven_rows([Lead(number=NUMBER, agents_assigned=["a", ""])]) is None
 
 
 def test_wire_leads_returns_plain_dicts_as_given_and_refuses_to_vouch_for_the_rest() -> None:
