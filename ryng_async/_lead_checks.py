@@ -106,15 +106,17 @@ def leads_are_valid(rows: list[Any]) -> bool:
         agents = list(chain.from_iterable(agent_lists))
         if set(map(type, agents)) != {str} or not all(map(len, agents)):
             return False
-    # Every row holding every key (the usual ETL shape): a column is one itemgetter pass.
-    uniform = set(map(len, rows)) == {len(keys)}
+    custom = keys - _FIXED_KEYS
     try:
         # str.join refuses anything but strings: one pass checks a custom field's values
-        # (the numbers were joined above).
-        for key in keys - _FIXED_KEYS:
-            "".join(
-                map(itemgetter(key), rows) if uniform else map(dict.get, rows, repeat(key), _EMPTY)
-            )
+        # (the numbers were joined above). Every row holding every key (the usual ETL
+        # shape), a column is one itemgetter pass; a row without one, a pass of dict.get.
+        try:
+            for key in custom:
+                "".join(map(itemgetter(key), rows))
+        except KeyError:
+            for key in custom:
+                "".join(map(dict.get, rows, repeat(key), _EMPTY))
     except TypeError:
         return False
     return True
