@@ -147,6 +147,7 @@ class _Load:
                             start=batch.start,
                             count=batch.count,
                             size=len(batch.body),
+                            ranges=batch.ranges,
                         )
                     )
                 except ExtensionError as failure:

@@ -55,6 +55,9 @@ class BatchPacked:
         start: input position of its first lead.
         count: leads in it.
         size: bytes of its request body.
+        ranges: its leads' input positions as ``(start, count)`` runs, in input order (a
+            batch skips the positions of invalid and deduplicated leads), as in its
+            `BatchResult`.
     """
 
     campaign_id: str
@@ -62,6 +65,7 @@ class BatchPacked:
     start: int
     count: int
     size: int
+    ranges: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -103,6 +103,23 @@ async def test_a_load_tells_each_batch_s_story_in_order() -> None:
     assert all(e.status == 200 and e.error is None and e.maybe_processed for e in ended_attempts)
 
 
+async def test_batch_packed_names_the_input_positions_of_a_batch_with_gaps() -> None:
+    # Invalid leads leave gaps in a batch's positions: start and count alone cannot say
+    # which leads it holds; ranges does, as the batch's result will.
+    recorder = Recorder()
+    rows: list[Any] = leads(8)
+    rows[2] = {"number": "not a number"}
+    rows[3] = {"number": "0123"}
+    async with (
+        FakeRyngServer(access_token=TOKEN) as server,
+        RyngClient(base_url=server.base_url, access_token=TOKEN) as client,
+    ):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=4, observers=[recorder])
+    packed = recorder.of(BatchPacked)
+    assert [p.ranges for p in packed] == [((0, 2), (4, 2)), ((6, 2),)]
+    assert [p.ranges for p in packed] == [r.ranges for r in report.batches]
+
+
 async def test_events_no_observer_takes_are_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
     # The default logging observer takes retries and ends only: a load with no other
     # observer builds no batch events (nor the progress they carry); on_progress does.
