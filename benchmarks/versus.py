@@ -56,8 +56,12 @@ def _stage(label: str, checkout: Path, root: Path, *, own: bool) -> Path:
     return stage
 
 
-def _run(stage: Path, only: list[str], rounds: int | None, out: Path) -> dict[str, Any]:
+def _run(
+    stage: Path, only: list[str], rounds: int | None, out: Path, *, quick: bool = False
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks", "--out", str(out)]
+    if quick:
+        command.append("--quick")
     for name in only:
         command += ["--only", name]
     if rounds is not None:
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--times", type=int, default=2, help="runs of each version")
     parser.add_argument("--rounds", type=int, default=None, help="passed to each run")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     parser.add_argument(
         "--own-benchmarks",
         action="store_true",
@@ -141,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             for label in labels[shift:] + labels[:shift]:
                 print(f"run {time_index + 1}/{args.times}: {label}", flush=True)
                 result_dir = out / f"{label}-{time_index + 1}"
-                runs[label].append(_run(stages[label], args.only, args.rounds, result_dir))
+                runs[label].append(
+                    _run(stages[label], args.only, args.rounds, result_dir, quick=args.quick)
+                )
     _compare(labels, runs)
     print(f"\nraw results: {out}")
     return 0
