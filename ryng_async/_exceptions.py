@@ -18,7 +18,9 @@ Every error the SDK raises derives from one root:
     └── ResourceError           a resource of the SDK's own failed while it ran
         ├── ResourceLimitError      the process ran out of file descriptors or memory
         ├── RedisLimiterError       the shared rate limit's Redis unreachable, lost or
-        │                           refusing (in `ryng_async.redis`)
+        │   │                       refusing (in `ryng_async.redis`)
+        │   └── RedisAccessError        Redis refused the password or the ACL user's
+        │                               rights: also a `ConfigurationError`
         └── CheckpointError         the checkpoint journal could not be written (disk
             │                       full, file removed) (in `ryng_async.checkpoint`)
             └── CheckpointRefusedError  a journal refused before anything was sent (another

@@ -66,8 +66,16 @@ new pace.
 - Redis lost mid-load: `acquire` retries with backoff for up to ``max_outage`` seconds,
   sending nothing meanwhile; then it raises `RedisLimiterError` (the load stops, its
   remaining batches ``skipped``), or with ``fallback="local"`` falls back as above.
-- Redis answers with an error (a wrong password, a key holding something else, a
-  read-only replica): `RedisLimiterError` at once; retrying cannot help.
+- Redis refuses the credentials or rights (``WRONGPASS``, ``NOAUTH``, ``NOPERM``: a wrong
+  password in the URL, none where one is needed, an ACL user without the commands or the
+  keys below): `RedisAccessError` at once, a `ConfigurationError` as well as a
+  `RedisLimiterError` (the command line exits with 2): the settings are wrong, and no
+  retry and no ``fallback`` helps. Its message names the URL, the password masked.
+- Redis answers another error (a key holding something else, a read-only replica):
+  `RedisLimiterError` at once; retrying cannot help.
+
+An ACL user needs ``+evalsha +script|load +hget +hmget +hset +del +pexpire +time`` on the
+keys ``~ryng_async:rate:*`` (the scripts' own commands are checked too).
 
 The state lives in the Redis hash ``ryng_async:rate:<key>``, which expires after ten
 minutes unused. Redis >= 5 (scripts replicated by their effects, so ``TIME`` is allowed).
@@ -95,6 +103,7 @@ try:
     import redis as _redis_package
     from redis import exceptions as redis_errors
     from redis.asyncio import Redis
+    from redis.asyncio.connection import SSLConnection
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.commands.core import AsyncScript
@@ -109,9 +118,9 @@ if int(_redis_package.__version__.split(".", 1)[0]) < 5:  # pragma: no cover
         "pip install 'ryng-async[redis]'"
     )
 
-__all__ = ["FleetState", "RedisLimiter", "RedisLimiterError", "Reservation"]
+__all__ = ["FleetState", "RedisAccessError", "RedisLimiter", "RedisLimiterError", "Reservation"]
 
-logger = logging.getLogger("ryng_async")
+logger = logging.getLogger("ryng_async.redis")
 
 T = TypeVar("T")
 
@@ -251,6 +260,46 @@ class RedisLimiterError(ResourceError):
     """
 
 
+class RedisAccessError(RedisLimiterError, ConfigurationError):
+    """Redis refused the limiter's credentials or rights: fix the URL or the ACL user.
+
+    Redis answered ``WRONGPASS`` (a wrong user or password in the URL), ``NOAUTH`` (no
+    password where Redis needs one, or one where it has none) or ``NOPERM`` (the ACL user
+    lacks a command or the key). The same call fails the same way until the settings
+    change, so it is a `ConfigurationError` (the command line exits with 2, not 4) and no
+    ``fallback="local"`` hides it; it stays a `RedisLimiterError` for code that catches
+    that. The message names the Redis URL with its password masked, never the password.
+    """
+
+
+# Error replies that say "these credentials or rights will never do": redis-py maps
+# WRONGPASS and NOAUTH to AuthenticationError and NOPERM to NoPermissionError; the prefixes
+# catch a reply that reached us as a bare ResponseError. Redis 7.0 answers a command the
+# ACL user may not run inside a script with a plain ERR and this text. AuthorizationError
+# is looked up: not every redis-py >= 5 has it.
+_CREDENTIAL_REPLIES = ("WRONGPASS", "NOAUTH")
+_ACCESS_REPLIES = (*_CREDENTIAL_REPLIES, "NOPERM")
+_SCRIPT_DENIED = "The user executing the script can't run this command"
+_ACCESS_ERRORS: tuple[type[Exception], ...] = tuple(
+    cls
+    for cls in (
+        redis_errors.AuthenticationError,
+        getattr(redis_errors, "AuthorizationError", None),
+        getattr(redis_errors, "NoPermissionError", None),
+    )
+    if cls is not None
+)
+
+
+def _refused_access(exc: BaseException) -> bool:
+    if isinstance(exc, _ACCESS_ERRORS):
+        return True
+    text = str(exc)
+    return isinstance(exc, redis_errors.ResponseError) and (
+        text.startswith(_ACCESS_REPLIES) or _SCRIPT_DENIED in text
+    )
+
+
 class _LostError(Exception):
     """Redis did not answer (connection refused, dropped, or timed out): maybe transient."""
 
@@ -319,6 +368,13 @@ class RedisLimiter:
         timeout: seconds for one Redis call (connecting included).
         horizon: how far ahead, in seconds, a slot may be reserved.
 
+    Attributes:
+        where: the Redis server, for messages (``Redis at host:port (db N)``).
+        url: its URL, rebuilt from the client's settings, the password masked (``***``).
+        fallback_hint: what the "cannot reach Redis" error tells the caller to do to go on
+            without it; a program that builds the limiter from its own settings (the
+            command line: ``--redis-fallback local``) sets its own words here.
+
     Raises:
         ConfigurationError: a bad argument, or a URL redis-py cannot read.
     """
@@ -382,6 +438,10 @@ class RedisLimiter:
             )
         self._client = client
         self.where = _describe(client)
+        self.url = _redacted_url(client)
+        self.fallback_hint = (
+            "pass fallback='local' with expected_workers= to go on at a local share of the rate"
+        )
         self._reserve_script: AsyncScript = client.register_script(_RESERVE)
         self._throttle_script: AsyncScript = client.register_script(_THROTTLE)
         self._recover_script: AsyncScript = client.register_script(_RECOVER)
@@ -419,8 +479,10 @@ class RedisLimiter:
         """Wait for this request's slot in the fleet's schedule.
 
         Raises:
+            RedisAccessError: Redis refused the credentials or the user's rights (a
+                `ConfigurationError` too; ``fallback`` does not apply).
             RedisLimiterError: Redis unreachable at the first call, lost for longer than
-                ``max_outage``, or answering with an error (unless ``fallback="local"``).
+                ``max_outage`` (unless ``fallback="local"``), or answering with an error.
         """
         # Bounded: a pass repeats only when the queue reached past the horizon (the pass
         # then waited for it to shorten) or a pause or slow-down voided the slot (the
@@ -613,16 +675,17 @@ class RedisLimiter:
         try:
             with anyio.fail_after(self.timeout):
                 result = await call()
-        except redis_errors.AuthenticationError as exc:
-            raise RedisLimiterError(f"{self.where} refused the credentials: {exc}") from exc
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            # TimeoutError (ours, from fail_after) is an OSError.
-            raise _LostError from exc
         except redis_errors.RedisError as exc:
+            if _refused_access(exc):  # before ConnectionError: AuthenticationError is one
+                raise self._access_error(exc) from exc
+            if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+                raise _LostError from exc
             raise RedisLimiterError(
                 f"{self.where} answered an error for the shared limit {self.key!r} "
                 f"(Redis key {self._redis_key!r}): {exc}"
             ) from exc
+        except OSError as exc:  # TimeoutError (ours, from fail_after) is an OSError
+            raise _LostError from exc
         self._reached = True
         self._outage_since = None
         return result
@@ -681,12 +744,34 @@ class RedisLimiter:
             self._local = AdaptiveLimiter(share)
         raise _FellBackError
 
+    def _access_error(self, cause: BaseException) -> RedisAccessError:
+        reason = _reason(cause)
+        password = self._client.connection_pool.connection_kwargs.get("password")
+        if isinstance(password, str) and password:
+            reason = reason.replace(password, "***")  # Redis does not echo it; be sure
+        if not isinstance(cause, redis_errors.AuthenticationError) and not str(cause).startswith(
+            _CREDENTIAL_REPLIES
+        ):
+            what = (
+                f"refused the rights the shared rate limit {self.key!r} needs ({reason}): "
+                "give the ACL user +evalsha +script|load +hget +hmget +hset +del +pexpire "
+                f"+time on the keys ~{KEY_PREFIX}*"
+            )
+        else:
+            what = (
+                f"refused the credentials for the shared rate limit {self.key!r} ({reason}): "
+                "fix the user and password in the Redis URL"
+            )
+        return RedisAccessError(
+            f"Redis at {self.url} {what}; nothing was sent, and retrying cannot help"
+        )
+
     def _error(self, cause: BaseException | None, *, first: bool) -> RedisLimiterError:
         if first:
             return RedisLimiterError(
                 f"cannot reach {self.where} for the shared rate limit {self.key!r} "
-                f"({_reason(cause)}); nothing was sent. Start Redis or fix its URL, or pass "
-                "fallback='local' with expected_workers= to go on at a local share of the rate"
+                f"({_reason(cause)}); nothing was sent. Start Redis or fix its URL, or "
+                f"{self.fallback_hint}"
             )
         return RedisLimiterError(
             f"lost {self.where} for the shared rate limit {self.key!r} for "
@@ -715,6 +800,22 @@ def _describe(client: Redis) -> str:
         return f"Redis at unix:{kwargs['path']} (db {kwargs.get('db', 0)})"
     host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
     return f"Redis at {host}:{port} (db {kwargs.get('db', 0)})"
+
+
+def _redacted_url(client: Redis) -> str:
+    """The client's Redis URL, rebuilt from its settings with the password masked."""
+    kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+    user = kwargs.get("username") or ""
+    secret = ":***" if kwargs.get("password") else ""
+    auth = f"{user}{secret}@" if user or secret else ""
+    db = kwargs.get("db", 0)
+    if "path" in kwargs:
+        return f"unix://{auth}{kwargs['path']}?db={db}"
+    scheme = (
+        "rediss" if issubclass(client.connection_pool.connection_class, SSLConnection) else "redis"
+    )
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"{scheme}://{auth}{host}:{port}/{db}"
 
 
 def _reason(cause: BaseException | None) -> str:

@@ -72,6 +72,9 @@ async def test_a_redis_outage_exits_4_and_says_nothing_was_sent(tmp_path: Path) 
     assert code == 4, err
     assert f"cannot reach Redis at 127.0.0.1:{port}" in err
     assert "nothing was sent" in err
+    # The way on names the command line's flag, not the Python keyword.
+    assert "add --redis-fallback local (with --shard I/N or --redis-workers N)" in err
+    assert "fallback='local'" not in err
     assert "s3cret" not in err + out
     assert "(exit 4)" in out
     assert received == 0

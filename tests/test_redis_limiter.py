@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 pytest.importorskip("redis", reason="redis-py is not installed: pip install 'ryng-async[redis]'")
 
 from ryng_async import BulkReport, ConfigurationError, Limiter, RyngClient
-from ryng_async.redis import KEY_PREFIX, RedisLimiter, RedisLimiterError
+from ryng_async.redis import KEY_PREFIX, RedisAccessError, RedisLimiter, RedisLimiterError
 from ryng_async.testing import FakeRyngServer
 
 TOKEN = "test-token-0123456789"
@@ -65,6 +65,7 @@ class RedisServer:
     """A redis-server subprocess on 127.0.0.1, stopped by its pid."""
 
     port: int
+    args: tuple[str, ...] = ()  # more redis-server options, e.g. --requirepass
     process: subprocess.Popen[str] | None = None
     reader: threading.Thread | None = None
     ready: threading.Event = field(default_factory=threading.Event)
@@ -89,6 +90,7 @@ class RedisServer:
                 "no",
                 "--daemonize",
                 "no",
+                *self.args,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -121,19 +123,19 @@ class RedisServer:
             process.stdout.close()
 
 
-def _start_own() -> RedisServer:
+def _start_own(*args: str) -> RedisServer:
     if REDIS_SERVER is None:
         pytest.skip(NO_REDIS_SERVER)
     # redis-server must bind the port itself, so a port is picked, then freed: another
     # process may take it in between. redis-server then exits; try another port.
     for _ in range(4):
-        server = RedisServer(_free_port())
+        server = RedisServer(_free_port(), args)
         try:
             server.start()
         except RuntimeError:
             continue
         return server
-    server = RedisServer(_free_port())
+    server = RedisServer(_free_port(), args)
     server.start()
     return server
 
@@ -154,6 +156,20 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     server = _start_own()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+REDIS_PASSWORD = "right-horse-battery-7f3a"
+WRONG_PASSWORD = "wrong-staple-9c1e"
+
+
+@pytest.fixture
+def locked_redis() -> Iterator[RedisServer]:
+    """A redis-server of our own that needs ``REDIS_PASSWORD``."""
+    server = _start_own("--requirepass", REDIS_PASSWORD)
     try:
         yield server
     finally:
@@ -527,6 +543,131 @@ async def test_append_exits_4_when_redis_is_lost_mid_load(
     assert document["skipped"] > 0
 
 
+def _cli_env(base_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RYNG_")}
+    env.update(RYNG_BASE_URL=base_url, RYNG_ACCESS_TOKEN=TOKEN)
+    return env
+
+
+async def _append(leads: Path, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "ryng_async", "append", "42", str(leads), *args],
+            env=env,
+            check=False,
+        )
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+@needs_binary
+@pytest.mark.anyio
+async def test_append_exits_2_when_redis_refuses_the_password(
+    locked_redis: RedisServer, tmp_path: Path
+) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(30)))
+    report = tmp_path / "report.json"
+    port = locked_redis.port
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        code, out, err = await _append(
+            leads, "--batch-size", "10", "--rate-limit", "50", "--report", str(report),
+            "--redis-url", f"redis://:{WRONG_PASSWORD}@127.0.0.1:{port}/0",
+            "--redis-fallback", "local", "--redis-workers", "2",
+            env=_cli_env(server.base_url),
+        )  # fmt: skip
+        assert server.received_requests == 0
+    assert code == 2, err
+    assert f"Redis at redis://:***@127.0.0.1:{port}/0 refused the credentials" in err
+    assert "(exit 2)" in out
+    assert "falling back" not in err
+    assert WRONG_PASSWORD not in out + err
+    assert TOKEN not in out + err
+    document = json.loads(report.read_text())
+    assert document["exit_code"] == 2
+    assert WRONG_PASSWORD not in report.read_text()
+
+
+def test_append_redis_fallback_local_needs_a_worker_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ryng_async.cli import main
+
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n+919800000001\n")
+    for name in [n for n in os.environ if n.startswith("RYNG_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RYNG_ACCESS_TOKEN", TOKEN)
+    command = ["append", "42", str(leads), "--base-url", "http://127.0.0.1:9/"]
+    command += ["--rate-limit", "40", "--redis-url", "redis://127.0.0.1:9/0"]
+    assert main([*command, "--redis-fallback", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "--redis-fallback local needs --redis-workers N or --shard I/N" in err
+    monkeypatch.setenv("RYNG_REDIS_FALLBACK", "sometimes")
+    with pytest.raises(SystemExit) as caught:
+        main(command)
+    assert caught.value.code == 2
+    assert "RYNG_REDIS_FALLBACK='sometimes': must be fail or local" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_append_falls_back_to_its_share_with_redis_fallback_local(
+    tmp_path: Path,
+) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(40)))
+    report = tmp_path / "report.json"
+    common = ["--batch-size", "10", "--rate-limit", "40", "--report", str(report)]
+    common += ["--redis-key", "fleet"]
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = _cli_env(server.base_url)
+        with _refusing_port() as port:
+            dead = ["--redis-url", f"redis://127.0.0.1:{port}/0"]
+            # A warning, then every lead at this worker's share of the rate.
+            code, out, err = await _append(
+                leads, *common, *dead, "--redis-fallback", "local", "--redis-workers", "4",
+                env=env,
+            )  # fmt: skip
+            assert code == 0, err
+            assert "every lead accepted (exit 0)" in out
+            assert (
+                "ryng-async append: warning: cannot reach Redis at 127.0.0.1:"
+                f"{port} (db 0) for the shared limit 'fleet'" in err
+            )
+            assert "falling back to a local share of the rate: 10 requests/s (40 / 4" in err
+            assert server.lead_count() == 40
+        document = json.loads(report.read_text())
+        assert document["accepted"] == document["total"] == 40
+
+
+@pytest.mark.anyio
+async def test_append_redis_fallback_local_takes_the_worker_count_from_shard(
+    tmp_path: Path,
+) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"+9198{i:08d}\n" for i in range(40)))
+    report = tmp_path / "report.json"
+    common = ["--batch-size", "10", "--rate-limit", "40", "--report", str(report)]
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = {**_cli_env(server.base_url), "RYNG_REDIS_FALLBACK": "local"}
+        with _refusing_port() as port:
+            dead = ["--redis-url", f"redis://127.0.0.1:{port}/0"]
+            # The worker count is the N of --shard I/N; its share, half the file, is sent.
+            # With --log-format json, the warning is one of the JSON lines.
+            code, _, err = await _append(
+                leads, *common, *dead, "--shard", "0/2", "--log-format", "json", env=env
+            )
+            assert code == 0, err
+            logs = [json.loads(line) for line in err.splitlines()]
+            warnings = [e for e in logs if e["event"] == "log" and e["level"] == "warning"]
+            assert len(warnings) == 1, err
+            assert warnings[0]["logger"] == "ryng_async.redis"
+            assert "local share of the rate: 20 requests/s (40 / 2" in warnings[0]["message"]
+            received = server.lead_count()
+        document = json.loads(report.read_text())
+        assert 0 < document["accepted"] == received < 40
+        assert document["failed"] == document["unknown"] == document["skipped"] == 0
+
+
 # -- when Redis fails ------------------------------------------------------------------
 
 
@@ -550,6 +691,7 @@ async def _unreachable_at_start_stops_before_sending(dead: str) -> None:
             await client.bulk_append("42", _leads(50), batch_size=10)
     assert "s3cret" not in str(caught.value)
     assert "nothing was sent" in str(caught.value)
+    assert "pass fallback='local' with expected_workers=" in str(caught.value)
     report = caught.value.report
     _check_invariant(report)
     assert report.accepted == 0
@@ -671,6 +813,79 @@ async def test_a_redis_error_is_not_retried(redis_url: str, key: str) -> None:
         await other.delete(f"ryng_async:rate:{key}")
     finally:
         await other.aclose()
+
+
+@needs_binary
+@pytest.mark.anyio
+async def test_a_refused_password_is_a_configuration_error(locked_redis: RedisServer) -> None:
+    port = locked_redis.port
+    async with (
+        FakeRyngServer(access_token=TOKEN) as server,
+        RedisLimiter(
+            f"redis://:{WRONG_PASSWORD}@127.0.0.1:{port}/0",
+            "locked",
+            10,
+            fallback="local",  # a refused password is no outage: never a fallback
+            expected_workers=2,
+        ) as shared,
+        RyngClient(base_url=server.base_url, access_token=TOKEN, limiter=shared) as client,
+    ):
+        with pytest.raises(ConfigurationError) as caught:
+            await client.bulk_append("42", _leads(30), batch_size=10)
+        assert not shared.local
+    error = caught.value
+    assert RedisAccessError.__bases__ == (RedisLimiterError, ConfigurationError)
+    assert isinstance(error, RedisAccessError)
+    assert isinstance(error, RedisLimiterError)  # what `except RedisLimiterError` catches
+    text = str(error)
+    assert f"Redis at redis://:***@127.0.0.1:{port}/0 refused the credentials" in text
+    assert "fix the user and password in the Redis URL" in text
+    assert WRONG_PASSWORD not in text
+    assert TOKEN not in text
+    _check_invariant(error.report)
+    assert error.report.skipped == error.report.total == 30
+    assert server.received_requests == 0
+
+
+@needs_binary
+@pytest.mark.anyio
+async def test_no_password_or_an_acl_user_without_rights_is_a_configuration_error(
+    locked_redis: RedisServer,
+) -> None:
+    from redis.asyncio import Redis
+
+    port = locked_redis.port
+    # No password where Redis needs one (NOAUTH).
+    async with RedisLimiter(locked_redis.url, "locked", 10) as shared:
+        with pytest.raises(RedisAccessError, match="refused the credentials"):
+            await shared.acquire()
+    # ACL users: one with the rights the module's docstring lists, one without the keys,
+    # one without a command its scripts run (Redis 7.0 answers that one with a plain ERR).
+    admin = Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")
+    rights = ["+evalsha", "+script|load", "+hget", "+hmget", "+hset", "+del", "+pexpire", "+time"]
+    try:
+        for user, commands, keys in [
+            ("enough", rights, f"~{KEY_PREFIX}*"),
+            ("nokeys", rights, "~other:*"),
+            ("nohset", [c for c in rights if c != "+hset"], f"~{KEY_PREFIX}*"),
+        ]:
+            await admin.execute_command("ACL", "SETUSER", user, "on", ">pw-0123", *commands, keys)
+    finally:
+        await admin.aclose()
+    async with RedisLimiter(f"redis://enough:pw-0123@127.0.0.1:{port}/0", "acl", 10) as shared:
+        await shared.acquire()
+        await shared.reset()
+        assert (await shared.state()).factor == 1
+    for user in ("nokeys", "nohset"):
+        url = f"redis://{user}:pw-0123@127.0.0.1:{port}/0"
+        async with RedisLimiter(url, "acl", 10) as shared:
+            with pytest.raises(ConfigurationError) as caught:
+                await shared.acquire()
+        text = str(caught.value)
+        assert isinstance(caught.value, RedisAccessError), text
+        assert f"Redis at redis://{user}:***@127.0.0.1:{port}/0 refused the rights" in text
+        assert f"~{KEY_PREFIX}*" in text
+        assert "pw-0123" not in text
 
 
 def test_bad_arguments() -> None:

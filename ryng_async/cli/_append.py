@@ -47,7 +47,7 @@ from ._append_output import (
 from ._common import CliError, ExitCode, make_client, run_async, say, write_stdout
 from ._progress import Meter, View, json_logging, make_view, summary_table, tick
 from ._readers import InputError, LeadSource, lead_chunks, run_blocking
-from ._shared_rate import redis_limiter
+from ._shared_rate import redis_limiter, redis_warnings
 
 __all__ = ["run"]
 
@@ -92,7 +92,8 @@ async def _load(args: argparse.Namespace) -> int:
     client = make_client(args)
     limiter = redis_limiter(args)
     try:
-        return await _load_with(args, client, limiter)
+        with redis_warnings(args):
+            return await _load_with(args, client, limiter)
     finally:
         if limiter is not None:
             with anyio.CancelScope(shield=True):

@@ -4,25 +4,45 @@ N workers running ``append --shard I/N`` with their own ``--rate-limit`` would s
 the account's rate; with ``--redis-url`` they take their requests from one schedule held
 in Redis (`ryng_async.redis.RedisLimiter`), ``--rate-limit`` requests per second in all.
 Redis unreachable or lost stops the load (exit 4, `ExitCode.RESOURCE`), never an
-unlimited send.
+unlimited send; with ``--redis-fallback local`` the worker goes on at its share instead,
+``--rate-limit`` over ``--redis-workers`` (by default the N of ``--shard I/N``). Redis
+refusing the URL's password or the ACL user's rights is a settings mistake (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._common import CliError, env_option, non_negative_float
+from ._common import CliError, env_option, non_negative_float, positive_int, say
 
 if TYPE_CHECKING:
     from ..redis import RedisLimiter
 
-__all__ = ["add_redis_options", "redis_limiter"]
+__all__ = ["add_redis_options", "redis_limiter", "redis_warnings"]
+
+FALLBACKS = ("fail", "local")
+
+# What the "cannot reach Redis" error suggests, in the command line's words.
+_FALLBACK_HINT = (
+    "add --redis-fallback local (with --shard I/N or --redis-workers N) to go on at this "
+    "worker's share of --rate-limit"
+)
+
+
+def _fallback(text: str) -> str:
+    """``fail`` or ``local`` (argparse type; also checks the environment variable)."""
+    if text not in FALLBACKS:
+        raise argparse.ArgumentTypeError(f"must be fail or local, got {text!r}")
+    return text
 
 
 def add_redis_options(group: Any, parser: argparse.ArgumentParser) -> None:
-    """Add ``--redis-url``, ``--redis-key`` and ``--redis-max-outage`` to ``group``."""
+    """Add the ``--redis-*`` options (URL, key, max outage, fallback, workers) to ``group``."""
     env_option(
         group,
         parser,
@@ -30,8 +50,9 @@ def add_redis_options(group: Any, parser: argparse.ArgumentParser) -> None:
         env="RYNG_REDIS_URL",
         metavar="URL",
         help="share --rate-limit with every worker naming the same --redis-key on this "
-        "Redis (redis://host:6379/0; needs the redis extra); Redis unreachable or lost "
-        "stops the load with exit 4",
+        "Redis (redis://[user:password@]host:6379/0; needs the redis extra); Redis "
+        "unreachable or lost stops the load with exit 4 (unless --redis-fallback local), a "
+        "password or ACL user Redis refuses with exit 2",
     )
     group.add_argument(
         "--redis-key",
@@ -48,13 +69,37 @@ def add_redis_options(group: Any, parser: argparse.ArgumentParser) -> None:
         help="how long to wait, sending nothing, for a Redis lost mid-load to come back "
         "before stopping (default: 10)",
     )
+    env_option(
+        group,
+        parser,
+        "--redis-fallback",
+        env="RYNG_REDIS_FALLBACK",
+        type=_fallback,
+        choices=FALLBACKS,
+        default="fail",
+        help="when Redis cannot be reached at the start or is lost past --redis-max-outage: "
+        "fail stops the load (exit 4); local logs a warning and goes on in this process "
+        "at --rate-limit / --redis-workers requests per second, this worker's share if "
+        "every worker does the same. A refused password is never a reason to fall back",
+    )
+    env_option(
+        group,
+        parser,
+        "--redis-workers",
+        env="RYNG_REDIS_WORKERS",
+        type=positive_int,
+        metavar="N",
+        help="how many workers share --rate-limit, for --redis-fallback local "
+        "(default: the N of --shard I/N)",
+    )
 
 
 def redis_limiter(args: argparse.Namespace) -> RedisLimiter | None:
     """The shared limiter ``--redis-url`` asks for, or None without it.
 
     Raises:
-        CliError: ``--redis-url`` without ``--rate-limit``, or the redis extra missing.
+        CliError: ``--redis-url`` without ``--rate-limit``, ``--redis-fallback local``
+            without a worker count, or the redis extra missing.
         ConfigurationError: a URL redis-py cannot read, or an empty key.
     """
     if not args.redis_url:
@@ -76,8 +121,46 @@ def redis_limiter(args: argparse.Namespace) -> RedisLimiter | None:
             or os.environ.get("RYNG_BASE_URL")
             or "ryng"
         )
-    if args.redis_max_outage is None:
-        return RedisLimiter(args.redis_url, key=key, rate=args.rate_limit)
-    return RedisLimiter(
-        args.redis_url, key=key, rate=args.rate_limit, max_outage=args.redis_max_outage
-    )
+    options: dict[str, Any] = {}
+    if args.redis_max_outage is not None:
+        options["max_outage"] = args.redis_max_outage
+    if args.redis_fallback == "local":
+        workers = args.redis_workers or (args.shard[1] if args.shard else None)
+        if workers is None:
+            raise CliError(
+                "--redis-fallback local needs --redis-workers N or --shard I/N: without "
+                "Redis, each worker sends at --rate-limit / N requests per second"
+            )
+        options.update(fallback="local", expected_workers=workers)
+    limiter = RedisLimiter(args.redis_url, key=key, rate=args.rate_limit, **options)
+    limiter.fallback_hint = _FALLBACK_HINT
+    return limiter
+
+
+class _SayHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            say(self.format(record))
+        except Exception:  # logging's own rule: a handler never raises
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def redis_warnings(args: argparse.Namespace) -> Iterator[None]:
+    """While open, the limiter's warnings (Redis lost, a fallback) go to standard error.
+
+    The package's logger has a `logging.NullHandler`, so they would otherwise be lost; with
+    ``--log-format json`` `json_logging` writes them already. Does nothing without
+    ``--redis-url``.
+    """
+    if not getattr(args, "redis_url", None) or args.log_format == "json":
+        yield
+        return
+    handler = _SayHandler(logging.WARNING)
+    handler.setFormatter(logging.Formatter("ryng-async append: warning: %(message)s"))
+    logger = logging.getLogger("ryng_async.redis")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
