@@ -1134,6 +1134,23 @@ async def test_log_format_json_writes_only_json_lines_on_stderr(tmp_path: Path) 
     assert [event["event"] for event in _json_lines(usage.err)] == ["error"]
 
 
+def test_text_mode_says_the_sdks_warnings_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    # The package's logger has a NullHandler: without text_warnings, an exhausted retry
+    # budget or a grace that ran out would be said nowhere in text mode.
+    import logging
+
+    from ryng_async.cli._progress import text_warnings
+
+    logger = logging.getLogger("ryng_async._sender")
+    with text_warnings(enabled=True):
+        logger.warning("retry budget exhausted; not retrying: %s", "HTTP 500")
+        logger.info("not shown: below warnings")
+    logger.warning("after: not this handler's")
+    assert capsys.readouterr().err.splitlines() == [
+        "ryng-async append: warning: retry budget exhausted; not retrying: HTTP 500"
+    ]
+
+
 def test_json_logging_turns_the_sdks_log_records_into_json_lines() -> None:
     import io
     import logging

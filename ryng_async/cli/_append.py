@@ -45,9 +45,17 @@ from ._append_output import (
     write_report,
 )
 from ._common import CliError, ExitCode, make_client, run_async, say, write_stdout
-from ._progress import Meter, View, json_logging, make_view, summary_table, tick
+from ._progress import (
+    Meter,
+    View,
+    json_logging,
+    make_view,
+    summary_table,
+    text_warnings,
+    tick,
+)
 from ._readers import InputError, LeadSource, lead_chunks, run_blocking
-from ._shared_rate import redis_limiter, redis_warnings
+from ._shared_rate import redis_limiter
 
 __all__ = ["run"]
 
@@ -56,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``append``; return the exit code."""
     as_json = args.log_format == "json"
     try:
-        with json_logging(enabled=as_json):
+        with json_logging(enabled=as_json), text_warnings(enabled=not as_json):
             if args.dry_run:
                 return dry_run(args)
             return run_async(lambda: _load(args))
@@ -92,8 +100,7 @@ async def _load(args: argparse.Namespace) -> int:
     client = make_client(args)
     limiter = redis_limiter(args)
     try:
-        with redis_warnings(args):
-            return await _load_with(args, client, limiter)
+        return await _load_with(args, client, limiter)
     finally:
         if limiter is not None:
             with anyio.CancelScope(shield=True):

@@ -22,8 +22,17 @@ from typing import Any, Protocol, TextIO
 import anyio
 
 from .. import BatchResult, BulkReport, Outcome, Progress
+from ._common import say
 
-__all__ = ["Meter", "Snapshot", "View", "json_logging", "make_view", "summary_table"]
+__all__ = [
+    "Meter",
+    "Snapshot",
+    "View",
+    "json_logging",
+    "make_view",
+    "summary_table",
+    "text_warnings",
+]
 
 _WINDOW = 5.0  # seconds of history behind the rate shown
 
@@ -315,9 +324,8 @@ class _JsonFormatter(logging.Formatter):
 def json_logging(*, enabled: bool, stream: TextIO | None = None) -> Iterator[None]:
     """While open, the SDK's log records (warnings and up) go out as JSON lines.
 
-    Without it, Python's last-resort handler writes them to standard error as plain
-    text, breaking a log collector's one-JSON-object-a-line stream. Does nothing unless
-    ``enabled``.
+    The package's logger has a `logging.NullHandler`, so without it they would be said
+    nowhere (`text_warnings` is the plain-text side). Does nothing unless ``enabled``.
     """
     if not enabled:
         yield
@@ -325,6 +333,35 @@ def json_logging(*, enabled: bool, stream: TextIO | None = None) -> Iterator[Non
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(_JsonFormatter())
+    logger = logging.getLogger("ryng_async")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+class _SayHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            say(self.format(record))
+        except Exception:  # logging's own rule: a handler never raises
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def text_warnings(*, enabled: bool) -> Iterator[None]:
+    """While open, the SDK's warnings go to standard error as ``ryng-async append: warning:``.
+
+    The package's logger has a `logging.NullHandler` (a library's manners), so without
+    this a lost Redis, a fallback, an exhausted retry budget or a grace that ran out would
+    be said nowhere in text mode. Does nothing unless ``enabled``.
+    """
+    if not enabled:
+        yield
+        return
+    handler = _SayHandler(logging.WARNING)
+    handler.setFormatter(logging.Formatter("ryng-async append: warning: %(message)s"))
     logger = logging.getLogger("ryng_async")
     logger.addHandler(handler)
     try:

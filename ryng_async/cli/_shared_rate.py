@@ -12,18 +12,15 @@ refusing the URL's password or the ACL user's rights is a settings mistake (exit
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._common import CliError, env_option, non_negative_float, positive_int, say
+from ._common import CliError, env_option, non_negative_float, positive_int
 
 if TYPE_CHECKING:
     from ..redis import RedisLimiter
 
-__all__ = ["add_redis_options", "redis_limiter", "redis_warnings"]
+__all__ = ["add_redis_options", "redis_limiter"]
 
 FALLBACKS = ("fail", "local")
 
@@ -135,32 +132,3 @@ def redis_limiter(args: argparse.Namespace) -> RedisLimiter | None:
     limiter = RedisLimiter(args.redis_url, key=key, rate=args.rate_limit, **options)
     limiter.fallback_hint = _FALLBACK_HINT
     return limiter
-
-
-class _SayHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            say(self.format(record))
-        except Exception:  # logging's own rule: a handler never raises
-            self.handleError(record)
-
-
-@contextlib.contextmanager
-def redis_warnings(args: argparse.Namespace) -> Iterator[None]:
-    """While open, the limiter's warnings (Redis lost, a fallback) go to standard error.
-
-    The package's logger has a `logging.NullHandler`, so they would otherwise be lost; with
-    ``--log-format json`` `json_logging` writes them already. Does nothing without
-    ``--redis-url``.
-    """
-    if not getattr(args, "redis_url", None) or args.log_format == "json":
-        yield
-        return
-    handler = _SayHandler(logging.WARNING)
-    handler.setFormatter(logging.Formatter("ryng-async append: warning: %(message)s"))
-    logger = logging.getLogger("ryng_async.redis")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
