@@ -957,3 +957,36 @@ async def test_any_sequence_of_records_reads_back_as_the_last_of_each_batch(
         assert summary.total_batches == len(model)
         for state in BatchState:
             assert summary.batches[state] == sum(b.state is state for b in model.values())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+@pytest.mark.parametrize("limit", [0, 8192], ids=["lock-file", "journal"])
+async def test_no_room_for_a_journal_is_a_checkpoint_error_not_a_refusal(
+    tmp_path: Path, limit: int
+) -> None:
+    # Run where the file-size limit (ulimit -f) is lowered: only that process is limited.
+    path = tmp_path / "load.db"
+    script = f"""
+import os, resource, signal, anyio
+from ryng_async import ConfigurationError
+from ryng_async.checkpoint import (
+    CheckpointError, CheckpointRefusedError, LoadIdentity, SQLiteJournal
+)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
+identity = LoadIdentity(campaign_id="42", batch_size=10, max_batch_bytes=65536, options=b"{{}}")
+async def main():
+    try:
+        await SQLiteJournal({str(path)!r}).open(identity)
+    except CheckpointError as exc:
+        print(isinstance(exc, CheckpointRefusedError), isinstance(exc, ConfigurationError))
+        print(exc)
+anyio.run(main)
+"""
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-c", script], check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    kinds, message = done.stdout.decode().splitlines()
+    assert kinds == "False False"  # a CheckpointError (a ResourceError), neither refusal
+    assert str(path) in message
+    assert f"the file-size limit (ulimit -f) of {limit:,} bytes is reached" in message
