@@ -362,6 +362,9 @@ async def test_a_journal_of_another_load_is_refused(
         await journal_with(path)
     assert message in str(caught.value)
     assert "Spring" not in str(caught.value)  # options are never dumped
+    # What differs, for code to act on without parsing the words (the CLI's hint does).
+    assert isinstance(caught.value, CheckpointRefusedError)
+    assert caught.value.differs == set(change)
 
 
 async def test_every_difference_is_named_at_once(tmp_path: Path) -> None:
@@ -372,6 +375,8 @@ async def test_every_difference_is_named_at_once(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as caught:
         await journal_with(path, other)
     text = str(caught.value)
+    assert isinstance(caught.value, CheckpointRefusedError)
+    assert caught.value.differs == {"campaign_id", "batch_size", "shard"}
     for part in ("campaign id '42' in the journal, '7' now", "batch_size 10", "shard 0 of 2"):
         assert part in text
 

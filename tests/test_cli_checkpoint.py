@@ -338,3 +338,18 @@ async def test_checkpoint_show_and_export_map_the_same_rows_whatever_the_columns
     )
     assert unknown.code == 2
     assert "nope" in unknown.err
+
+
+def test_the_other_options_hint_follows_what_differs_not_the_wording() -> None:
+    # The hint after a refused resume is chosen by the refusal's ``differs``: a reworded
+    # message keeps it, and words alone (another cause quoting them) do not bring it.
+    from ryng_async.checkpoint import CheckpointRefusedError
+    from ryng_async.cli._append_options import other_options_hint
+
+    options = {"custom_field_names": {"customField1Name": "city"}}
+    reworded = CheckpointRefusedError("the journal's load had other settings", differs={"options"})
+    hint = other_options_hint(reworded, options)
+    assert "(this run's: city): give it the first run's --columns or" in hint
+    wording_only = CheckpointRefusedError("campaign options differ", differs={"batch_size"})
+    assert other_options_hint(wording_only, options) == ""
+    assert other_options_hint(CheckpointRefusedError("campaign options differ"), options) == ""

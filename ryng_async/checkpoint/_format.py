@@ -477,7 +477,7 @@ def load_record(conn: sqlite3.Connection, path: str, columns: str) -> tuple[Any,
 
 
 def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) -> None:
-    """Refuse a journal of another load, naming every difference."""
+    """Refuse a journal of another load, naming every difference (in words and in ``differs``)."""
     row = load_record(
         conn,
         path,
@@ -489,27 +489,32 @@ def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) 
     def shard_text(value: tuple[int, int] | None) -> str:
         return "no shard" if value is None else f"shard {value[0]} of {value[1]}"
 
-    differences = []
+    differences: dict[str, str] = {}
     if campaign_id != identity.campaign_id:
-        differences.append(
+        differences["campaign_id"] = (
             f"campaign id {preview(campaign_id)} in the journal, "
             f"{preview(identity.campaign_id)} now"
         )
     if batch_size != identity.batch_size:
-        differences.append(f"batch_size {batch_size} in the journal, {identity.batch_size} now")
+        differences["batch_size"] = (
+            f"batch_size {batch_size} in the journal, {identity.batch_size} now"
+        )
     if max_batch_bytes != identity.max_batch_bytes:
-        differences.append(
+        differences["max_batch_bytes"] = (
             f"max_batch_bytes {max_batch_bytes} in the journal, {identity.max_batch_bytes} now"
         )
     if bytes(options_sha256) != hashlib.sha256(identity.options).digest():
-        differences.append("campaign options differ")
+        differences["options"] = "campaign options differ"
     if shard != identity.shard:
-        differences.append(f"{shard_text(shard)} in the journal, {shard_text(identity.shard)} now")
+        differences["shard"] = (
+            f"{shard_text(shard)} in the journal, {shard_text(identity.shard)} now"
+        )
     if differences:
         raise CheckpointRefusedError(
             f"the checkpoint journal {path!r} belongs to another load: "
-            + "; ".join(differences)
-            + ". Give this load another checkpoint path, or delete the journal to start over"
+            + "; ".join(differences.values())
+            + ". Give this load another checkpoint path, or delete the journal to start over",
+            differs=differences,
         )
 
 
