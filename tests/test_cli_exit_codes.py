@@ -201,3 +201,24 @@ async def test_a_journal_resumed_on_a_full_disk_exits_4(tmp_path: Path) -> None:
     err = done.stderr.decode()
     assert done.returncode == 4, err
     assert f"cannot write the checkpoint journal {str(journal)!r}: the file-size limit" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+async def test_a_journal_filling_its_room_mid_load_says_so_and_exits_4(tmp_path: Path) -> None:
+    leads = sheet(tmp_path / "leads.csv", 10_000)
+    journal = tmp_path / "load.db"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        argv = under_file_size_limit(
+            60_000, "-m", "ryng_async", "append", "42", str(leads), "--checkpoint",
+            str(journal), "--batch-size", "10", "--concurrency", "2",
+        )  # fmt: skip
+        with anyio.fail_after(60):
+            done = await anyio.run_process(argv, env=env_for(server.base_url), check=False)
+        received = server.lead_count()
+    err = done.stderr.decode()
+    assert done.returncode == 4, err
+    assert 0 < received < 10_000  # the journal was made, and filled its room mid-load
+    assert (
+        f"could not write the checkpoint journal {str(journal)!r}: the file-size limit "
+        "(ulimit -f) of 60,000 bytes is reached" in err
+    )

@@ -30,6 +30,9 @@ __all__ = [
 class CheckpointError(ResourceError):
     """The checkpoint journal failed while in use: a write that failed (disk full, file removed).
 
+    Also raised by `SQLiteJournal.open` when there is no room to create or open the
+    journal (a full disk, a file-size limit): the environment's failure, not a refusal.
+
     Raised by `SQLiteJournal.in_flight` and `SQLiteJournal.settled` (through the future
     they return), by `SQLiteJournal.aclose` (a queued record), by `SQLiteJournal.resolve`,
     and by a load whose journal did not close: a `ResourceError`, the load can run again
