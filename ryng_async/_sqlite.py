@@ -12,23 +12,27 @@
   never wait for the copy and its sync.
 
 Errors are the standard library's (``sqlite3.Error``, ``OSError``) or `LockHeldError` and
-`ForeignDatabaseError`: each caller words them for its own file.
+`ForeignDatabaseError`: each caller words them for its own file. `no_room` tells a write
+that failed for lack of room (a full disk, a file-size limit) from the other failures.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 from urllib.parse import quote
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "CALLBACK_STORE_ID",
+    "JOURNAL_ID",
     "SQLITE_MAGIC",
     "ForeignDatabaseError",
     "LockFailedError",
@@ -40,6 +44,7 @@ __all__ = [
     "flock_nowait",
     "holder",
     "lock",
+    "no_room",
     "os_reason",
     "unlock",
 ]
@@ -49,6 +54,27 @@ BUSY_TIMEOUT: Final = 10.0
 
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 """The first 16 bytes of every SQLite database file."""
+
+JOURNAL_ID: Final = 0x52594E47
+"""The ``application_id`` of a checkpoint journal ("RYNG")."""
+
+CALLBACK_STORE_ID: Final = 0x52594342
+"""The ``application_id`` of a callback store ("RYCB")."""
+
+_OURS: Final[Mapping[int, str]] = {
+    JOURNAL_ID: "a ryng_async checkpoint journal",
+    CALLBACK_STORE_ID: "a ryng_async callback store",
+}
+
+# A folder with less free space than this counts as full: SQLite grows its files by pages.
+_LOW_SPACE: Final = 1 << 20
+# What one write of SQLite can add to a file: a WAL frame of the largest page, a -shm region.
+_GROWTH: Final = 1 << 17
+_NO_ROOM_ERRNOS: Final[Mapping[int, str]] = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file-size limit is reached",
+}
 
 # A reader probing a lock (see `holder`) holds it for an instant: a taker retries this often.
 _LOCK_TRIES: Final = 3
@@ -60,6 +86,65 @@ def os_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
+
+
+def no_room(exc: BaseException, path: str | os.PathLike[str]) -> str | None:
+    """Why a write to ``path`` (or its -wal, -shm, -lock files) failed for lack of room.
+
+    ``"the disk is full"``, ``"the disk quota is used up"`` or the file-size limit reached
+    (``ulimit -f``, named with its bytes); None if ``exc`` is another failure.
+
+    An `OSError` tells by its errno. SQLite reports ENOSPC and a short write as
+    ``SQLITE_FULL``, but EFBIG (and a -shm file it could not grow) only as an I/O error,
+    without the errno: for those the file system and the process's limit are asked.
+    """
+    if isinstance(exc, OSError):
+        reason = _NO_ROOM_ERRNOS.get(exc.errno or 0)
+        if exc.errno == errno.EFBIG:
+            return _size_limit(None) or reason
+        return reason
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    name = getattr(exc, "sqlite_errorname", "")
+    if name != "SQLITE_FULL" and not name.startswith("SQLITE_IOERR"):
+        return None
+    found = _disk_full(path) or _size_limit(path)
+    if found is None and name == "SQLITE_FULL":
+        return _NO_ROOM_ERRNOS[errno.ENOSPC]
+    return found
+
+
+def _disk_full(path: str | os.PathLike[str]) -> str | None:
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    if stat.f_bavail * stat.f_frsize < _LOW_SPACE:
+        return _NO_ROOM_ERRNOS[errno.ENOSPC]
+    if stat.f_files and not stat.f_favail:
+        return "the disk is full (no free inodes)"
+    return None
+
+
+def _size_limit(path: str | os.PathLike[str] | None) -> str | None:
+    """The file-size limit's words if one is set and (``path`` given) one of its files nears it."""
+    if sys.platform == "win32":  # pragma: no cover - no RLIMIT_FSIZE
+        return None
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return None
+    if path is not None:
+        name = os.fspath(path)
+        sizes = [0]
+        for suffix in ("", "-wal", "-shm", "-journal", "-lock"):
+            with contextlib.suppress(OSError):
+                sizes.append(os.path.getsize(name + suffix))
+        if max(sizes) + _GROWTH <= limit:
+            return None  # the failure was not the limit's
+    return f"the file-size limit (ulimit -f) of {limit:,} bytes is reached"
 
 
 # --- connections ----------------------------------------------------------------------------
@@ -85,7 +170,18 @@ def connect_read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 
 class ForeignDatabaseError(Exception):
-    """The database belongs to another application (its application id is not ours)."""
+    """The database belongs to another application (its application id is not the one asked).
+
+    Its text says what it is: ``"it is a ryng_async checkpoint journal"``, ``"it is another
+    SQLite database"``.
+
+    Attributes:
+        application_id: the database's ``PRAGMA application_id``.
+    """
+
+    def __init__(self, application_id: int) -> None:
+        self.application_id = application_id
+        super().__init__(f"it is {_OURS.get(application_id, 'another SQLite database')}")
 
 
 def application_version(
@@ -108,7 +204,7 @@ def application_version(
     if found == 0 and version == 0 and objects == 0:
         return None
     if found != application_id:
-        raise ForeignDatabaseError(f"application id {found:#x}")
+        raise ForeignDatabaseError(found)
     return int(version)
 
 
@@ -161,7 +257,7 @@ def lock(path: str) -> int:
     Raises:
         LockHeldError: another holder has it.
         LockFailedError: the lock file was made but cannot be locked.
-        OSError: the lock file cannot be made (``filename`` is the lock file).
+        OSError: the lock file cannot be made or written (``filename`` is the lock file).
     """
     lock_path = path + "-lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -176,8 +272,12 @@ def lock(path: str) -> int:
     except OSError as exc:
         os.close(fd)
         raise LockFailedError(exc.errno, exc.strerror, lock_path) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except OSError as exc:  # a full disk or a file-size limit: nothing holds the lock
+        os.close(fd)
+        raise OSError(exc.errno, exc.strerror, lock_path) from exc
     return fd
 
 

@@ -362,6 +362,9 @@ async def test_a_journal_of_another_load_is_refused(
         await journal_with(path)
     assert message in str(caught.value)
     assert "Spring" not in str(caught.value)  # options are never dumped
+    # What differs, for code to act on without parsing the words (the CLI's hint does).
+    assert isinstance(caught.value, CheckpointRefusedError)
+    assert caught.value.differs == set(change)
 
 
 async def test_every_difference_is_named_at_once(tmp_path: Path) -> None:
@@ -372,6 +375,8 @@ async def test_every_difference_is_named_at_once(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as caught:
         await journal_with(path, other)
     text = str(caught.value)
+    assert isinstance(caught.value, CheckpointRefusedError)
+    assert caught.value.differs == {"campaign_id", "batch_size", "shard"}
     for part in ("campaign id '42' in the journal, '7' now", "batch_size 10", "shard 0 of 2"):
         assert part in text
 
@@ -957,3 +962,36 @@ async def test_any_sequence_of_records_reads_back_as_the_last_of_each_batch(
         assert summary.total_batches == len(model)
         for state in BatchState:
             assert summary.batches[state] == sum(b.state is state for b in model.values())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+@pytest.mark.parametrize("limit", [0, 8192], ids=["lock-file", "journal"])
+async def test_no_room_for_a_journal_is_a_checkpoint_error_not_a_refusal(
+    tmp_path: Path, limit: int
+) -> None:
+    # Run where the file-size limit (ulimit -f) is lowered: only that process is limited.
+    path = tmp_path / "load.db"
+    script = f"""
+import os, resource, signal, anyio
+from ryng_async import ConfigurationError
+from ryng_async.checkpoint import (
+    CheckpointError, CheckpointRefusedError, LoadIdentity, SQLiteJournal
+)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
+identity = LoadIdentity(campaign_id="42", batch_size=10, max_batch_bytes=65536, options=b"{{}}")
+async def main():
+    try:
+        await SQLiteJournal({str(path)!r}).open(identity)
+    except CheckpointError as exc:
+        print(isinstance(exc, CheckpointRefusedError), isinstance(exc, ConfigurationError))
+        print(exc)
+anyio.run(main)
+"""
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-c", script], check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    kinds, message = done.stdout.decode().splitlines()
+    assert kinds == "False False"  # a CheckpointError (a ResourceError), neither refusal
+    assert str(path) in message
+    assert f"the file-size limit (ulimit -f) of {limit:,} bytes is reached" in message

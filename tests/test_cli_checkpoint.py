@@ -245,6 +245,56 @@ async def test_a_callback_proves_a_batch_only_for_a_number_of_its_own_called_sin
     assert [b.index for b in SQLiteJournal.inspect(path).uncertain] == [1, 2, 3]
 
 
+def make_foreign_sqlite(path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    # The columns resolve reads, no rows: without the header check, read as an empty store.
+    conn.execute(
+        "CREATE TABLE callbacks (seq INTEGER, call_id INTEGER, customer_num TEXT,"
+        " received_at TEXT, raw TEXT)"
+    )
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("store_name", "what"),
+    [
+        ("foreign.db", "it is another SQLite database"),
+        ("the journal", "it is a ryng_async checkpoint journal"),
+        ("leads.csv", "it is not an SQLite database"),
+    ],
+)
+async def test_resolve_refuses_a_callback_store_that_is_not_one_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_name: str, what: str
+) -> None:
+    from ryng_async.cli import main
+
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"{number(i)}\n" for i in range(20)))
+    path = tmp_path / "j"
+    async with await SQLiteJournal(path).open(IDENTITY) as journal:
+        for index in range(2):
+            await journal.in_flight(index, **where(index), attempt=1)
+    store = {"foreign.db": tmp_path / "foreign.db", "the journal": path, "leads.csv": leads}[
+        store_name
+    ]
+    if store_name == "foreign.db":
+        make_foreign_sqlite(store)
+    before = store.read_bytes()
+    code = main(
+        ["checkpoint", "resolve", str(path), "--callbacks", str(store), "--file", str(leads)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{store} is not a ryng_async callback store ({what})" in err
+    assert "Traceback" not in err
+    assert "no such table" not in err
+    assert store.read_bytes() == before
+    assert [b.index for b in SQLiteJournal.inspect(path).uncertain] == [0, 1]  # none resolved
+
+
 @pytest.mark.anyio
 async def test_checkpoint_show_and_export_map_the_same_rows_whatever_the_columns(
     tmp_path: Path,
@@ -288,3 +338,18 @@ async def test_checkpoint_show_and_export_map_the_same_rows_whatever_the_columns
     )
     assert unknown.code == 2
     assert "nope" in unknown.err
+
+
+def test_the_other_options_hint_follows_what_differs_not_the_wording() -> None:
+    # The hint after a refused resume is chosen by the refusal's ``differs``: a reworded
+    # message keeps it, and words alone (another cause quoting them) do not bring it.
+    from ryng_async.checkpoint import CheckpointRefusedError
+    from ryng_async.cli._append_options import other_options_hint
+
+    options = {"custom_field_names": {"customField1Name": "city"}}
+    reworded = CheckpointRefusedError("the journal's load had other settings", differs={"options"})
+    hint = other_options_hint(reworded, options)
+    assert "(this run's: city): give it the first run's --columns or" in hint
+    wording_only = CheckpointRefusedError("campaign options differ", differs={"batch_size"})
+    assert other_options_hint(wording_only, options) == ""
+    assert other_options_hint(CheckpointRefusedError("campaign options differ"), options) == ""

@@ -143,3 +143,85 @@ async def test_a_journal_write_failing_mid_load_exits_4_and_a_refused_journal_ex
         assert server.lead_count() == 20  # the second load sent nothing
     assert code == 2, err
     assert "belongs to another load" in err
+
+
+def under_file_size_limit(limit: int, *argv: str) -> list[str]:
+    """``argv`` run by a Python that first lowers its file-size limit (``ulimit -f``) to
+    ``limit`` bytes: a write past it fails with EFBIG (SIGXFSZ ignored), as on a full disk."""
+    setup = (
+        "import os, resource, signal, sys; "
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY)); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
+    return [sys.executable, "-c", setup, *argv]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+@pytest.mark.parametrize(
+    ("limit", "where"),
+    [(0, "the lock file"), (8192, "the checkpoint journal")],
+    ids=["lock-file", "journal"],
+)
+async def test_a_journal_that_cannot_be_created_for_lack_of_room_exits_4_not_2(
+    tmp_path: Path, limit: int, where: str
+) -> None:
+    # No room for the journal is the environment's failure, not a bad setting: exit 4 and
+    # a message naming the file and the limit, not 2's "fix your settings".
+    leads = sheet(tmp_path / "leads.csv", 20)
+    journal = tmp_path / "load.db"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        argv = under_file_size_limit(
+            limit, "-m", "ryng_async", "append", "42", str(leads), "--checkpoint", str(journal)
+        )
+        with anyio.fail_after(60):
+            done = await anyio.run_process(argv, env=env_for(server.base_url), check=False)
+        received = server.lead_count()
+    err = done.stderr.decode()
+    assert done.returncode == 4, err
+    assert f"cannot write {where}" in err
+    assert repr(str(journal)) in err
+    assert f"the file-size limit (ulimit -f) of {limit:,} bytes is reached" in err
+    assert "Traceback" not in err
+    assert received == 0  # refused before anything was sent
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+async def test_a_journal_resumed_on_a_full_disk_exits_4(tmp_path: Path) -> None:
+    leads = sheet(tmp_path / "leads.csv", 20)
+    journal = tmp_path / "load.db"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        env = env_for(server.base_url)
+        code, _, err = await append(str(leads), "--checkpoint", str(journal), env=env)
+        assert code == 0, err
+        size = journal.stat().st_size  # no room past what the journal holds already
+        argv = under_file_size_limit(
+            size, "-m", "ryng_async", "append", "42", str(leads), "--checkpoint", str(journal)
+        )
+        with anyio.fail_after(60):
+            done = await anyio.run_process(argv, env=env, check=False)
+        assert server.lead_count() == 20  # the second run sent nothing
+    err = done.stderr.decode()
+    assert done.returncode == 4, err
+    assert f"cannot write the checkpoint journal {str(journal)!r}: the file-size limit" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+async def test_a_journal_filling_its_room_mid_load_says_so_and_exits_4(tmp_path: Path) -> None:
+    leads = sheet(tmp_path / "leads.csv", 10_000)
+    journal = tmp_path / "load.db"
+    async with FakeRyngServer(access_token=TOKEN) as server:
+        argv = under_file_size_limit(
+            60_000, "-m", "ryng_async", "append", "42", str(leads), "--checkpoint",
+            str(journal), "--batch-size", "10", "--concurrency", "2",
+        )  # fmt: skip
+        with anyio.fail_after(60):
+            done = await anyio.run_process(argv, env=env_for(server.base_url), check=False)
+        received = server.lead_count()
+    err = done.stderr.decode()
+    assert done.returncode == 4, err
+    assert 0 < received < 10_000  # the journal was made, and filled its room mid-load
+    assert (
+        f"could not write the checkpoint journal {str(journal)!r}: the file-size limit "
+        "(ulimit -f) of 60,000 bytes is reached" in err
+    )

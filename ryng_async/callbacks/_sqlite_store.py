@@ -1,7 +1,8 @@
 """`SQLiteCallbackStore`: every callback in one SQLite file, WAL mode, group commits.
 
-Also how such a file is read without opening it for writing (`iter_sqlite`), and its
-header check (`check_store`), which reconcile uses on a store it attaches.
+Also how such a file is read without opening it for writing (`open_for_reading`,
+`iter_sqlite`), and its header check (`check_store`), which reconcile uses on a store it
+attaches.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Final, Literal, Self, TypeAlias
 from .._callback_events import CallbackEvent, TerminalCallback
 from .._exceptions import ConfigurationError, RyngError
 from .._sqlite import (
+    CALLBACK_STORE_ID,
     ForeignDatabaseError,
     PassiveCheckpointer,
     application_version,
@@ -36,11 +38,12 @@ __all__ = [
     "Synchronous",
     "check_store",
     "iter_sqlite",
+    "open_for_reading",
     "sqlite_row",
 ]
 
 # "RYCB": marks a SQLite file as a ryng_async callback store.
-_APPLICATION_ID: Final = 0x52594342
+_APPLICATION_ID: Final = CALLBACK_STORE_ID
 _SCHEMA_VERSION: Final = 1
 # A checkpoint is asked for after this many new rows (about 10 MB of WAL), or after this
 # many seconds.
@@ -120,8 +123,8 @@ def check_store(connection: sqlite3.Connection, path: Path, *, schema: str = "ma
     """
     try:
         version = application_version(connection, _APPLICATION_ID, schema=schema)
-    except ForeignDatabaseError:
-        raise ConfigurationError(f"{path} is not a ryng_async callback store") from None
+    except ForeignDatabaseError as foreign:
+        raise ConfigurationError(f"{path} is not a ryng_async callback store ({foreign})") from None
     if version is None:
         return True
     if version != _SCHEMA_VERSION:
@@ -139,7 +142,7 @@ def _page(connection: sqlite3.Connection, after: int) -> list[StoredCallback]:
 
 async def iter_sqlite(path: Path) -> AsyncIterator[StoredCallback]:
     """Every callback of the store file at ``path``, in order, a page at a time."""
-    connection = await asyncio.to_thread(_open_for_reading, path)
+    connection = await asyncio.to_thread(open_for_reading, path)
     try:
         async for stored in paged(lambda after: _page(connection, after)):
             yield stored
@@ -147,7 +150,14 @@ async def iter_sqlite(path: Path) -> AsyncIterator[StoredCallback]:
         connection.close()
 
 
-def _open_for_reading(path: Path) -> sqlite3.Connection:
+def open_for_reading(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the callback store at ``path``, its header checked.
+
+    Raises:
+        ConfigurationError: no file there; it is not a callback store (another SQLite
+            database, a checkpoint journal, not a database at all: the message says which)
+            or one of another schema version; it cannot be read.
+    """
     if not path.is_file():
         raise ConfigurationError(f"callback store {path} does not exist")
     try:
@@ -157,11 +167,17 @@ def _open_for_reading(path: Path) -> sqlite3.Connection:
         except BaseException:
             connection.close()
             raise
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorname == "SQLITE_NOTADB":
+            raise ConfigurationError(
+                f"{path} is not a ryng_async callback store (it is not an SQLite database)"
+            ) from exc
+        raise ConfigurationError(f"cannot read callback store {path}: {exc}") from exc
     except sqlite3.Error as exc:
         raise ConfigurationError(f"cannot read callback store {path}: {exc}") from exc
     if empty:
         connection.close()
-        raise ConfigurationError(f"{path} is not a ryng_async callback store")
+        raise ConfigurationError(f"{path} is not a ryng_async callback store (it is empty)")
     return connection
 
 

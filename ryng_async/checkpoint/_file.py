@@ -24,6 +24,7 @@ from ._format import (
     migrate,
     outdated,
     read_rows,
+    unusable,
 )
 from ._lock import lock_journal
 from ._records import CheckpointRefusedError, LoadIdentity
@@ -43,6 +44,10 @@ def open_file(
     """Lock, check, create or migrate the journal, and read its batches (blocking).
 
     Returns the connection, the lock's descriptor, the digest and the batch rows.
+
+    Raises:
+        CheckpointRefusedError: the journal cannot be used for this load.
+        CheckpointError: the disk is full or a file-size limit reached (or an I/O error).
     """
     if os.path.isdir(path):
         raise CheckpointRefusedError(f"the checkpoint path {path!r} is a directory")
@@ -57,7 +62,7 @@ def open_file(
         conn = connect(path)
     except sqlite3.Error as exc:
         unlock(fd)
-        raise CheckpointRefusedError(f"cannot open the checkpoint journal {path!r}: {exc}") from exc
+        raise unusable(path, exc, "open") from exc
     try:
         digest = _prepare(conn, path, identity)
         rows, _ = read_rows(conn)
@@ -65,9 +70,7 @@ def open_file(
         conn.close()
         unlock(fd)
         if isinstance(exc, sqlite3.Error):
-            raise CheckpointRefusedError(
-                f"cannot use the checkpoint journal {path!r}: {exc}"
-            ) from exc
+            raise unusable(path, exc) from exc
         raise
     return conn, fd, digest, rows
 

@@ -21,9 +21,17 @@ import msgspec
 import xxhash
 
 from .._exceptions import preview
-from .._sqlite import ForeignDatabaseError, application_version, connect_read_only
+from .._sqlite import (
+    JOURNAL_ID,
+    ForeignDatabaseError,
+    application_version,
+    connect_read_only,
+    no_room,
+    os_reason,
+)
 from ._records import (
     BatchState,
+    CheckpointError,
     CheckpointRefusedError,
     JournalledBatch,
     LoadIdentity,
@@ -54,6 +62,7 @@ __all__ = [
     "format_version",
     "load_record",
     "migrate",
+    "no_room_error",
     "outdated",
     "pack_records",
     "parse_ranges",
@@ -62,6 +71,7 @@ __all__ = [
     "replay",
     "row_from_sql",
     "unpack_records",
+    "unusable",
 ]
 
 JOURNAL_FORMAT_VERSION: int = 4
@@ -78,7 +88,7 @@ decisions an operator recorded on unknown batches (`SQLiteJournal.resolve`).
 
 
 # PRAGMA application_id: "RYNG" in ASCII, so `file` and sqlite tools can tell our journals.
-APPLICATION_ID = 0x52594E47
+APPLICATION_ID = JOURNAL_ID
 _MESSAGE_LIMIT = 500
 NOT_A_JOURNAL = "is not a ryng_async checkpoint journal"
 
@@ -329,14 +339,12 @@ def format_version(conn: sqlite3.Connection, path: str) -> int | None:
     """Check that ``conn`` is a journal this version can use; None for an empty database."""
     try:
         version = application_version(conn, APPLICATION_ID)
-    except ForeignDatabaseError:
-        raise CheckpointRefusedError(
-            f"{path!r} {NOT_A_JOURNAL} (it is another SQLite database)"
-        ) from None
+    except ForeignDatabaseError as foreign:
+        raise CheckpointRefusedError(f"{path!r} {NOT_A_JOURNAL} ({foreign})") from None
     except sqlite3.DatabaseError as exc:
         if exc.sqlite_errorname in {"SQLITE_NOTADB", "SQLITE_CORRUPT"}:
             raise CheckpointRefusedError(f"{path!r} {NOT_A_JOURNAL} ({exc})") from exc
-        raise CheckpointRefusedError(f"cannot read the checkpoint journal {path!r}: {exc}") from exc
+        raise unusable(path, exc, "read") from exc
     if version is None:
         return None  # an empty database (a fresh file, or a creation cut short)
     current = JOURNAL_FORMAT_VERSION
@@ -351,6 +359,35 @@ def format_version(conn: sqlite3.Connection, path: str) -> int | None:
             f"ryng_async (format version {current}) cannot migrate"
         )
     return version
+
+
+def unusable(path: str, exc: sqlite3.Error | OSError, doing: str = "use") -> CheckpointError:
+    """The error for a journal that failed while opened or read: a refusal but for lack of room.
+
+    A full disk or a file-size limit is the environment's failure (a `CheckpointError`,
+    the command line's exit 4), so are SQLite's I/O errors; the rest (a read-only or
+    unopenable file, a lock) says the path must change (`CheckpointRefusedError`).
+    """
+    full = no_room_error(path, exc, f"the checkpoint journal {path!r}")
+    if full is not None:
+        return full
+    if isinstance(exc, sqlite3.Error) and str(getattr(exc, "sqlite_errorname", "")).startswith(
+        "SQLITE_IOERR"
+    ):
+        return CheckpointError(f"cannot {doing} the checkpoint journal {path!r}: {exc}")
+    return CheckpointRefusedError(f"cannot {doing} the checkpoint journal {path!r}: {exc}")
+
+
+def no_room_error(path: str, exc: BaseException, what: str) -> CheckpointError | None:
+    """A `CheckpointError` (not a refusal) if writing ``what`` failed for lack of room."""
+    reason = no_room(exc, path)
+    if reason is None:
+        return None
+    cure = "raise the limit" if "limit" in reason else "free some space"
+    cause = os_reason(exc)
+    return CheckpointError(
+        f"cannot write {what}: {reason} ({cause}); {cure}, then run the load again"
+    )
 
 
 def check_file(path: str) -> None:
@@ -440,7 +477,7 @@ def load_record(conn: sqlite3.Connection, path: str, columns: str) -> tuple[Any,
 
 
 def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) -> None:
-    """Refuse a journal of another load, naming every difference."""
+    """Refuse a journal of another load, naming every difference (in words and in ``differs``)."""
     row = load_record(
         conn,
         path,
@@ -452,27 +489,32 @@ def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) 
     def shard_text(value: tuple[int, int] | None) -> str:
         return "no shard" if value is None else f"shard {value[0]} of {value[1]}"
 
-    differences = []
+    differences: dict[str, str] = {}
     if campaign_id != identity.campaign_id:
-        differences.append(
+        differences["campaign_id"] = (
             f"campaign id {preview(campaign_id)} in the journal, "
             f"{preview(identity.campaign_id)} now"
         )
     if batch_size != identity.batch_size:
-        differences.append(f"batch_size {batch_size} in the journal, {identity.batch_size} now")
+        differences["batch_size"] = (
+            f"batch_size {batch_size} in the journal, {identity.batch_size} now"
+        )
     if max_batch_bytes != identity.max_batch_bytes:
-        differences.append(
+        differences["max_batch_bytes"] = (
             f"max_batch_bytes {max_batch_bytes} in the journal, {identity.max_batch_bytes} now"
         )
     if bytes(options_sha256) != hashlib.sha256(identity.options).digest():
-        differences.append("campaign options differ")
+        differences["options"] = "campaign options differ"
     if shard != identity.shard:
-        differences.append(f"{shard_text(shard)} in the journal, {shard_text(identity.shard)} now")
+        differences["shard"] = (
+            f"{shard_text(shard)} in the journal, {shard_text(identity.shard)} now"
+        )
     if differences:
         raise CheckpointRefusedError(
             f"the checkpoint journal {path!r} belongs to another load: "
-            + "; ".join(differences)
-            + ". Give this load another checkpoint path, or delete the journal to start over"
+            + "; ".join(differences.values())
+            + ". Give this load another checkpoint path, or delete the journal to start over",
+            differs=differences,
         )
 
 

@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import anyio
 
-from .._sqlite import PassiveCheckpointer
+from .._sqlite import PassiveCheckpointer, no_room
 from ._file import open_file, shut
 from ._format import (
     IN_FLIGHT,
@@ -194,10 +194,13 @@ class SQLiteJournal:
         for ``async with await journal.open(identity):``.
 
         Raises:
-            CheckpointError: the journal is in use by another load; it belongs to another
-                load (what differs is named); it is not a journal or of a newer format; the
-                location cannot be written. The journal was not changed, and a file
-                that is not a journal was not touched.
+            CheckpointRefusedError: the journal is in use by another load; it belongs to
+                another load (what differs is named, and in ``differs``); it is not a
+                journal or of a newer format; the location cannot be written. The journal
+                was not changed, and a file that is not a journal was not touched.
+            CheckpointError: (not a refusal) no room to create or open it: the disk is
+                full or a file-size limit reached (the message says which, naming the
+                file), or an I/O error.
         """
         if self._state in {"open", "closing"}:
             raise CheckpointRefusedError(f"the checkpoint journal {self._path!r} is already open")
@@ -499,7 +502,9 @@ class SQLiteJournal:
 
     def _fail(self, session: _Session, group: list[_Queued], error: Exception) -> None:
         """Hand a failed commit to its writers; keep it for `aclose` where none waits."""
-        failure = CheckpointError(f"could not write the checkpoint journal {self._path!r}: {error}")
+        room = no_room(error, self._path)  # a disk that filled mid-load says so
+        cause = f"{room} ({error})" if room is not None else str(error)
+        failure = CheckpointError(f"could not write the checkpoint journal {self._path!r}: {cause}")
         failure.__cause__ = error
         for _, done in group:
             if done is None:

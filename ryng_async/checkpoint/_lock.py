@@ -7,6 +7,7 @@ A load (or `resolve`) owns the journal by an OS advisory lock on ``<path>-lock``
 from __future__ import annotations
 
 from .._sqlite import LockFailedError, LockHeldError, lock, os_reason
+from ._format import no_room_error
 from ._records import CheckpointRefusedError
 
 __all__ = ["lock_journal"]
@@ -16,7 +17,8 @@ def lock_journal(path: str) -> int:
     """Take the journal's lock without waiting; return its descriptor (release: ``unlock``).
 
     Raises:
-        CheckpointError: another load holds it (its pid named), or it cannot be taken.
+        CheckpointRefusedError: another load holds it (its pid named), or it cannot be taken.
+        CheckpointError: its lock file cannot be written for lack of room (not a refusal).
     """
     try:
         return lock(path)
@@ -31,6 +33,9 @@ def lock_journal(path: str) -> int:
             f"cannot lock the checkpoint journal {path!r} ({exc.filename!r}): {os_reason(exc)}"
         ) from exc
     except OSError as exc:
+        full = no_room_error(path, exc, f"the lock file {exc.filename!r} of the journal {path!r}")
+        if full is not None:
+            raise full from exc
         raise CheckpointRefusedError(
             f"cannot use {path!r} as a checkpoint journal: cannot create its lock file "
             f"{path + '-lock'!r}: {os_reason(exc)}"

@@ -8,7 +8,7 @@ refused before anything is sent.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,6 +30,9 @@ __all__ = [
 class CheckpointError(ResourceError):
     """The checkpoint journal failed while in use: a write that failed (disk full, file removed).
 
+    Also raised by `SQLiteJournal.open` when there is no room to create or open the
+    journal (a full disk, a file-size limit): the environment's failure, not a refusal.
+
     Raised by `SQLiteJournal.in_flight` and `SQLiteJournal.settled` (through the future
     they return), by `SQLiteJournal.aclose` (a queued record), by `SQLiteJournal.resolve`,
     and by a load whose journal did not close: a `ResourceError`, the load can run again
@@ -46,7 +49,16 @@ class CheckpointRefusedError(CheckpointError, ConfigurationError):
     it), by `SQLiteJournal.prior` and `SQLiteJournal.in_flight` when the input changed, and
     by the readers (`SQLiteJournal.inspect`, `SQLiteJournal.read_batches`). Also a
     `ConfigurationError`: the settings (the path, the input) must change.
+
+    Attributes:
+        differs: for a journal of another load, the `LoadIdentity` fields that differ
+            (``"campaign_id"``, ``"batch_size"``, ``"max_batch_bytes"``, ``"options"``,
+            ``"shard"``), to act on without reading the message; else empty.
     """
+
+    def __init__(self, message: str, *, differs: Iterable[str] = ()) -> None:
+        self.differs = frozenset(differs)
+        super().__init__(message)
 
 
 class BatchState(enum.StrEnum):

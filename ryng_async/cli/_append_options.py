@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import AgentMapping
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointRefusedError
 from ._common import CliError
 from ._readers import LeadSource, number_normalizer, source_from_args
 
@@ -138,8 +138,11 @@ def load_options(args: argparse.Namespace, source: LeadSource) -> dict[str, Any]
 
 
 def other_options_hint(exc: Exception, options: dict[str, Any]) -> str:
-    """Which options make a journal's "campaign options differ" on a resumed run."""
-    if not isinstance(exc, CheckpointError) or "campaign options differ" not in str(exc):
+    """Which options make a resumed run's campaign options differ from its journal's.
+
+    Chosen by what the refusal says differs (``differs``), not by its wording.
+    """
+    if not isinstance(exc, CheckpointRefusedError) or "options" not in exc.differs:
         return ""
     names = options["custom_field_names"]
     return (

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TypeVar
-from urllib.parse import quote
 
 from .. import ConfigurationError
 from ..checkpoint import BatchState, CheckpointError, Decision, JournalledBatch, SQLiteJournal
@@ -202,7 +201,30 @@ def _proven(
     Reads the input twice: for the numbers of the candidates' leads, then for how often
     each occurs in the whole file (a number loaded twice proves neither lead).
     """
+    # Imported here: the callbacks package brings aiohttp.web, which the command's other
+    # uses do not need.
+    from ..callbacks._sqlite_store import open_for_reading
+
     store: Path = args.callbacks
+    # The store's own header check, before the input is read: a foreign file or a
+    # checkpoint journal is refused, named.
+    conn = open_for_reading(store)
+    try:
+        return _proofs(args, conn, candidates, since)
+    except sqlite3.Error as exc:
+        raise InputError(f"cannot read the callback store {store}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _proofs(
+    args: argparse.Namespace,
+    conn: sqlite3.Connection,
+    candidates: list[JournalledBatch],
+    since: datetime,
+) -> tuple[dict[int, str], int]:
+    from ..callbacks._stored import stored_callback  # the store's own parsing (see _proven)
+
     batch_of = {position: b.index for b in candidates for position in _positions([b])}
     owner: dict[str, int] = {}
 
@@ -224,30 +246,19 @@ def _proven(
     owner = {key: index for key, index in owner.items() if counts[key] == 1}
     proofs: dict[int, str] = {}
     read = 0
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(store.resolve()))}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise InputError(f"cannot open the callback store {store}: {exc}") from exc
-    try:
-        rows = conn.execute(
-            "SELECT call_id, customer_num, received_at, raw FROM callbacks ORDER BY seq"
-        )
-        from ..callbacks._stored import stored_callback  # the store's own parsing
-
-        for call_id, customer, received, raw in rows:
-            read += 1
-            key = _digits(customer or "")
-            index = owner.get(key)
-            if index is None or index in proofs:
-                continue
-            event = stored_callback(0, received, raw).event
-            when = event.call_created or datetime.fromisoformat(received)
-            if when >= since:
-                proofs[index] = f"callback of call {call_id} to {customer} at {when.isoformat()}"
-    except sqlite3.Error as exc:
-        raise InputError(f"cannot read the callback store {store}: {exc}") from exc
-    finally:
-        conn.close()
+    rows = conn.execute(
+        "SELECT call_id, customer_num, received_at, raw FROM callbacks ORDER BY seq"
+    )
+    for call_id, customer, received, raw in rows:
+        read += 1
+        key = _digits(customer or "")
+        index = owner.get(key)
+        if index is None or index in proofs:
+            continue
+        event = stored_callback(0, received, raw).event
+        when = event.call_created or datetime.fromisoformat(received)
+        if when >= since:
+            proofs[index] = f"callback of call {call_id} to {customer} at {when.isoformat()}"
     return proofs, read
 
 
