@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from operator import itemgetter
+from itertools import compress
+from operator import is_not, itemgetter
 from typing import Any
 
 from .. import RyngError
@@ -77,16 +78,20 @@ class LineMap:
 def strip_numbers(leads: list[Any]) -> None:
     """Drop whitespace around each lead's ``"number"`` string, as from a CSV's number cell.
 
-    Batched: the numbers are taken and stripped in C, and a chunk in which none changes
-    (the usual one) costs no Python per lead. A chunk with a padded number, a lead
-    without a string number or a rejected row is walked lead by lead.
+    Batched: the numbers are taken, stripped and compared in C (``str.strip`` returns an
+    unchanged string itself), and only a changed one is written back in Python. A chunk
+    with a lead without a string number, or a rejected row, is walked lead by lead.
     """
     try:
         numbers = list(map(_number_of, leads))
-        if list(map(str.strip, numbers)) == numbers:  # strip returns an unchanged str itself
-            return
+        stripped = list(map(str.strip, numbers))
     except (KeyError, TypeError):  # no number, not a string, not a mapping
         pass
+    else:
+        if stripped != numbers:
+            for index in compress(range(len(leads)), map(is_not, stripped, numbers)):
+                leads[index]["number"] = stripped[index]
+        return
     for lead in leads:
         if type(lead) is dict:
             number = lead.get("number")
