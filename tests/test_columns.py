@@ -237,6 +237,11 @@ def test_a_pandas_object_column_trims_its_strings_and_keeps_what_is_no_string() 
     assert list(leads) == [{"number": "+919876543210"}, {}, {"number": "x"}]
     only_ints = pd.DataFrame({"number": pd.Series([1, 2], dtype=object)})
     assert list(leads_from_frame(only_ints).leads) == [{"number": 1}, {"number": 2}]
+    # Without a null: every string stripped at once, or (one value no string) as above.
+    no_null = pd.DataFrame({"number": pd.Series(["\x1e+919876543210 ", "\t12"], dtype=object)})
+    assert list(leads_from_frame(no_null).leads) == [{"number": "+919876543210"}, {"number": "12"}]
+    one_int = pd.DataFrame({"number": pd.Series([" +919876543210 ", 12], dtype=object)})
+    assert list(leads_from_frame(one_int).leads) == [{"number": "+919876543210"}, {"number": 12}]
 
 
 # -- moved from test_dataframes.py: the mapping as leads_from_frame applies it -----------
