@@ -386,11 +386,12 @@ class _ArrowReader(_Reader):
             field = self.schema.field(index)
             dtype = field.type
             name = self.header[index]
-            is_text = types.is_string(dtype) or types.is_large_string(dtype) or is_view(dtype)
+            # The trim kernels read string and large_string, not a view (cast first).
+            is_utf8 = types.is_string(dtype) or types.is_large_string(dtype)
+            is_text = is_utf8 or is_view(dtype)
             if key == "number":
                 if not (is_text or types.is_dictionary(dtype) or types.is_null(dtype)):
                     raise _number_error(name, dtype, "pc.binary_join_element_wise('+', ...)")
-                is_utf8 = types.is_string(dtype) or types.is_large_string(dtype)
                 steps.append(_arrow_numbers(pa, pc, cast=not is_utf8))
             elif key == "agentsAssigned":
                 if types.is_list(dtype) or types.is_large_list(dtype):
@@ -398,7 +399,7 @@ class _ArrowReader(_Reader):
                 elif types.is_nested(dtype):
                     raise _column_error(name, dtype, "agents are strings or lists of them")
                 else:
-                    steps.append(_arrow_agents(pa, pc, is_text=is_text))
+                    steps.append(_arrow_agents(pa, pc, is_text=is_utf8))
             else:
                 if types.is_nested(dtype):
                     raise _column_error(name, dtype, "a custom field is one string")
@@ -434,8 +435,7 @@ def _cast_to(pc: Any, target: Any) -> Callable[[Any], Any]:
 
 
 def _arrow_numbers(pa: Any, pc: Any, *, cast: bool) -> Callable[[Any], Any]:
-    # utf8_trim_whitespace drops what str.strip drops (Zs, or bidi class WS, B or S); it
-    # reads string and large_string only (not a view, a dictionary or nulls).
+    # utf8_trim_whitespace drops what str.strip drops (Zs, or bidi class WS, B or S).
     def trim(column: Any) -> Any:
         return pc.utf8_trim_whitespace(pc.cast(column, pa.string()) if cast else column)
 

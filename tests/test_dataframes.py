@@ -158,6 +158,27 @@ def test_a_nested_custom_field_is_refused(library: str) -> None:
         leads_from_frame(frame)
 
 
+def test_arrow_string_views_are_read_as_strings() -> None:
+    if not hasattr(pa, "string_view"):
+        pytest.skip("pyarrow < 16 has no string_view")
+    view = pa.string_view()
+    table = pa.table(
+        {
+            "number": pa.array([" +919876543210 "], view),
+            "agentsAssigned": pa.array([" a@x.com ; b@x.com "], view),
+            "Name": pa.array([" Max "], view),
+        }
+    )
+    leads, _ = leads_from_frame(table)
+    assert list(leads) == [
+        {
+            "number": "+919876543210",
+            "agentsAssigned": ["a@x.com", "b@x.com"],
+            "customField1": " Max ",
+        }
+    ]
+
+
 def test_what_is_not_a_frame_is_refused() -> None:
     with pytest.raises(TypeError, match="got list"):
         leads_from_frame([{"number": "+919876543210"}])
