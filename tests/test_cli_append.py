@@ -426,6 +426,8 @@ async def test_spaces_around_a_json_lines_number_are_dropped_as_in_a_csv(
         {"number": "+919800000003", "customField1": "Sam"},
         {"number": "+919800000004", "customField1": "Ann"},
     ]
+    usage = await run_cli("append", "--help", server=None)
+    assert "wire form (spaces around its number dropped)" in " ".join(usage.out.split())
 
 
 @pytest.mark.anyio
