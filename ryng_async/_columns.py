@@ -6,6 +6,10 @@ the phone numbers, an optional ``agentsAssigned`` column holds agent usernames s
 by ``;`` or ``|``, and every other column is a custom field, numbered in column order, its
 header sent as its ``customField<N>Name`` (all of them, or those a caller chose). No
 dependency beyond the standard library.
+
+Whitespace around a number is no part of it (a spreadsheet leaves spaces there): every
+source drops it as ``str.strip()`` does, the characters of `NUMBER_SPACES`; other cells are
+sent as read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ._exceptions import ValidationError
 __all__ = [
     "AGENT_SEPARATORS",
     "AGENT_SEPARATORS_PATTERN",
+    "NUMBER_SPACES",
     "ColumnMapping",
     "custom_field_names_from",
     "map_columns",
@@ -28,6 +33,12 @@ __all__ = [
 AGENT_SEPARATORS = re.compile(r"\s*[;|]\s*")
 """Between agent usernames in one cell: ``;`` or ``|``, spaces around them ignored."""
 AGENT_SEPARATORS_PATTERN = AGENT_SEPARATORS.pattern
+NUMBER_SPACES = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""What is dropped around a number: the characters ``str.strip()`` drops (``str.isspace``),
+spelled out for the libraries whose own whitespace differs (polars keeps ``\\x1c``-``\\x1f``)."""
 
 
 @dataclass(frozen=True, slots=True)

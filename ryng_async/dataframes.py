@@ -16,9 +16,11 @@ Each chunk is converted column by column by the frame's own library: custom fiel
 cast to strings in one call per column (so a number or a date is sent as the library
 writes it: ``42``, ``2024-05-01``; pandas writes booleans ``True``, polars ``true``),
 agents are split by one regex call per column where the library has one, and the chunk's
-columns are zipped into dicts in C. A null custom field is left out of its lead; a null
-number makes the lead invalid (``number: is required``), reported at its row's position.
-No Python code runs per cell except for nulls and, with pandas, the agents column.
+columns are zipped into dicts in C. Whitespace around a number is dropped as the CLI drops
+it in a CSV (`str.strip`'s characters, one library call per chunk); other cells are sent as
+they are. A null custom field is left out of its lead; a null number makes the lead invalid
+(``number: is required``), reported at its row's position. No Python code runs per cell
+except for nulls and, with pandas, the agents column.
 
 pandas, polars and pyarrow are optional: nothing here imports them until a frame of that
 library is passed (install the one you use, or ``ryng-async[pandas]``, ``[polars]``,
@@ -34,6 +36,7 @@ from typing import Any, NamedTuple
 
 from ._columns import (
     AGENT_SEPARATORS_PATTERN,
+    NUMBER_SPACES,
     ColumnMapping,
     custom_field_names_from,
     map_columns,
@@ -90,7 +93,8 @@ def leads_from_frame(
             object exporting an Arrow stream (``__arrow_c_stream__``, read with
             pyarrow). The pandas index is ignored.
         number_column: the column of phone numbers (case-insensitive); its values must
-            be strings, in E.164 form (``"+919876543210"``) to be valid.
+            be strings, in E.164 form (``"+919876543210"``) to be valid; whitespace
+            around them is dropped (``" +919876543210 "`` is valid).
         agents_column: the column of agent usernames, if present (case-insensitive):
             strings with ``;`` or ``|`` between usernames, or lists of strings. None: no
             agents column (every other column is a custom field).
@@ -219,7 +223,8 @@ class _PolarsReader(_Reader):
                     dtype, pl.Enum
                 ):
                     raise _number_error(name, dtype, "pl.format('+{}', pl.col(...))")
-                column = column.cast(pl.String)
+                # Explicit characters: polars' own whitespace keeps \x1c-\x1f.
+                column = column.cast(pl.String).str.strip_chars(NUMBER_SPACES)
             elif key == "agentsAssigned":
                 if isinstance(dtype, pl.List):
                     column = column.cast(pl.List(pl.String))
@@ -278,7 +283,9 @@ class _PandasReader(_Reader):
             if key == "number" and not (textual or isinstance(dtype, self.pd.CategoricalDtype)):
                 raise _number_error(name, dtype, "'+' + frame['number'].astype(str)")
             if key == "number":
-                kinds.append("as is")  # a non-string number is an invalid lead, named so
+                # A value that is no string is an invalid lead, named so: kept as it is.
+                strings = isinstance(dtype, self.pd.StringDtype)
+                kinds.append("number" if strings else "loose number")
             elif key == "agentsAssigned":
                 kinds.append("agents")
             elif isinstance(dtype, self.pd.StringDtype):
@@ -304,6 +311,11 @@ class _PandasReader(_Reader):
                     nulls.append((key, missing.nonzero()[0].tolist()))
                 if kind == "cast":
                     series = series.astype(str)
+                elif kind == "number":
+                    series = series.str.strip()
+                elif kind == "loose number":
+                    columns.append(_pandas_loose_numbers(series, bool(missing.any())))
+                    continue
                 columns.append(series.tolist())
             rows = _zip_rows(keys, columns)
             for key, positions in nulls:
@@ -311,6 +323,26 @@ class _PandasReader(_Reader):
             return rows
 
         return convert
+
+
+def _pandas_loose_numbers(series: Any, missing: bool) -> list[Any]:
+    """An object or categorical column's strings stripped by ``str.strip``.
+
+    Other values are kept as they are (``.str`` makes them NaN: they are taken back).
+    """
+    values: list[Any] = series.tolist()
+    if not missing:
+        try:
+            # In C: pandas' own .str.strip calls a Python lambda a value here (7x slower).
+            return list(map(str.strip, values))
+        except TypeError:  # a value that is no string
+            pass
+    try:
+        stripped = series.str.strip()
+    except AttributeError:  # not one string in the column: nothing to strip
+        return values
+    result: list[Any] = stripped.where(stripped.notna(), series).tolist()
+    return result
 
 
 def _agents(value: Any, missing: bool) -> Any:
@@ -354,18 +386,20 @@ class _ArrowReader(_Reader):
             field = self.schema.field(index)
             dtype = field.type
             name = self.header[index]
-            is_text = types.is_string(dtype) or types.is_large_string(dtype) or is_view(dtype)
+            # The trim kernels read string and large_string, not a view (cast first).
+            is_utf8 = types.is_string(dtype) or types.is_large_string(dtype)
+            is_text = is_utf8 or is_view(dtype)
             if key == "number":
                 if not (is_text or types.is_dictionary(dtype) or types.is_null(dtype)):
                     raise _number_error(name, dtype, "pc.binary_join_element_wise('+', ...)")
-                steps.append(_identity if is_text else _cast_to(pc, pa.string()))
+                steps.append(_arrow_numbers(pa, pc, cast=not is_utf8))
             elif key == "agentsAssigned":
                 if types.is_list(dtype) or types.is_large_list(dtype):
                     steps.append(_identity)
                 elif types.is_nested(dtype):
                     raise _column_error(name, dtype, "agents are strings or lists of them")
                 else:
-                    steps.append(_arrow_agents(pa, pc, is_text=is_text))
+                    steps.append(_arrow_agents(pa, pc, is_text=is_utf8))
             else:
                 if types.is_nested(dtype):
                     raise _column_error(name, dtype, "a custom field is one string")
@@ -398,6 +432,14 @@ def _cast_to(pc: Any, target: Any) -> Callable[[Any], Any]:
         return pc.cast(column, target)
 
     return cast
+
+
+def _arrow_numbers(pa: Any, pc: Any, *, cast: bool) -> Callable[[Any], Any]:
+    # utf8_trim_whitespace drops what str.strip drops (Zs, or bidi class WS, B or S).
+    def trim(column: Any) -> Any:
+        return pc.utf8_trim_whitespace(pc.cast(column, pa.string()) if cast else column)
+
+    return trim
 
 
 def _arrow_agents(pa: Any, pc: Any, *, is_text: bool) -> Callable[[Any], Any]:

@@ -406,6 +406,31 @@ async def test_spaces_around_a_number_are_dropped_and_other_cells_sent_as_read(
 
 
 @pytest.mark.anyio
+async def test_spaces_around_a_json_lines_number_are_dropped_as_in_a_csv(
+    server: FakeRyngServer, tmp_path: Path
+) -> None:
+    data = write(
+        tmp_path / "leads.jsonl",
+        '{"number": " +919800000001 ", "customField1": " Max "}\n'
+        '{"number": "\\t+919800000002\\u00a0", "customField1": "Alex"}\n'
+        '{"number": "\u3000+919800000003\\u001c", "customField1": "Sam"}\n'
+        '{"number": "+919800000004", "customField1": "Ann"}\n',
+    )
+    run = await run_cli("append", "42", data, server=server)
+    assert run.code == 0, run.err
+    assert "every lead accepted (exit 0)" in run.out
+    assert "accepted 4" in run.out
+    assert server.leads == [
+        {"number": "+919800000001", "customField1": " Max "},
+        {"number": "+919800000002", "customField1": "Alex"},
+        {"number": "+919800000003", "customField1": "Sam"},
+        {"number": "+919800000004", "customField1": "Ann"},
+    ]
+    usage = await run_cli("append", "--help", server=None)
+    assert "wire form (spaces around its number dropped)" in " ".join(usage.out.split())
+
+
+@pytest.mark.anyio
 async def test_encoding_errors_strict_names_the_line_and_replace_keeps_the_row(
     server: FakeRyngServer, tmp_path: Path
 ) -> None:

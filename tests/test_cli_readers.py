@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,62 @@ def test_a_row_s_lead_is_its_picked_cells_under_wire_keys_the_number_stripped() 
     # Its source is made from the SDK's own keys only: anything else is refused.
     with pytest.raises(AssertionError, match="not wire keys"):
         _readers._lead_maker(("number", "x': __import__('os')}#"), (0, 1))
+
+
+def test_json_lines_numbers_are_stripped_as_a_csv_s_on_every_decoding_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_readers, "JSONL_CHUNK_BYTES", 64)  # many blocks, each path taken
+    path = tmp_path / "leads.jsonl"
+    path.write_bytes(
+        b'{"number": " +919800000001 ", "customField1": " Max "}\n'  # a block decoded whole
+        b'{"number": "+919800000002"}\n'
+        b'{"number": "\\u00a0+919800000003\\t", "agentsAssigned": [" a@x.com "]}\n'
+        b"\n"  # a blank line: its block is decoded line by line
+        b'{"number": "\\u3000+919800000004\\u001c"}\n'
+        b'{"number": 919800000005}\n'  # no string: left for the SDK to name
+        b'{"customField1": " x "}\n'  # no number: left as it is
+        b"{oops\n"
+        b'{"number": "+91 98000 00008 "}\n'
+    )
+    leads, _ = read_all(path)
+    assert leads[0] == {"number": "+919800000001", "customField1": " Max "}
+    assert leads[1] == {"number": "+919800000002"}
+    assert leads[2] == {"number": "+919800000003", "agentsAssigned": [" a@x.com "]}
+    assert leads[3] == {"number": "+919800000004"}
+    assert leads[4] == {"number": 919800000005}
+    assert leads[5] == {"customField1": " x "}
+    assert isinstance(leads[6], RejectedRow)
+    assert leads[7] == {"number": "+91 98000 00008"}
+
+
+def test_json_lines_numbers_are_stripped_before_the_default_region_reads_them(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("phonenumbers")
+    from ryng_async._phone import normalizer
+
+    path = tmp_path / "leads.jsonl"
+    path.write_text('{"number": " 098765 43210\\t"}\n{"number": "\\u3000+919800000002 "}\n')
+    leads, _ = read_all(path, normalize=normalizer("IN"))
+    assert leads == [{"number": "+919876543210"}, {"number": "+919800000002"}]
+
+
+_PAD = st.text(alphabet=" \t\n\xa0\x1c\x1f\x85\u2003\u3000\u200b\ufeff", max_size=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(_PAD, st.integers(10**9, 10**12), _PAD), min_size=1, max_size=30))
+def test_a_json_lines_file_and_a_csv_of_one_content_give_the_same_numbers(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, int, str]]
+) -> None:
+    folder = tmp_path_factory.mktemp("same")
+    numbers = [f"{before}+{digits}{after}" for before, digits, after in rows]
+    with (folder / "leads.csv").open("w", newline="") as out:
+        csv.writer(out).writerows([["number", "Name"], *[[n, "x"] for n in numbers]])
+    lines = "".join(json.dumps({"number": n, "customField1": "x"}) + "\n" for n in numbers)
+    (folder / "leads.jsonl").write_text(lines)
+    from_csv, _ = read_all(folder / "leads.csv")
+    from_json_lines, _ = read_all(folder / "leads.jsonl")
+    assert from_json_lines == from_csv
+    assert [lead["number"] for lead in from_csv] == [n.strip() for n in numbers]

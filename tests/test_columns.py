@@ -8,14 +8,16 @@ share; the tests here feed the same header to both.
 from __future__ import annotations
 
 import csv
+import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ryng_async import ValidationError
-from ryng_async._columns import map_columns, split_agents
+from ryng_async._columns import NUMBER_SPACES, map_columns, split_agents
 from ryng_async.cli._readers import InputError, open_source
 from ryng_async.dataframes import leads_from_frame
 
@@ -142,6 +144,104 @@ def test_a_csv_and_each_frame_library_map_one_header_alike(
     assert from_csv[0]["agentsAssigned"] == ["a@x.com", "b@x.com"]
     assert "agentsAssigned" not in from_csv[1]
     assert [lead["number"] for lead in from_csv] == [row[1] for row in _ROWS]
+
+
+# Whitespace of every kind str.strip() drops around a number: a spreadsheet's spaces, a tab,
+# a no-break space, an ideographic space, and \x1c-\x1f (which polars' own strip keeps).
+_PADDED_ROWS = [
+    ["Max", " +919876543210 ", "a@x.com; b@x.com", " Pune "],
+    ["", "\t+917994771185\xa0", "", "Delhi"],
+    ["Sophia", "\u3000+919876543211\x1c", "c@x.com", ""],
+    ["Alex", "\x1f+919876543212\u2028\r\n", "", "Goa"],
+    ["Sam", "+91 98765 43213 ", "", "x"],  # only the ends: the inner spaces stay
+    ["Ren", "12 ", "", "y"],  # trimmed, and still invalid
+]
+_TRIMMED = [
+    "+919876543210",
+    "+917994771185",
+    "+919876543211",
+    "+919876543212",
+    "+91 98765 43213",
+    "12",
+]
+
+
+def test_number_spaces_are_what_str_strip_drops() -> None:
+    spaces = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+    assert spaces == NUMBER_SPACES
+    assert (NUMBER_SPACES + "x" + NUMBER_SPACES).strip() == "x"
+
+
+def test_padded_numbers_give_the_same_leads_from_csv_json_lines_and_every_frame(
+    tmp_path: Path,
+) -> None:
+    header = ["Name", "number", "agentsAssigned", "City"]
+    path = tmp_path / "leads.csv"
+    with path.open("w", newline="") as out:
+        csv.writer(out).writerows([header, *_PADDED_ROWS])
+    from_csv, csv_names = read_csv(path)
+    assert [lead["number"] for lead in from_csv] == _TRIMMED
+    # Only the number is trimmed: a custom field is sent as read.
+    assert from_csv[0]["customField1"] == "Max"
+    assert from_csv[0]["customField2"] == " Pune "
+    # The same content as JSON Lines: each row in the wire form, its number as padded.
+    lines = tmp_path / "leads.jsonl"
+    with lines.open("w") as out:
+        for row in _PADDED_ROWS:
+            lead: dict[str, Any] = {"customField1": row[0], "number": row[1]}
+            if agents := split_agents(row[2]):
+                lead["agentsAssigned"] = agents
+            lead["customField2"] = row[3]
+            out.write(json.dumps(lead) + "\n")
+    from_json_lines, _ = read_csv(lines)
+    assert from_json_lines == from_csv
+    for library in LIBRARIES:
+        cells = zip(*_PADDED_ROWS, strict=True)
+        frame = make_frame(library, {h: list(c) for h, c in zip(header, cells, strict=True)})
+        leads, names = leads_from_frame(frame, chunk_rows=4)
+        assert list(leads) == from_csv, library
+        assert names == csv_names
+
+
+@pytest.mark.parametrize("library", ["polars", "pandas", "arrow"])
+def test_a_padded_number_in_a_frame_is_trimmed_whatever_its_type(
+    library: str,
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    padded = [" +919876543210\x1d", None, "\u2003+917994771185 "]
+    expected = [{"number": "+919876543210"}, {}, {"number": "+917994771185"}]
+    types = [pa.large_string(), pa.dictionary(pa.int32(), pa.string())]
+    if hasattr(pa, "string_view"):
+        types.append(pa.string_view())
+    for dtype in types:
+        table = pa.table({"number": pa.array(padded).cast(dtype)})
+        if library == "polars":
+            frame = pytest.importorskip("polars").from_arrow(table)
+        elif library == "pandas":
+            frame = table.to_pandas()
+        else:
+            frame = table
+        leads, _ = leads_from_frame(frame)
+        assert list(leads) == expected, (library, dtype)
+
+
+def test_a_pandas_object_column_trims_its_strings_and_keeps_what_is_no_string() -> None:
+    pd = pytest.importorskip("pandas")
+    frames = [
+        pd.DataFrame({"number": pd.Series([" +919876543210 ", 919876543210, None], dtype=object)}),
+        pd.DataFrame({"number": pd.Series([" +919876543210 ", None, "x"], dtype="category")}),
+    ]
+    leads, _ = leads_from_frame(frames[0])
+    assert list(leads) == [{"number": "+919876543210"}, {"number": 919876543210}, {}]
+    leads, _ = leads_from_frame(frames[1])
+    assert list(leads) == [{"number": "+919876543210"}, {}, {"number": "x"}]
+    only_ints = pd.DataFrame({"number": pd.Series([1, 2], dtype=object)})
+    assert list(leads_from_frame(only_ints).leads) == [{"number": 1}, {"number": 2}]
+    # Without a null: every string stripped at once, or (one value no string) as above.
+    no_null = pd.DataFrame({"number": pd.Series(["\x1e+919876543210 ", "\t12"], dtype=object)})
+    assert list(leads_from_frame(no_null).leads) == [{"number": "+919876543210"}, {"number": "12"}]
+    one_int = pd.DataFrame({"number": pd.Series([" +919876543210 ", 12], dtype=object)})
+    assert list(leads_from_frame(one_int).leads) == [{"number": "+919876543210"}, {"number": 12}]
 
 
 # -- moved from test_dataframes.py: the mapping as leads_from_frame applies it -----------

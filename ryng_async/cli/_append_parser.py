@@ -52,7 +52,7 @@ def add_parser(commands: Commands) -> None:
             "or all but --exclude-columns) a custom field in column order, its header sent "
             "as the field's name (customField1Name is the first other column's header, and "
             "so on). JSON Lines: "
-            "one lead a line in the API's wire form, e.g. "
+            "one lead a line in the API's wire form (spaces around its number dropped), e.g. "
             '{"number": "+919876543210", "agentsAssigned": ["a@x.com"], '
             '"customField1": "Max"}. Invalid rows are reported with their line numbers '
             "and the rest is loaded."

@@ -15,7 +15,8 @@ command shows the row's own reason.
 
 Input positions (the SDK's ``lead #N``, from 0) map to file line numbers through a
 `LineMap` (in ``_rows``). A CSV's header is mapped by `ryng_async._columns`, as a
-DataFrame's is; spaces around a number cell are dropped (other cells are sent as read).
+DataFrame's is. Whitespace around a number (a CSV cell, a JSON Lines ``"number"``) is
+dropped as ``str.strip()`` drops it, other values are sent as read: one content, one lead.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import msgspec
 
 from .. import ValidationError
 from .._columns import map_columns, split_agents
-from ._rows import InputError, LineMap, RejectedRow
+from ._rows import InputError, LineMap, RejectedRow, strip_numbers
 from ._threads import lead_chunks, run_blocking
 
 __all__ = [
@@ -395,6 +396,7 @@ class _JsonLinesSource(LeadSource):
             self.lines.note(self.rows, line)
         else:  # a blank line, or a line the typed decode refused: line by line
             leads = self._decode_each(block, line)
+        strip_numbers(leads)
         if self._normalize is not None:
             self._normalize_numbers(leads, self._normalize)
         self.rows += len(leads)

@@ -1,5 +1,6 @@
-"""What a lead file's rows become besides leads: a rejected row, a row's line, an input error.
+"""A lead file's rows besides leads: a rejected row, a row's line, an input error.
 
+`strip_numbers` strips a JSON Lines chunk's numbers as the CSV reader strips its cells.
 `LineMap` maps input positions (the SDK's ``lead #N``, from 0) to file line numbers; it
 stores only the places where ``line - position`` changes (the header, a blank line, a
 quoted field spanning lines), so a regular file of any length costs one entry and a row's
@@ -10,10 +11,15 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from itertools import compress
+from operator import is_not, itemgetter
+from typing import Any
 
 from .. import RyngError
 
-__all__ = ["InputError", "LineMap", "RejectedRow"]
+__all__ = ["InputError", "LineMap", "RejectedRow", "strip_numbers"]
+
+_number_of = itemgetter("number")
 
 
 class InputError(RyngError):
@@ -67,3 +73,27 @@ class LineMap:
         if index < 0:
             return None
         return self._lines[index] + position - self._positions[index]
+
+
+def strip_numbers(leads: list[Any]) -> None:
+    """Drop whitespace around each lead's ``"number"`` string, as from a CSV's number cell.
+
+    Batched: the numbers are taken, stripped and compared in C (``str.strip`` returns an
+    unchanged string itself), and only a changed one is written back in Python. A chunk
+    with a lead without a string number, or a rejected row, is walked lead by lead.
+    """
+    try:
+        numbers = list(map(_number_of, leads))
+        stripped = list(map(str.strip, numbers))
+    except (KeyError, TypeError):  # no number, not a string, not a mapping
+        pass
+    else:
+        if stripped != numbers:
+            for index in compress(range(len(leads)), map(is_not, stripped, numbers)):
+                leads[index]["number"] = stripped[index]
+        return
+    for lead in leads:
+        if type(lead) is dict:
+            number = lead.get("number")
+            if type(number) is str:
+                lead["number"] = number.strip()
