@@ -333,12 +333,8 @@ def json_logging(*, enabled: bool, stream: TextIO | None = None) -> Iterator[Non
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(_JsonFormatter())
-    logger = logging.getLogger("ryng_async")
-    logger.addHandler(handler)
-    try:
+    with _handling_sdk_logs(handler):
         yield
-    finally:
-        logger.removeHandler(handler)
 
 
 class _SayHandler(logging.Handler):
@@ -362,6 +358,12 @@ def text_warnings(*, enabled: bool) -> Iterator[None]:
         return
     handler = _SayHandler(logging.WARNING)
     handler.setFormatter(logging.Formatter("ryng-async append: warning: %(message)s"))
+    with _handling_sdk_logs(handler):
+        yield
+
+
+@contextlib.contextmanager
+def _handling_sdk_logs(handler: logging.Handler) -> Iterator[None]:
     logger = logging.getLogger("ryng_async")
     logger.addHandler(handler)
     try:
