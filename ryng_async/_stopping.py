@@ -99,7 +99,13 @@ class LoadStop:
             self.report.stop(reason)
         # else: the ledger says the load stopped early only if something was left undone.
         level = logging.DEBUG if isinstance(exc, StoppedError) else logging.WARNING
-        logger.log(level, "bulk load of campaign %s stops: %s", self.report.campaign_id, reason)
+        logger.log(
+            level,
+            "bulk load of campaign %s stops: %s",
+            self.report.campaign_id,
+            reason,
+            extra={"ryng_load_stop": True},  # the CLI's summary says it: not said twice
+        )
 
     def gently(self, reason: str, grace: float | None = None) -> None:
         """Read and send nothing new; cancel the requests in flight after ``grace`` seconds.

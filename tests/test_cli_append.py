@@ -156,6 +156,9 @@ async def test_refused_token_exits_3(tmp_path: Path) -> None:
         run = await run_cli("append", "42", data, server=server)
     assert run.code == 3
     assert "token was refused" in run.err
+    # Said once on stderr (the error line) and once in the summary, not again as a warning.
+    assert run.err.count("token was refused") == 1
+    assert "stopped early: 403: the access token was refused" in run.out
 
 
 @pytest.mark.anyio

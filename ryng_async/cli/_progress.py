@@ -338,6 +338,10 @@ def json_logging(*, enabled: bool, stream: TextIO | None = None) -> Iterator[Non
 
 
 class _SayHandler(logging.Handler):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Why a load stopped is in the summary (and the error line): said once.
+        return not getattr(record, "ryng_load_stop", False) and super().filter(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             say(self.format(record))
