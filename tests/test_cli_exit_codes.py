@@ -225,3 +225,20 @@ async def test_a_journal_filling_its_room_mid_load_says_so_and_exits_4(tmp_path:
         f"could not write the checkpoint journal {str(journal)!r}: the file-size limit "
         "(ulimit -f) of 60,000 bytes is reached" in err
     )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+async def test_a_callback_store_with_no_room_exits_4_naming_the_store_and_the_limit(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "callbacks.db"
+    argv = under_file_size_limit(
+        0, "-m", "ryng_async", "callbacks", "serve", "--port", "0", "--store", str(store)
+    )
+    with anyio.fail_after(60):
+        done = await anyio.run_process(argv, check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 4, err
+    assert f"cannot write callback store {store}" in err
+    assert "the file-size limit (ulimit -f) of 0 bytes is reached" in err
+    assert "Traceback" not in err

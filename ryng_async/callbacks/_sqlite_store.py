@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Self, TypeAlias
 
 from .._callback_events import CallbackEvent, TerminalCallback
-from .._exceptions import ConfigurationError, RyngError
+from .._exceptions import ConfigurationError, ResourceError, RyngError
 from .._sqlite import (
     CALLBACK_STORE_ID,
     ForeignDatabaseError,
@@ -28,6 +28,7 @@ from .._sqlite import (
     application_version,
     connect,
     connect_read_only,
+    no_room,
 )
 from ._group_writer import MAX_GROUP, GroupWriter
 from ._stored import PAGE, StoredCallback, now, paged, stored_callback, utf8
@@ -247,6 +248,8 @@ class SQLiteCallbackStore:
 
         Raises:
             ConfigurationError: the file cannot be opened or is not a callback store.
+            ResourceError: there is no room to create or open it (a full disk, a quota,
+                the file-size limit).
             RyngError: the store was closed.
         """
         await self._writer.start()
@@ -261,6 +264,9 @@ class SQLiteCallbackStore:
                 connection.close()
                 raise
         except sqlite3.Error as exc:
+            room = no_room(exc, self.path)
+            if room is not None:  # the environment's failure, not a bad setting
+                raise ResourceError(f"cannot write callback store {self.path}: {room}") from exc
             raise ConfigurationError(f"cannot open callback store {self.path}: {exc}") from exc
         self._connection = connection
         # A group is one INSERT statement: keep its parameters within SQLite's limit.

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import ConfigurationError
+from .. import ConfigurationError, ResourceError
 from ..callbacks import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -214,6 +214,9 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         with _logging_to_stderr(args.log_format, access_log=args.access_log):
             code = run_async(main)
+    except ResourceError as exc:  # no room for the store: the settings were right
+        say(f"ryng-async callbacks serve: error: {exc}")
+        return ExitCode.RESOURCE
     except (ConfigurationError, OSError) as exc:
         say(f"ryng-async callbacks serve: error: {exc}")
         return ExitCode.USAGE
