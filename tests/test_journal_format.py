@@ -27,6 +27,7 @@ from test_resume import CAMPAIGN, client_for, leads, received_numbers
 
 from ryng_async.checkpoint import JOURNAL_FORMAT_VERSION, BatchState, CheckpointError, SQLiteJournal
 from ryng_async.checkpoint import _format as journal_format
+from ryng_async.checkpoint import _rows as journal_rows
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan
 
 pytestmark = pytest.mark.anyio
@@ -197,6 +198,7 @@ def as_format_1(path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     journal_format.fold(conn)  # the records into the batch table, as format 1 kept them
     conn.execute("ALTER TABLE batch DROP COLUMN ranges")
+    conn.execute("ALTER TABLE batch DROP COLUMN accepted")  # format 5's
     conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
     conn.execute("DROP TABLE log")
     conn.execute("DROP TABLE resolution")  # format 4's
@@ -245,9 +247,10 @@ def as_format_2(path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     rows = conn.execute("SELECT records FROM log").fetchall()
     conn.execute("ALTER TABLE batch DROP COLUMN ranges")
+    conn.execute("ALTER TABLE batch DROP COLUMN accepted")  # format 5's
     conn.execute("DROP TABLE resolution")  # format 4's
     encode = msgspec.msgpack.encode
-    decode = journal_format.unpack_records
+    decode = journal_rows.unpack_records
     for (records,) in rows:  # the log's records lose their ranges too
         conn.execute(
             "UPDATE log SET records = ? WHERE records = ?",
@@ -291,12 +294,23 @@ async def test_a_journal_of_format_2_resumes_and_learns_the_exact_positions(
     ]
 
 
+def without_accepted_runs(conn: sqlite3.Connection) -> None:
+    """Drop what format 5 added: the batch's accepted runs, in the table and the log."""
+    conn.execute("ALTER TABLE batch DROP COLUMN accepted")
+    rows = conn.execute("SELECT seq, records FROM log").fetchall()
+    for seq, records in rows:
+        old = [list(record[:10]) for record in journal_rows.unpack_records(records)]
+        conn.execute("UPDATE log SET records = ? WHERE seq = ?", (msgspec.msgpack.encode(old), seq))
+
+
 async def test_a_format_3_journal_is_read_and_migrated_by_resolve(tmp_path: Path) -> None:
     path = tmp_path / "j"
     await unknown_journal(path)
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE resolution")  # as format 3 wrote it
+    without_accepted_runs(conn)
     conn.execute("PRAGMA user_version = 3")
+    conn.commit()
     conn.close()
     summary = SQLiteJournal.inspect(path)
     assert summary.format_version == 3

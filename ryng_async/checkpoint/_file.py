@@ -14,7 +14,6 @@ from .._sqlite import PassiveCheckpointer, connect, unlock
 from ._format import (
     PAGE_SIZE,
     Digest,
-    Row,
     check_file,
     check_identity,
     create,
@@ -28,6 +27,7 @@ from ._format import (
 )
 from ._lock import lock_journal
 from ._records import CheckpointRefusedError, LoadIdentity
+from ._rows import Row
 
 __all__ = ["open_file", "shut"]
 

@@ -1,9 +1,9 @@
 """The journal's file format: its schema, the migrations between versions, the log.
 
 A journal is an SQLite database marked by its application id, its format version in
-``user_version``. A batch is one row of the ``batch`` table (`Row`, in the table's column
-order); a load appends its records to the ``log`` table instead, a commit's records packed
-in one row; `fold` moves them into ``batch`` (the next owner does it at open) and `replay`
+``user_version``. A batch is one row of the ``batch`` table (`Row`, in ``_rows``); a
+load appends its records to the ``log`` table instead, a commit's records packed in one
+row; `fold` moves them into ``batch`` (the next owner does it at open) and `replay`
 applies them in memory (readers do it, since they write nothing). Everything here is a
 function on a connection.
 """
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -30,17 +29,15 @@ from .._sqlite import (
     os_reason,
 )
 from ._records import (
-    BatchState,
     CheckpointError,
     CheckpointRefusedError,
-    JournalledBatch,
     LoadIdentity,
 )
+from ._rows import Row, pack_records, row_from_sql, union_text, unpack_records
 
 __all__ = [
     "APPLICATION_ID",
     "DIGESTS",
-    "IN_FLIGHT",
     "JOURNAL_FORMAT_VERSION",
     "LOG_INSERT",
     "MIGRATIONS",
@@ -48,14 +45,9 @@ __all__ = [
     "NOT_A_JOURNAL",
     "PAGE_SIZE",
     "SELECT_BATCHES",
-    "UNKNOWN",
-    "BatchesView",
     "Digest",
-    "Row",
-    "batch_from_row",
     "check_file",
     "check_identity",
-    "clean_message",
     "create",
     "digest_of",
     "fold",
@@ -64,17 +56,12 @@ __all__ = [
     "migrate",
     "no_room_error",
     "outdated",
-    "pack_records",
-    "parse_ranges",
-    "ranges_text",
     "read_rows",
     "replay",
-    "row_from_sql",
-    "unpack_records",
     "unusable",
 ]
 
-JOURNAL_FORMAT_VERSION: int = 4
+JOURNAL_FORMAT_VERSION: int = 5
 """The layout this version writes. Older journals are migrated on open; newer are refused.
 
 1: the first layout (batch digests by BLAKE2b-128). 2: the load records its digest
@@ -83,13 +70,14 @@ keeps BLAKE2b, so its resumes still match), and a load appends its records to a 
 table, one row a commit, folded into the batch table by the next open. 3: a batch records
 its leads' exact input positions (``ranges``); a batch of an older journal has none until
 a load meets it again (its ``start`` and ``count`` may span invalid leads). 4: the
-decisions an operator recorded on unknown batches (`SQLiteJournal.resolve`).
+decisions an operator recorded on unknown batches (`SQLiteJournal.resolve`). 5: runs of
+a batch accepted in part after a 413 (``accepted``: sent again in parts, some accepted
+while the batch as a whole was not).
 """
 
 
 # PRAGMA application_id: "RYNG" in ASCII, so `file` and sqlite tools can tell our journals.
 APPLICATION_ID = JOURNAL_ID
-_MESSAGE_LIMIT = 500
 NOT_A_JOURNAL = "is not a ryng_async checkpoint journal"
 
 # A batch digest tells a changed input from the journalled one; nothing adversarial
@@ -129,11 +117,14 @@ _SCHEMA = (
         status INTEGER,
         message TEXT NOT NULL,
         maybe_duplicated INTEGER NOT NULL,
-        ranges TEXT
+        ranges TEXT,
+        accepted TEXT NOT NULL DEFAULT ''
     )""",
 )
 # ``batch.ranges`` (format 3): '' when its leads are consecutive from ``start``, else runs
 # of positions 'first-last,first-last'; NULL for a batch an older format recorded.
+# ``batch.accepted`` (format 5): runs of its positions accepted though the batch was not
+# (sent in parts after a 413), 'first-last,first-last'; '' for none. It only grows.
 # A load appends its records here, one row a commit (format 2): one short insert however
 # many records a commit holds. Folded into `batch` by the next open (readers replay it).
 _LOG_SCHEMA = """CREATE TABLE log (
@@ -180,25 +171,42 @@ def _to_format_4(conn: sqlite3.Connection) -> None:
     conn.execute(_RESOLUTION_SCHEMA)
 
 
-MIGRATIONS: dict[int, _Migration] = {1: _to_format_2, 2: _to_format_3, 3: _to_format_4}
+def _to_format_5(conn: sqlite3.Connection) -> None:
+    """4 -> 5: a batch records the runs of its positions accepted in part (none yet)."""
+    conn.execute("ALTER TABLE batch ADD COLUMN accepted TEXT NOT NULL DEFAULT ''")
+    old = msgspec.msgpack.Decoder(
+        list[tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]]
+    ).decode
+    for seq, records in conn.execute("SELECT seq, records FROM log").fetchall():
+        upgraded = [(*record, "") for record in old(records)]
+        conn.execute("UPDATE log SET records = ? WHERE seq = ?", (pack_records(upgraded), seq))
+
+
+MIGRATIONS: dict[int, _Migration] = {
+    1: _to_format_2,
+    2: _to_format_3,
+    3: _to_format_4,
+    4: _to_format_5,
+}
 
 # Folding the log: one statement upserts up to _ROWS_PER_STATEMENT rows.
 _UPSERT_HEAD = (
     "INSERT INTO batch (idx, start, count, digest, state, attempts, status, message,"
-    " maybe_duplicated, ranges) VALUES "
+    " maybe_duplicated, ranges, accepted) VALUES "
 )
-_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_TAIL = """
     ON CONFLICT (idx) DO UPDATE SET
         start = excluded.start, count = excluded.count, digest = excluded.digest,
         state = excluded.state, attempts = excluded.attempts, status = excluded.status,
         message = excluded.message,
         maybe_duplicated = batch.maybe_duplicated OR excluded.maybe_duplicated,
-        ranges = coalesce(excluded.ranges, batch.ranges)
+        ranges = coalesce(excluded.ranges, batch.ranges),
+        accepted = ryng_union_runs(batch.accepted, excluded.accepted)
 """
-# Rows per statement: 10 parameters a row stays under SQLite's 32,766 (and under the 999
-# of builds older than 3.32 at 99 rows).
-_ROWS_PER_STATEMENT = 99
+# Rows per statement: 11 parameters a row stays under SQLite's 32,766 (and under the 999
+# of builds older than 3.32 at 90 rows).
+_ROWS_PER_STATEMENT = 90
 _UPSERTS = [""] + [  # by row count
     _UPSERT_HEAD + ", ".join([_UPSERT_ROW] * rows) + _UPSERT_TAIL
     for rows in range(1, _ROWS_PER_STATEMENT + 1)
@@ -209,87 +217,30 @@ PAGE_SIZE = 1024
 LOG_INSERT = "INSERT INTO log (at, records) VALUES (?, ?)"
 SELECT_BATCHES = (
     "SELECT idx, start, count, digest, state, attempts, status, message, maybe_duplicated,"
-    " ranges FROM batch"
+    " ranges, accepted FROM batch"
 )
-
-# A batch row: idx, start, count, digest, state, attempts, status, message, maybe_duplicated,
-# ranges (as in the table).
-Row = tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]
-IN_FLIGHT = str(BatchState.IN_FLIGHT)
-UNKNOWN = str(BatchState.UNKNOWN)
-pack_records = msgspec.msgpack.Encoder().encode
-unpack_records = msgspec.msgpack.Decoder(
-    list[tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]]
-).decode
-
-
-def ranges_text(start: int, count: int, ranges: Sequence[tuple[int, int]] | None) -> str:
-    """A batch's runs of positions as the journal keeps them ('' when consecutive)."""
-    if ranges is None or len(ranges) == 1:
-        if ranges is not None and tuple(ranges[0]) != (start, count):
-            raise ValueError(f"ranges {list(ranges)} do not start at {start} with {count} leads")
-        return ""
-    if ranges[0][0] != start or sum(run[1] for run in ranges) != count:
-        raise ValueError(f"ranges {list(ranges)} do not start at {start} with {count} leads")
-    return ",".join(f"{first}-{first + length - 1}" for first, length in ranges)
-
-
-def parse_ranges(start: int, count: int, text: str | None) -> tuple[tuple[int, int], ...]:
-    if not text:
-        return ((start, count),) if count else ()
-    runs = []
-    for run in text.split(","):
-        first, _, last = run.partition("-")
-        runs.append((int(first), int(last) - int(first) + 1))
-    return tuple(runs)
-
-
-def batch_from_row(row: tuple[Any, ...]) -> JournalledBatch:
-    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row
-    return JournalledBatch(
-        index=index,
-        start=start,
-        count=count,
-        digest=bytes(digest),
-        state=BatchState(state),
-        attempts=attempts,
-        status=status,
-        message=sys.intern(message),  # most batches share a few messages
-        maybe_duplicated=bool(duplicated),
-        ranges=parse_ranges(start, count, ranges),
-        exact=ranges is not None,
-    )
-
-
-def row_from_sql(row: tuple[Any, ...]) -> Row:
-    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row
-    return (
-        index,
-        start,
-        count,
-        bytes(digest),
-        str(BatchState(state)),
-        attempts,
-        status,
-        sys.intern(message),
-        bool(duplicated),
-        ranges,
-    )
 
 
 def replay(rows: dict[int, Row], conn: sqlite3.Connection) -> float | None:
     """Apply the log to ``rows`` in order; return the time of its last commit, if any.
 
-    The last record of a batch wins, except ``maybe_duplicated``, which sticks.
+    The last record of a batch wins, except ``maybe_duplicated``, which sticks, and
+    ``accepted``, which grows by union.
     """
     last = None
     for at, records in conn.execute("SELECT at, records FROM log ORDER BY seq"):
         for record in unpack_records(records):
             known = rows.get(record[0])
-            sticky = known is not None and known[8] and not record[8]
-            if record[9] is None and known is not None and known[9] is not None:
-                record = (*record[:9], known[9])  # noqa: PLW2901 - the runs already known
-            rows[record[0]] = (*record[:8], True, record[9]) if sticky else record
+            if known is not None:
+                ranges = record[9] if record[9] is not None else known[9]  # the runs known
+                rows[record[0]] = (
+                    *record[:8],
+                    known[8] or record[8],
+                    ranges,
+                    union_text(known[10], record[10]),
+                )
+            else:
+                rows[record[0]] = record
         last = at
     return last
 
@@ -304,6 +255,7 @@ def fold(conn: sqlite3.Connection) -> None:
     """Move the log's records into the batch table, in one transaction."""
     if conn.execute("SELECT 1 FROM log LIMIT 1").fetchone() is None:
         return
+    conn.create_function("ryng_union_runs", 2, union_text, deterministic=True)
     conn.execute("BEGIN IMMEDIATE")
     try:
         folded: dict[int, Row] = {}
@@ -320,19 +272,6 @@ def fold(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-
-
-def clean_message(message: str) -> str:
-    """A message as the journal keeps it: at most 500 characters of valid UTF-8."""
-    if len(message) <= _MESSAGE_LIMIT and message.isascii():
-        return message  # the common case, checked without encoding
-    if len(message) > _MESSAGE_LIMIT:
-        message = message[: _MESSAGE_LIMIT - 3] + "..."
-    try:
-        message.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: SQLite text must be valid UTF-8
-        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return message
 
 
 def format_version(conn: sqlite3.Connection, path: str) -> int | None:
@@ -516,24 +455,3 @@ def check_identity(conn: sqlite3.Connection, path: str, identity: LoadIdentity) 
             + ". Give this load another checkpoint path, or delete the journal to start over",
             differs=differences,
         )
-
-
-class BatchesView(Mapping[int, JournalledBatch]):
-    """The journal's rows as `JournalledBatch` objects, made on access (a live view)."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: dict[int, Row]) -> None:
-        self._rows = rows
-
-    def __getitem__(self, index: int) -> JournalledBatch:
-        return batch_from_row(self._rows[index])
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._rows)
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict(self)!r})"

@@ -13,16 +13,14 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 
+from .._runs import subtract_runs
 from .._sqlite import connect_read_only, holder
 from ._format import (
     NOT_A_JOURNAL,
-    Row,
-    batch_from_row,
     format_version,
     load_record,
     migrate,
     outdated,
-    parse_ranges,
     read_rows,
 )
 from ._records import (
@@ -33,6 +31,7 @@ from ._records import (
     JournalSummary,
     Resolution,
 )
+from ._rows import Row, batch_from_row, parse_ranges, parse_runs
 
 __all__ = [
     "connect_for_reading",
@@ -51,12 +50,15 @@ def next_position(ordered: Sequence[Row], *, sharded: bool) -> int:
     """
     position = 0
     expected = 0
-    for index, start, count, _, state, _, _, _, _, ranges in ordered:
+    for index, start, count, _, state, _, _, _, _, ranges, accepted in ordered:
         if not sharded and index != expected:
             break  # a batch never journalled before this one: its leads were not sent
+        runs = parse_ranges(start, count, ranges)
         if state != BatchState.ACCEPTED:
-            return start
-        first, length = parse_ranges(start, count, ranges)[-1]
+            open_runs = subtract_runs(runs, parse_runs(accepted)) if accepted else runs
+            if open_runs or not runs:  # past the runs it had accepted in part, if any
+                return open_runs[0][0] if open_runs else start
+        first, length = runs[-1]
         position = first + length
         expected = index + 1
     return position
@@ -79,10 +81,17 @@ def read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalSu
     batches = dict.fromkeys(BatchState, 0)
     leads = dict.fromkeys(BatchState, 0)
     duplicated = 0
-    for _, _, count, _, state, _, _, _, maybe_duplicated, _ in ordered:
-        batches[BatchState(state)] += 1
-        leads[BatchState(state)] += count
-        duplicated += count if maybe_duplicated else 0
+    in_part = []
+    for row in ordered:
+        count, state, maybe_duplicated, accepted = row[2], BatchState(row[4]), row[8], row[10]
+        batches[state] += 1
+        if accepted and state is not BatchState.ACCEPTED:
+            batch = batch_from_row(row)
+            in_part.append(batch)
+            leads[BatchState.ACCEPTED] += count - batch.open_count
+            count = batch.open_count
+        leads[state] += count
+        duplicated += row[2] if maybe_duplicated else 0
     uncertain = tuple(
         batch_from_row(r) for r in ordered if r[4] in {BatchState.IN_FLIGHT, BatchState.UNKNOWN}
     )
@@ -105,6 +114,7 @@ def read_summary(conn: sqlite3.Connection, path: str, version: int) -> JournalSu
         ),
         holder=holder(path),
         resolved=_read_resolutions(conn),
+        accepted_in_part=tuple(in_part),
     )
 
 

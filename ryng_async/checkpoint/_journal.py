@@ -23,19 +23,7 @@ import anyio
 
 from .._sqlite import PassiveCheckpointer, no_room
 from ._file import open_file, shut
-from ._format import (
-    IN_FLIGHT,
-    LOG_INSERT,
-    UNKNOWN,
-    BatchesView,
-    Digest,
-    Row,
-    batch_from_row,
-    clean_message,
-    pack_records,
-    parse_ranges,
-    ranges_text,
-)
+from ._format import LOG_INSERT, Digest
 from ._inspect import inspect, read_batches
 from ._pacer import CommitPacer
 from ._records import (
@@ -47,9 +35,20 @@ from ._records import (
     JournalSummary,
     LoadIdentity,
     Resolution,
-    describe_ranges,
 )
 from ._resolve import resolve
+from ._rows import (
+    IN_FLIGHT,
+    UNKNOWN,
+    BatchesView,
+    Row,
+    batch_from_row,
+    check_accepted,
+    clean_message,
+    known_row,
+    pack_records,
+    ranges_text,
+)
 
 __all__ = ["SQLiteJournal"]
 
@@ -306,44 +305,14 @@ class SQLiteJournal:
         """
         text = ranges_text(start, count, ranges)
         session = self._live()
-        row = self._known_row(session, index, start=start, count=count, digest=digest, ranges=text)
+        row = known_row(
+            session.rows, index, (start, count, digest, text), self._path, session.identity.shard
+        )
         if row is not None and row[9] is None:
-            row = (*row[:9], text)  # the exact positions, learnt now (a format 2 journal)
+            row = (*row[:9], text, row[10])  # the exact positions, learnt now (format 2)
             session.rows[index] = row
             self._enqueue(session, row, None)
         return None if row is None else batch_from_row(row)
-
-    def _known_row(
-        self, session: _Session, index: int, *, start: int, count: int, digest: bytes, ranges: str
-    ) -> Row | None:
-        row = session.rows.get(index)
-        if row is not None and (
-            row[1] != start
-            or row[2] != count
-            or row[3] != digest
-            or (row[9] is not None and row[9] != ranges)
-        ):
-            known = batch_from_row(row)
-            now = "leads " + describe_ranges(parse_ranges(start, count, ranges))
-            then = (
-                "the same positions with other content"
-                if (known.start, known.count, known.ranges)
-                == (start, count, parse_ranges(start, count, ranges))
-                or (not known.exact and (known.start, known.count) == (start, count))
-                else f"{known.positions} in the journal"
-            )
-            older = (
-                ""
-                if known.exact or session.identity.shard is None
-                else "; or the journal predates format 3, whose shards never batch leads of "
-                "two blocks together: a shard whose blocks hold invalid leads cannot resume "
-                "it (give this load a new checkpoint path)"
-            )
-            raise CheckpointRefusedError(
-                f"the input changed since the checkpoint journal {self._path!r} was written: "
-                f"batch {index} ({now}) differs from the journalled one ({then}){older}"
-            )
-        return row
 
     def in_flight(
         self,
@@ -373,12 +342,25 @@ class SQLiteJournal:
         session = self._live()
         digest = bytes(digest)
         text = ranges_text(start, count, ranges)
-        known = self._known_row(
-            session, index, start=start, count=count, digest=digest, ranges=text
+        known = known_row(
+            session.rows, index, (start, count, digest, text), self._path, session.identity.shard
         )
         session.sending.add(index)
         duplicated = bool(maybe_duplicated) or (known is not None and known[8])
-        row = (index, start, count, digest, IN_FLIGHT, attempt, None, "", duplicated, text)
+        accepted = "" if known is None else known[10]  # runs accepted before: they stay
+        row = (
+            index,
+            start,
+            count,
+            digest,
+            IN_FLIGHT,
+            attempt,
+            None,
+            "",
+            duplicated,
+            text,
+            accepted,
+        )
         session.rows[index] = row
         done = _Commit(session.loop)
         self._enqueue(session, row, done)
@@ -393,6 +375,7 @@ class SQLiteJournal:
         status: int | None,
         message: str,
         maybe_duplicated: bool = False,
+        accepted_ranges: Sequence[tuple[int, int]] = (),
     ) -> asyncio.Future[None]:
         """Record the outcome of batch ``index``; return the future of its commit.
 
@@ -403,10 +386,12 @@ class SQLiteJournal:
         The batch must have been recorded `in_flight` (by this run or an earlier one),
         except to skip it: a batch never sent and never journalled needs no record, since
         a resume sends what the journal does not hold (the future is then done already).
+        ``accepted_ranges``: runs of its positions accepted though it was not as a whole
+        (see `part_accepted`), added to those the journal holds; ``state`` is the rest's.
 
         Raises:
-            ValueError: ``state`` is in flight, or the batch was never journalled (and
-                is not skipped).
+            ValueError: ``state`` is in flight, the batch was never journalled (and is
+                not skipped with no ``accepted_ranges``), or those are not its leads.
             CheckpointError: (from the future, or from `aclose`) the write failed.
         """
         session = self._live()
@@ -417,7 +402,7 @@ class SQLiteJournal:
         done = _Commit(session.loop)
         known = session.rows.get(index)
         if known is None:
-            if state is not BatchState.SKIPPED:
+            if state is not BatchState.SKIPPED or accepted_ranges:
                 raise ValueError(f"batch {index} was never journalled as in flight")
             done.set_result(None)  # never sent and not in the journal: a resume sends it
             return done
@@ -433,10 +418,28 @@ class SQLiteJournal:
             sys.intern(clean_message(message)),
             known[8] or bool(maybe_duplicated),
             known[9],
+            check_accepted(known, accepted_ranges),
         )
         session.rows[index] = row
         self._enqueue(session, row, done)
         return done
+
+    def part_accepted(self, index: int, ranges: Sequence[tuple[int, int]]) -> None:
+        """Record runs ``ranges`` of batch ``index`` (in flight) accepted (queued, not awaited).
+
+        For a batch sent in parts after a 413: its state stays; these leads count as
+        accepted whatever the rest becomes (`JournalledBatch.accepted_ranges`).
+
+        Raises:
+            ValueError: the batch was never journalled, or ``ranges`` are not its leads.
+        """
+        session = self._live()
+        known = session.rows.get(index)
+        if known is None:
+            raise ValueError(f"batch {index} was never journalled as in flight")
+        row = (*known[:10], check_accepted(known, ranges))
+        session.rows[index] = row
+        self._enqueue(session, row, None)
 
     def resolve_in_flight(self, index: int, *, message: str) -> None:
         """Record as unknown a batch an earlier run left in flight (queued, not awaited).
@@ -564,7 +567,9 @@ class SQLiteJournal:
         batch accepted: the next run counts it accepted and sends nothing.
         `Decision.NOT_RECEIVED` makes it skipped and no longer maybe duplicated: the next
         run sends it as a batch never sent. Each decision is journalled with its time and
-        ``note`` (`JournalSummary.resolved`).
+        ``note`` (`JournalSummary.resolved`). A batch accepted in part
+        (`JournalledBatch.accepted_ranges`) keeps those runs accepted: the decision is on
+        the rest (`Resolution.ranges`), which is all the next run sends of it.
 
         Args:
             path: the journal.

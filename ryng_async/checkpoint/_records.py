@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .._exceptions import ConfigurationError, ResourceError
+from .._runs import Runs, count_of, subtract_runs
 
 __all__ = [
     "BatchState",
@@ -95,7 +96,8 @@ class Resolution:
         at: when (UTC).
         note: the operator's note ("" if none).
         previous_state: the batch's state before the decision (in flight or unknown).
-        ranges: the batch's leads' input positions, as ``(start, count)`` runs.
+        ranges: the input positions decided, as ``(start, count)`` runs: the batch's
+            leads but those it had accepted in part (`JournalledBatch.open_ranges`).
     """
 
     index: int
@@ -160,6 +162,9 @@ class JournalledBatch:
         message: the server's message or a description of the failure (cut to 500
             characters).
         maybe_duplicated: it may have reached Ryng more than once (sticky: once set, it stays).
+        accepted_ranges: runs of its positions accepted though the batch was not (it was
+            sent in parts after a 413), as ``(start, count)`` runs; its ``state`` describes
+            the rest (`open_ranges`). Only grows; () for most batches.
     """
 
     index: int
@@ -173,10 +178,25 @@ class JournalledBatch:
     maybe_duplicated: bool
     ranges: tuple[tuple[int, int], ...] = ()
     exact: bool = True
+    accepted_ranges: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.ranges and self.count:
             object.__setattr__(self, "ranges", ((self.start, self.count),))
+
+    @property
+    def open_ranges(self) -> Runs:
+        """Its runs of positions but `accepted_ranges`: the leads its ``state`` describes."""
+        if not self.accepted_ranges:
+            return self.ranges
+        return subtract_runs(self.ranges, self.accepted_ranges)
+
+    @property
+    def open_count(self) -> int:
+        """Leads in `open_ranges`."""
+        if not self.accepted_ranges:
+            return self.count
+        return count_of(self.open_ranges)
 
     @property
     def positions(self) -> str:
@@ -198,13 +218,15 @@ class JournalSummary:
         created_at: when the journal was created (UTC).
         updated_at: when it was last written (UTC).
         batches: batches by state (every state present, zero if none).
-        leads: leads by state (every state present, zero if none).
+        leads: leads by state (every state present, zero if none); the leads of a batch
+            accepted in part (`JournalledBatch.accepted_ranges`) count as accepted, the
+            rest of it under its state.
         maybe_duplicated_leads: leads of batches that may have reached Ryng twice.
-        next_position: every valid lead before this input position was accepted: the start
-            of the first batch, by index, that is not accepted, else the position after the
-            last accepted batch's leads (leads from there on, if any, were never sent).
-            In an unsharded journal a batch index missing from the journal counts as not
-            accepted.
+        next_position: every valid lead before this input position was accepted: the first
+            lead of the first batch, by index, that is not accepted (not counting the runs
+            it accepted in part), else the position after the last accepted batch's leads
+            (leads from there on, if any, were never sent). In an unsharded journal a batch
+            index missing from the journal counts as not accepted.
         uncertain: batches in flight or unknown: they may or may not be in Ryng; check
             their leads there before sending them again.
         size_bytes: bytes on disk (the database and its WAL file).
@@ -214,6 +236,8 @@ class JournalSummary:
             0 if a load holds it but its id cannot be read.
         resolved: the decisions recorded on unknown batches (`SQLiteJournal.resolve`), in
             the order they were made.
+        accepted_in_part: the batches not accepted as a whole of which some runs were
+            (sent in parts after a 413), by index: their `JournalledBatch.accepted_ranges`.
     """
 
     path: str
@@ -232,6 +256,7 @@ class JournalSummary:
     size_bytes: int
     holder: int | None = None
     resolved: tuple[Resolution, ...] = ()
+    accepted_in_part: tuple[JournalledBatch, ...] = ()
 
     @property
     def total_batches(self) -> int:

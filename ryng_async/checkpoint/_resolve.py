@@ -12,21 +12,16 @@ import time
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
+from .._runs import subtract_runs
 from .._sqlite import connect, holder, unlock
 from ._format import (
-    IN_FLIGHT,
     NOT_A_JOURNAL,
     SELECT_BATCHES,
-    UNKNOWN,
-    Row,
     check_file,
-    clean_message,
     fold,
     format_version,
     migrate,
     outdated,
-    parse_ranges,
-    row_from_sql,
 )
 from ._lock import lock_journal
 from ._records import (
@@ -35,6 +30,16 @@ from ._records import (
     CheckpointRefusedError,
     Decision,
     Resolution,
+)
+from ._rows import (
+    IN_FLIGHT,
+    UNKNOWN,
+    Row,
+    clean_message,
+    parse_ranges,
+    parse_runs,
+    row_from_sql,
+    runs_text,
 )
 
 __all__ = ["resolve"]
@@ -103,7 +108,8 @@ def _resolve_locked(
         made = []
         for index in chosen:
             row = rows[index]
-            ranges = parse_ranges(row[1], row[2], row[9])
+            # A batch accepted in part: the decision is on the rest (its accepted runs stay).
+            ranges = subtract_runs(parse_ranges(row[1], row[2], row[9]), parse_runs(row[10]))
             if decision is Decision.ACCEPTED:
                 conn.execute(
                     "UPDATE batch SET state = ?, status = NULL, message = ? WHERE idx = ?",
@@ -115,7 +121,7 @@ def _resolve_locked(
                     " maybe_duplicated = 0 WHERE idx = ?",
                     (str(BatchState.SKIPPED), message, index),
                 )
-            text = ",".join(f"{first}-{first + length - 1}" for first, length in ranges)
+            text = runs_text(ranges)
             conn.execute(
                 "INSERT INTO resolution (idx, decision, at, note, previous_state, ranges)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
