@@ -40,7 +40,7 @@ from ._resume import Resume
 from ._seen import SeenNumbers
 from ._sender import Sender
 from ._settings import BulkOptions, LoadSettings, check_grace, load_settings
-from ._split import Splitter, combine, is_too_large, send_in_parts
+from ._split import Splitter, combine, is_too_large, remainder, send_in_parts
 from ._stopping import LoadStop, StoppedError
 from ._validate import check_keywords, check_lead_source
 
@@ -176,8 +176,20 @@ class _Load:
                 await self.finish_batch(batch, result)
 
     async def send_one(self, batch: Batch) -> BatchResult:
-        """Send one batch; one refused as too large (413) is sent again in halves."""
+        """Send one batch; one refused as too large (413) is sent again in halves.
+
+        A batch an earlier run accepted in part (so its journal says) is sent without
+        the leads accepted then.
+        """
         limit = self.split.limit
+        before = self.resume.accepted_before.pop(batch.index, ()) if self.resume else ()
+        rest = remainder(batch, before, self.split.template) if before else batch
+        if rest is None:  # its parts all accepted; the run that sent them was cut off
+            return self.ledger.accepted_earlier(batch, "accepted in parts in an earlier run")
+        if rest is not batch:
+            self.split.accepted[batch.index] = before
+            parts = await self._send_split(batch, rest, None)
+            return combine(batch, parts, accepted_before=before)
         first = None
         if limit.fits(len(batch.body)) or batch.count == 1:
             first = await self._send_batch(batch)
@@ -185,15 +197,25 @@ class _Load:
                 if first.outcome is Outcome.ACCEPTED:
                     limit.note_accepted(len(batch.body))
                 return first
-        parts = await send_in_parts(batch, self.split, partial(self._send_part, batch), first=first)
+        return combine(batch, await self._send_split(batch, batch, first))
+
+    async def _send_split(
+        self, batch: Batch, rest: Batch, first: BatchResult | None
+    ) -> list[BatchResult]:
+        """Send ``rest`` (``batch``, or what of it is left) in parts that fit."""
+        parts = await send_in_parts(rest, self.split, partial(self._send_part, batch), first=first)
+        limit = self.split.limit
         self.report.body_refused, self.report.body_accepted = limit.refused, limit.accepted
-        self.split.doubtful.discard(batch.index)
-        return combine(batch, parts, keep_leads=self.report.leads_kept)
+        self.split.forget(batch.index)
+        return parts
 
     async def _send_part(self, batch: Batch, part: Batch) -> BatchResult:
         result = await self._send_batch(part)
-        if result.outcome in {Outcome.ACCEPTED, Outcome.UNKNOWN}:
-            self.split.doubtful.add(batch.index)  # cancelled from here on: unknown
+        # Cut off from here on, the batch's accepted parts stay accepted, the rest unknown
+        # if a part may have been appended.
+        self.split.note_part(batch.index, result)
+        if result.outcome is Outcome.ACCEPTED and self.resume is not None:
+            self.resume.part_accepted(batch.index, result.ranges)
         return result
 
     async def _send_batch(self, batch: Batch) -> BatchResult:
@@ -295,6 +317,7 @@ class _Load:
         ended = ledger.close(
             reason=self.stop.reason,
             doubtful=self.split.doubtful,
+            accepted_parts=self.split.accepted,
             gently_stopped=self.stop.gentle,
             unread_from=None if intake.done else intake.position,
         )

@@ -10,7 +10,8 @@ the unread rest) come from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Mapping
+from dataclasses import replace
 
 from ._batching import Batch
 from ._clock import Clock
@@ -19,6 +20,7 @@ from ._exchange import Exchange, StopSignal
 from ._intake import Lot
 from ._models import wire_dict
 from ._report import BatchResult, InvalidLead, Outcome
+from ._runs import Runs, positions_in
 from ._settings import LoadSettings
 
 __all__ = ["Ledger", "TooManyFailuresError", "outcome_of"]
@@ -156,6 +158,17 @@ class Ledger:
             ranges=batch.ranges,
         )
 
+    def accepted_earlier(self, batch: Batch, message: str) -> BatchResult:
+        """The result of ``batch``, found accepted without a request of this run."""
+        return self.result(
+            batch=batch,
+            outcome=Outcome.ACCEPTED,
+            exchange=None,
+            message=message,
+            error=None,
+            started=None,
+        )
+
     def record(self, batch: Batch, result: BatchResult) -> None:
         """Give ``batch`` its outcome: it is no longer held."""
         del self.unfinished[batch.index]
@@ -167,13 +180,16 @@ class Ledger:
         *,
         reason: str | None,
         doubtful: Container[int],
+        accepted_parts: Mapping[int, Runs],
         gently_stopped: bool,
         unread_from: int | None,
     ) -> list[BatchResult]:
         """Give every batch still held its outcome, then end the report.
 
         A batch with a request that may have been processed (or a part of it, in
-        ``doubtful``) is unknown; any other is skipped, for ``reason``. ``unread_from``
+        ``doubtful``) is unknown; any other is skipped, for ``reason``. A batch being sent
+        in parts keeps the runs its parts got accepted (``accepted_parts``): they count as
+        accepted, its outcome is the rest's. ``unread_from``
         is the first input position not read, if the input was not read to its end.
         Plain synchronous code, safe while a cancel is pending. Returns the results it
         recorded, for the observers.
@@ -183,8 +199,9 @@ class Ledger:
             batch = self.unfinished[index]
             exchange = self.exchanges.get(index)
             outcome = outcome_of(exchange, Outcome.SKIPPED)
-            if index in doubtful:  # a part of it may be in Ryng already
-                outcome = Outcome.UNKNOWN
+            accepted = accepted_parts.get(index, ())
+            if index in doubtful or (accepted and outcome is Outcome.ACCEPTED):
+                outcome = Outcome.UNKNOWN  # a part of the rest may be in Ryng already
             message = (
                 "cancelled after sending: may have been appended"
                 if outcome is Outcome.UNKNOWN
@@ -198,6 +215,8 @@ class Ledger:
                 error=None,
                 started=None,
             )
+            if accepted:
+                result = _without(result, batch, accepted)
             self.record(batch, result)
             ended.append(result)
         if gently_stopped and (unread_from is not None or ended):
@@ -206,6 +225,17 @@ class Ledger:
             self.report.mark_unread(unread_from)
         self.report.finish(self.clock.now())
         return ended
+
+
+def _without(result: BatchResult, batch: Batch, accepted: Runs) -> BatchResult:
+    """``result`` for ``batch`` less its parts accepted already (``accepted``)."""
+    taken = positions_in(accepted)
+    leads = tuple(
+        wire_dict(row)
+        for position, row in zip(batch.positions, batch.rows, strict=True)
+        if position not in taken
+    )
+    return replace(result, accepted_ranges=accepted, leads=leads if result.leads else ())
 
 
 def _drop_tracebacks(error: BaseException) -> None:

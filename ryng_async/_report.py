@@ -11,10 +11,11 @@ from typing import Any
 import msgspec
 
 from ._exceptions import AmbiguousError, RyngError, ValidationError
+from ._runs import Runs, count_of, subtract_runs
 
 __all__ = ["BatchResult", "BulkReport", "InvalidLead", "Outcome", "Progress"]
 
-Ranges = tuple[tuple[int, int], ...]
+Ranges = Runs
 
 
 class Outcome(enum.StrEnum):
@@ -56,18 +57,20 @@ class BatchResult:
         ranges: its leads' input positions exactly, as ``(start, count)`` runs in input
             order: invalid and deduplicated leads between them were not in the batch.
             ``((start, count),)`` when its leads are consecutive (filled so if not given).
-        outcome: accepted, failed, unknown or skipped.
+        outcome: accepted, failed, unknown or skipped (of its ``open_ranges``).
         status: the last HTTP status received, or None.
         message: the server's message, or a description of the failure.
         attempts: requests sent for it (0 if skipped before any).
         elapsed: seconds from its first attempt to its outcome.
         error: the error that ended it, None if accepted.
-        leads: its leads in wire form when not accepted (to send again), else empty
-            (empty too when the load kept no leads: a checkpoint holds what is needed).
+        leads: its leads not accepted, in wire form (to send again), else empty (empty
+            too when the load kept no leads: a checkpoint holds what is needed).
         resumed: its outcome comes from the checkpoint journal of an earlier run, and
             it was not sent in this one.
         maybe_duplicated: it was sent again after an attempt that may have been
             processed (``retry_ambiguous``): its leads may be in Ryng twice.
+        accepted_ranges: runs of its positions accepted though the batch was not: parts
+            answered 200 after a 413. They count as accepted and are never sent again.
     """
 
     index: int
@@ -83,10 +86,25 @@ class BatchResult:
     resumed: bool = False
     maybe_duplicated: bool = False
     ranges: Ranges = ()
+    accepted_ranges: Ranges = ()
 
     def __post_init__(self) -> None:
         if not self.ranges and self.count:
             object.__setattr__(self, "ranges", ((self.start, self.count),))
+
+    @property
+    def open_ranges(self) -> Ranges:
+        """Its positions not accepted: all of ``ranges`` unless it was accepted in part."""
+        if self.outcome is Outcome.ACCEPTED:
+            return ()
+        return subtract_runs(self.ranges, self.accepted_ranges)
+
+    @property
+    def accepted_count(self) -> int:
+        """Its leads accepted: all of them, some (``accepted_ranges``), or none."""
+        if self.outcome is Outcome.ACCEPTED:
+            return self.count
+        return count_of(self.accepted_ranges)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-able values (leads left out)."""
@@ -103,6 +121,7 @@ class BatchResult:
             "error": None if self.error is None else type(self.error).__name__,
             "resumed": self.resumed,
             "maybe_duplicated": self.maybe_duplicated,
+            "accepted_ranges": [list(run) for run in self.accepted_ranges],
         }
 
 
@@ -164,7 +183,9 @@ class BulkReport:
         resumed: leads whose outcome (accepted, or unknown: in flight when an earlier run
             stopped) comes from the checkpoint journal; they were not sent in this run.
         maybe_duplicated: accepted leads that were sent again after an attempt that may
-            have been processed (``retry_ambiguous``): they may be in Ryng twice.
+            have been processed (``retry_ambiguous``, ``resend_unknown``): they may be in
+            Ryng twice. For a batch sent in parts, every lead it got accepted is counted
+            (an upper bound: some parts may not have been sent twice).
         leads_kept: the leads of batches not accepted are kept for `failed_leads`.
             False with a checkpoint (the journal and the input hold what is needed), or
             once more than ``keep_failed_leads`` would be held: `failed_ranges` then
@@ -308,20 +329,20 @@ class BulkReport:
             else:
                 self._leads_held += len(result.leads)
         self.batches.append(result)
+        accepted = result.accepted_count
         if result.resumed:
             self.resumed += result.count
-            if result.outcome is Outcome.ACCEPTED:
-                self._resumed_accepted += result.count
-        if result.maybe_duplicated and result.outcome is Outcome.ACCEPTED:
-            self.maybe_duplicated += result.count
-        if result.outcome is Outcome.ACCEPTED:
-            self.accepted += result.count
-        elif result.outcome is Outcome.FAILED:
-            self.failed += result.count
+            self._resumed_accepted += accepted
+        if result.maybe_duplicated:
+            self.maybe_duplicated += accepted
+        self.accepted += accepted
+        rest = result.count - accepted
+        if result.outcome is Outcome.FAILED:
+            self.failed += rest
         elif result.outcome is Outcome.UNKNOWN:
-            self.unknown += result.count
-        else:
-            self.skipped += result.count
+            self.unknown += rest
+        elif result.outcome is Outcome.SKIPPED:
+            self.skipped += rest
 
     def forget_leads(self) -> None:
         """Drop the leads held for `failed_leads`; keep only positions from now on."""
@@ -335,7 +356,8 @@ class BulkReport:
         """Return the input positions to send again, as ``(start, count)`` runs in order.
 
         Every lead of the failed, unknown and skipped batches (exactly: a batch's runs
-        skip its invalid and deduplicated leads), then the input never read when the load
+        skip its invalid and deduplicated leads, and the runs of a batch accepted in part
+        are left out), then the input never read when the load
         stopped early (see ``unread``). Positions count leads from 0 in the input, invalid
         ones included. A count of None means every position from ``start`` on (the end
         of the input was never read): in the report of one shard, that shard's blocks
@@ -344,10 +366,7 @@ class BulkReport:
         without a checkpoint.
         """
         out: list[tuple[int, int | None]] = [
-            run
-            for result in self.batches
-            if result.outcome is not Outcome.ACCEPTED
-            for run in result.ranges
+            run for result in self.batches for run in result.open_ranges
         ]
         out.extend(self._unread_ranges())
         out.sort(key=lambda run: run[0])
@@ -417,6 +436,8 @@ class BulkReport:
 
     def failed_leads(self) -> list[dict[str, Any]]:
         """Return the leads of failed, unknown and skipped batches, in input order.
+
+        A batch accepted in part (``accepted_ranges``) gives only its leads not accepted.
 
         These are the leads to send again. Unknown ones may already have been appended:
         check them (callbacks, the Ryng console) before resending, or customers may be

@@ -16,6 +16,7 @@ from ._batching import Batch
 from ._events import AttemptStarting, BatchSettled, LoadEvent, LoadObserver
 from ._exceptions import RyngError
 from ._report import BatchResult, BulkReport, Outcome
+from ._runs import Runs
 from .checkpoint import BatchState, CheckpointError, JournalledBatch, LoadIdentity, SQLiteJournal
 
 __all__ = ["Resume"]
@@ -34,6 +35,8 @@ class Resume:
             its attempts).
         sent_again: indexes of batches sent again though an earlier run may have
             appended them.
+        accepted_before: for batches to send that an earlier run accepted in part (sent
+            in parts after a 413), the runs of positions accepted then: not sent again.
     """
 
     def __init__(self, journal: SQLiteJournal, *, resend_unknown: bool) -> None:
@@ -41,6 +44,7 @@ class Resume:
         self.resend_unknown = resend_unknown
         self.digests: dict[int, bytes] = {}
         self.sent_again: set[int] = set()
+        self.accepted_before: dict[int, Runs] = {}
 
     async def open(self, identity: LoadIdentity) -> None:
         """Open the journal for the load ``identity`` names (refused if it differs)."""
@@ -64,6 +68,8 @@ class Resume:
             self.digests[batch.index] = digest
             if prior is not None and prior.state in _MAYBE_IN_RYNG:
                 self.sent_again.add(batch.index)  # resend_unknown: maybe twice now
+            if prior is not None and prior.accepted_ranges:
+                self.accepted_before[batch.index] = prior.accepted_ranges
             return None
         if outcome is Outcome.ACCEPTED:
             message = f"accepted in an earlier run: {prior.message}"
@@ -85,11 +91,17 @@ class Resume:
             resumed=True,
             maybe_duplicated=prior.maybe_duplicated,
             ranges=ranges,
+            accepted_ranges=() if outcome is Outcome.ACCEPTED else prior.accepted_ranges,
         )
 
     def forget(self, index: int) -> None:
         """Drop what was kept for batch ``index``, which has its outcome."""
         self.digests.pop(index, None)
+        self.accepted_before.pop(index, None)
+
+    def part_accepted(self, index: int, ranges: Runs) -> None:
+        """Journal that a part of batch ``index`` (sent in parts) was accepted (queued)."""
+        self.journal.part_accepted(index, ranges)
 
     def observer(self, unfinished: Mapping[int, Batch], report: BulkReport) -> LoadObserver:
         """The load's last observer: journals attempts and outcomes (see `_JournalObserver`).
@@ -184,4 +196,5 @@ def _journal_settled(journal: SQLiteJournal, result: BatchResult) -> None:
         status=result.status,
         message=result.message,
         maybe_duplicated=result.maybe_duplicated,
+        accepted_ranges=result.accepted_ranges,
     )

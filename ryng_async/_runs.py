@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["Runs", "count_of", "subtract_runs", "union_runs"]
+__all__ = ["Runs", "count_of", "positions_in", "subtract_runs", "union_runs"]
 
 Runs = tuple[tuple[int, int], ...]
 """Runs of input positions: ``(start, count)`` pairs, in input order, not overlapping."""
@@ -18,6 +18,11 @@ Runs = tuple[tuple[int, int], ...]
 def count_of(runs: Iterable[tuple[int, int]]) -> int:
     """The positions in ``runs``."""
     return sum(count for _, count in runs)
+
+
+def positions_in(runs: Iterable[tuple[int, int]]) -> set[int]:
+    """Every position of ``runs``, for membership tests."""
+    return {p for start, count in runs for p in range(start, start + count)}
 
 
 def union_runs(*groups: Iterable[tuple[int, int]]) -> Runs:

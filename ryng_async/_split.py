@@ -14,10 +14,18 @@ from dataclasses import replace
 
 from ._batching import Batch, BodyTemplate
 from ._exceptions import APIError
-from ._models import wire_dict
 from ._report import BatchResult, Outcome
+from ._runs import Runs, positions_in, union_runs
 
-__all__ = ["BodyLimit", "Splitter", "combine", "halves", "is_too_large", "send_in_parts"]
+__all__ = [
+    "BodyLimit",
+    "Splitter",
+    "combine",
+    "halves",
+    "is_too_large",
+    "remainder",
+    "send_in_parts",
+]
 
 
 def is_too_large(error: BaseException | None) -> bool:
@@ -77,15 +85,45 @@ class BodyLimit:
 
 
 class Splitter:
-    """What a load needs to split batches: its body template and the limit it learned."""
+    """What a load needs to split batches: its body template and the limit it learned.
 
-    __slots__ = ("doubtful", "limit", "template")
+    Attributes:
+        doubtful: batches being sent in parts of which one may have been appended
+            (ambiguous): cut off now, the rest of such a batch is unknown.
+        accepted: for batches being sent in parts, the runs of positions accepted so far:
+            cut off now, those count as accepted and the rest is not sent again.
+    """
+
+    __slots__ = ("accepted", "doubtful", "limit", "template")
 
     def __init__(self, template: BodyTemplate) -> None:
         self.template = template
         self.limit = BodyLimit()
-        # Batches being sent in parts of which one was accepted (or may have been).
         self.doubtful: set[int] = set()
+        self.accepted: dict[int, Runs] = {}
+
+    def forget(self, index: int) -> None:
+        """Drop what was kept on batch ``index``, which has its outcome."""
+        self.doubtful.discard(index)
+        self.accepted.pop(index, None)
+
+    def note_part(self, index: int, part: BatchResult) -> None:
+        """Remember how a part of batch ``index`` ended, should the load be cut off."""
+        if part.outcome is Outcome.ACCEPTED:
+            self.accepted[index] = union_runs(self.accepted.get(index, ()), part.ranges)
+        elif part.outcome is Outcome.UNKNOWN:
+            self.doubtful.add(index)
+
+
+def remainder(batch: Batch, accepted: Runs, template: BodyTemplate) -> Batch | None:
+    """The part of ``batch`` whose positions are not in ``accepted``, None if none is left."""
+    taken = positions_in(accepted)
+    kept = [i for i, position in enumerate(batch.positions) if position not in taken]
+    if not kept:
+        return None
+    rows = [batch.rows[i] for i in kept]
+    positions = [batch.positions[i] for i in kept]
+    return Batch(batch.index, positions[0], positions, rows, template.body(rows))
 
 
 async def send_in_parts(
@@ -124,31 +162,39 @@ async def send_in_parts(
     return done
 
 
-def combine(batch: Batch, parts: list[BatchResult], *, keep_leads: bool) -> BatchResult:
-    """One result for a batch sent in parts, never claiming more than the parts prove.
+def combine(batch: Batch, parts: list[BatchResult], *, accepted_before: Runs = ()) -> BatchResult:
+    """One result for a batch sent in parts: what each part proves, no more, no less.
 
-    Every part accepted: accepted. None accepted: failed if every part is (or was never
-    sent), else unknown. Some accepted and some not: unknown (its message says which input
-    positions were accepted), so that nothing is resent by default and no lead is
-    appended twice.
+    The accepted parts' positions (and ``accepted_before``: those an earlier run had
+    accepted, the parts then covering the rest) are its ``accepted_ranges``; its outcome
+    is that of the rest: accepted if nothing is left, unknown if a part may have been
+    appended, skipped if no part of the rest was sent, else failed. Its ``leads`` are
+    the rest's, so that what is sent again never holds a lead appended already.
     """
     if len(parts) == 1 and parts[0].count == batch.count:
         return parts[0]
-    outcomes = {part.outcome for part in parts}
-    if outcomes == {Outcome.ACCEPTED}:
+    rest = [part for part in parts if part.outcome is not Outcome.ACCEPTED]
+    outcomes = {part.outcome for part in rest}
+    if not rest:
         outcome = Outcome.ACCEPTED
-    elif Outcome.ACCEPTED in outcomes or Outcome.UNKNOWN in outcomes:
+    elif Outcome.UNKNOWN in outcomes:
         outcome = Outcome.UNKNOWN
     elif outcomes == {Outcome.SKIPPED}:
         outcome = Outcome.SKIPPED
     else:
         outcome = Outcome.FAILED
-    worst = next((part for part in parts if part.outcome is not Outcome.ACCEPTED), parts[-1])
+    accepted = union_runs(
+        accepted_before, *(part.ranges for part in parts if part.outcome is Outcome.ACCEPTED)
+    )
+    worst = next((part for part in rest if part.outcome is outcome), parts[-1])
     described = "; ".join(
         f"{_span(part)} {part.outcome.value}"
         + ("" if part.outcome is Outcome.ACCEPTED else f" ({part.message})")
         for part in parts
     )
+    if accepted_before:
+        earlier = ", ".join(f"{start}-{start + count - 1}" for start, count in accepted_before)
+        described = f"positions {earlier} accepted in an earlier run; {described}"
     return replace(
         worst,
         index=batch.index,
@@ -156,14 +202,15 @@ def combine(batch: Batch, parts: list[BatchResult], *, keep_leads: bool) -> Batc
         count=batch.count,
         ranges=batch.ranges,
         outcome=outcome,
-        message=f"sent in {len(parts)} parts after a 413 (body too large): {described}",
+        message=f"sent in {len(parts)} parts after a 413 (body too large): {described}"
+        if not accepted_before or len(parts) > 1
+        else f"sent the rest: {described}",
         attempts=sum(part.attempts for part in parts),
         elapsed=sum(part.elapsed for part in parts),
         error=None if outcome is Outcome.ACCEPTED else worst.error,
-        leads=()
-        if outcome is Outcome.ACCEPTED or not keep_leads
-        else tuple(map(wire_dict, batch.rows)),
+        leads=tuple(lead for part in rest for lead in part.leads),
         maybe_duplicated=any(part.maybe_duplicated for part in parts),
+        accepted_ranges=() if outcome is Outcome.ACCEPTED else accepted,
     )
 
 

@@ -214,7 +214,11 @@ class PrometheusObserver:
             base = self._base(event.campaign_id)
             result = event.result
             outcome = result.outcome.value
-            self.leads.labels(**base, outcome=outcome).inc(result.count)
+            accepted = result.accepted_count  # all, or the parts accepted after a 413
+            if accepted:
+                self.leads.labels(**base, outcome="accepted").inc(accepted)
+            if result.count > accepted:
+                self.leads.labels(**base, outcome=outcome).inc(result.count - accepted)
             self.batches.labels(**base, outcome=outcome).inc()
             rate = event.progress.rate
             (self.rate.labels(**base) if base else self.rate).set(

@@ -61,7 +61,10 @@ def check_invariant(report: BulkReport) -> None:
     assert report.unaccounted == 0
     by_outcome = dict.fromkeys(Outcome, 0)
     for result in report.batches:
-        by_outcome[result.outcome] += result.count
+        # A batch accepted in part (after a 413): its accepted runs count as accepted.
+        by_outcome[Outcome.ACCEPTED] += result.accepted_count
+        if result.outcome is not Outcome.ACCEPTED:
+            by_outcome[result.outcome] += result.count - result.accepted_count
     assert by_outcome == {
         Outcome.ACCEPTED: report.accepted,
         Outcome.FAILED: report.failed,

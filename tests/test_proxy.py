@@ -62,8 +62,11 @@ def assert_matches_upstream(report: BulkReport, server: FakeRyngServer, total: i
         numbers = {f"+9198{i:08d}" for i in range(result.start, result.start + result.count)}
         if result.outcome.value == "accepted":
             assert numbers <= recorded
-        elif result.outcome.value in {"failed", "skipped"}:
-            assert not numbers & recorded, "a lead reported not appended is upstream"
+            continue
+        parts = {f"+9198{i:08d}" for s, c in result.accepted_ranges for i in range(s, s + c)}
+        assert parts <= recorded  # accepted in part, after a 413
+        if result.outcome.value in {"failed", "skipped"}:
+            assert not (numbers - parts) & recorded, "a lead reported not appended is upstream"
     assert report.accepted <= len(recorded) <= report.accepted + report.unknown
 
 
@@ -203,12 +206,15 @@ async def test_a_single_lead_too_large_fails_naming_its_size() -> None:
     assert failed.error.status == 413
     assert "a request body of 2,0" in failed.message
     assert "is larger than the server accepts" in failed.message
-    # In a batch with others, the parts that fit are accepted; one result cannot say
-    # "partly", so the batch is unknown (never resent by default: nothing twice), and its
-    # message says which positions went through.
+    # In a batch with others, the parts that fit are accepted: they count as accepted
+    # (accepted_ranges) and only the rest, which failed, is to be sent again; its message
+    # says which positions went through.
     assert server.leads_for("43") == leads(3)
-    assert mixed.unknown == 4
+    assert (mixed.accepted, mixed.failed, mixed.unknown) == (3, 1, 0)
     (result,) = mixed.batches
+    assert result.outcome.value == "failed"
+    assert result.accepted_ranges == ((0, 3),)
+    assert mixed.failed_leads() == [huge]
     assert "sent in 3 parts after a 413" in result.message
     assert "2 leads at input positions 0-1 accepted" in result.message
     assert "lead at input position 3 failed" in result.message

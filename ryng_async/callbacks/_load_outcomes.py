@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from .._exceptions import ConfigurationError
+from .._runs import Runs, subtract_runs
 from .._sqlite import SQLITE_MAGIC
 
 __all__ = ["ExactOutcomes", "Outcomes", "Report", "load_report", "outcomes_of"]
@@ -29,6 +30,9 @@ class _Batch(msgspec.Struct):
     outcome: str
     # Exact runs of positions (reports since journal format 3); None in older reports.
     ranges: list[tuple[int, int]] | None = None
+    # Runs accepted though the batch was not (sent in parts after a 413): ``outcome`` is
+    # that of the rest.
+    accepted_ranges: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
 
 class _Invalid(msgspec.Struct):
@@ -191,9 +195,10 @@ class ExactOutcomes:
     def __init__(self, report: Report) -> None:
         self.total = report.total
         runs = [
-            (first, first + length, batch.outcome, batch.index)
+            (first, first + length, outcome, batch.index)
             for batch in report.batches
-            for first, length in (batch.ranges or [(batch.start, batch.count)])
+            for outcome, batch_runs in _runs_by_outcome(batch)
+            for first, length in batch_runs
         ]
         runs.sort()
         self._runs = runs
@@ -241,6 +246,17 @@ class ExactOutcomes:
                 f"before the report's batches did (batch {runs[self._next][3]} holds input "
                 f"position {max(read, runs[self._next][0])})"
             )
+
+
+def _runs_by_outcome(batch: _Batch) -> list[tuple[str, Runs]]:
+    """A batch's runs of positions by outcome: its accepted parts, then the rest."""
+    ranges = batch.ranges or [(batch.start, batch.count)]
+    if not batch.accepted_ranges:
+        return [(batch.outcome, tuple(ranges))]
+    return [
+        ("accepted", tuple(batch.accepted_ranges)),
+        (batch.outcome, subtract_runs(ranges, batch.accepted_ranges)),
+    ]
 
 
 def outcomes_of(report: Report) -> Outcomes | ExactOutcomes:

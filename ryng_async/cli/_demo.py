@@ -159,7 +159,9 @@ def _check(report: BulkReport, server: FakeRyngServer, planted: list[int]) -> li
     twice = sum(1 for count in ids.values() if count > 1)
     not_accepted = {lead["customField1"] for lead in report.failed_leads()}
     received = sum(1 for lead_id in not_accepted if lead_id in ids)
-    unknown_leads = sum(r.count for r in report.batches if r.outcome is Outcome.UNKNOWN)
+    unknown_leads = sum(
+        r.count - r.accepted_count for r in report.batches if r.outcome is Outcome.UNKNOWN
+    )
     caught = sorted(lead.position for lead in report.invalid_leads)
     problems = []
     if report.unaccounted:

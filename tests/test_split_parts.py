@@ -1,0 +1,298 @@
+"""A batch refused as too large (413) and sent in parts: what its parts prove, no more.
+
+The parts accepted count as accepted (``accepted_ranges``) and nothing sends them again:
+not `failed_leads`, not `failed_ranges`, not a resume from the checkpoint. The server's
+record is the oracle: after re-driving what the report says to send again, every lead is
+upstream exactly once (none where a part may have been appended: those are ``unknown``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from conftest import FAST_RETRY, TOKEN
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from ryng_async import BulkReport, Outcome, RyngClient
+from ryng_async.checkpoint import SQLiteJournal
+from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
+
+pytestmark = pytest.mark.anyio
+
+CAMPAIGN = "42"
+
+
+def lead(i: int, *, size: int = 40) -> dict[str, Any]:
+    """A lead whose ``customField1`` is its id, padded to about ``size`` bytes of JSON."""
+    return {"number": f"+1555{i:07d}", "customField1": str(i), "customField2": "x" * size}
+
+
+def ids(rows: Any) -> list[str]:
+    return [row["customField1"] for row in rows]
+
+
+def positions(runs: Any) -> list[int]:
+    return [p for start, count in runs for p in range(start, start + count)]
+
+
+def client_of(server: FakeRyngServer, **options: Any) -> RyngClient:
+    options.setdefault("retry", FAST_RETRY)
+    return RyngClient(base_url=server.base_url, access_token=TOKEN, random_seed=0, **options)
+
+
+def accepted_positions(report: BulkReport) -> list[int]:
+    """Every position the report calls accepted: whole batches and accepted parts."""
+    out: list[int] = []
+    for result in report.batches:
+        out += positions(result.ranges if result.outcome is Outcome.ACCEPTED else ())
+        out += positions(result.accepted_ranges)
+    return sorted(out)
+
+
+def check_counts(report: BulkReport) -> None:
+    assert report.total == (
+        report.accepted + report.failed + report.unknown + report.skipped + report.invalid
+    ), str(report)
+    assert report.accepted == len(accepted_positions(report))
+    by_outcome = dict.fromkeys(Outcome, 0)
+    for result in report.batches:
+        by_outcome[Outcome.ACCEPTED] += result.accepted_count
+        if result.outcome is not Outcome.ACCEPTED:
+            by_outcome[result.outcome] += len(positions(result.open_ranges))
+            assert set(positions(result.accepted_ranges)) <= set(positions(result.ranges))
+            assert not set(positions(result.accepted_ranges)) & set(positions(result.open_ranges))
+    assert by_outcome == {
+        Outcome.ACCEPTED: report.accepted,
+        Outcome.FAILED: report.failed,
+        Outcome.UNKNOWN: report.unknown,
+        Outcome.SKIPPED: report.skipped,
+    }
+
+
+# -- one batch, parts accepted and not ------------------------------------------------------
+
+
+async def test_a_part_that_fails_leaves_the_accepted_parts_accepted_and_out_of_the_resend() -> None:
+    rows = [lead(i) for i in range(3)] + [lead(3, size=2_000)]  # the last one never fits
+    async with FakeRyngServer(access_token=TOKEN, max_body=1_000) as server:
+        async with client_of(server) as client:
+            report = await client.bulk_append(CAMPAIGN, rows, batch_size=8)
+        (result,) = report.batches
+        assert result.outcome is Outcome.FAILED  # the rest failed definitely
+        assert result.accepted_ranges == ((0, 3),)
+        assert result.open_ranges == ((3, 1),)
+        assert "sent in 3 parts after a 413" in result.message
+        assert (report.accepted, report.failed, report.unknown) == (3, 1, 0)
+        check_counts(report)
+        assert ids(report.failed_leads()) == ["3"]
+        assert report.failed_ranges() == [(3, 1)]
+        assert report.to_dict()["batches"][0]["accepted_ranges"] == [[0, 3]]
+    # Re-driven as the report says, to a server that takes the big lead: each lead once.
+    async with FakeRyngServer(access_token=TOKEN) as bigger, client_of(bigger) as client:
+        again = await client.bulk_append(CAMPAIGN, report.failed_leads())
+    assert again.ok
+    upstream = server.lead_counts("customField1") + bigger.lead_counts("customField1")
+    assert upstream == dict.fromkeys(["0", "1", "2", "3"], 1)
+
+
+async def test_a_part_that_may_have_been_appended_makes_only_the_rest_unknown() -> None:
+    # Whole: 413. Halves of 4 fit: the first is accepted, the second answered 502 after the
+    # server recorded it (it may have been appended: unknown, and never resent).
+    plan = FaultPlan(script=[None, None, Fault.BAD_GATEWAY])
+    rows = [lead(i, size=200) for i in range(8)]
+    async with FakeRyngServer(access_token=TOKEN, max_body=1_200, faults=plan) as server:
+        async with client_of(server) as client:
+            report = await client.bulk_append(CAMPAIGN, rows, batch_size=8)
+        assert [r.status for r in server.requests] == [413, 200, 502]
+    (result,) = report.batches
+    assert result.outcome is Outcome.UNKNOWN
+    assert result.accepted_ranges == ((0, 4),)
+    assert (report.accepted, report.unknown) == (4, 4)
+    check_counts(report)
+    assert ids(report.failed_leads()) == ["4", "5", "6", "7"]
+    assert report.failed_ranges() == [(4, 4)]
+    assert server.lead_counts("customField1") == {str(i): 1 for i in range(8)}
+
+
+async def test_cut_off_while_a_part_is_in_flight_keeps_the_parts_accepted_before() -> None:
+    arrived = anyio.Event()
+    release = anyio.Event()
+
+    async def hold_the_second_half(request: ReceivedRequest) -> None:
+        if request.index == 2:  # the whole (413), the first half (200), then this
+            arrived.set()
+            await release.wait()
+
+    rows = [lead(i, size=200) for i in range(8)]
+    report = BulkReport()
+    async with FakeRyngServer(
+        access_token=TOKEN, max_body=1_200, on_request=hold_the_second_half
+    ) as server:
+        async with client_of(server) as client, anyio.create_task_group() as group:
+
+            async def load() -> None:
+                await client.bulk_append(CAMPAIGN, rows, batch_size=8, report=report)
+
+            with anyio.fail_after(10):
+                group.start_soon(load)
+                await arrived.wait()
+                group.cancel_scope.cancel()
+        release.set()
+    (result,) = report.batches
+    assert result.outcome is Outcome.UNKNOWN  # the second half was on its way
+    assert result.accepted_ranges == ((0, 4),)
+    assert (report.accepted, report.unknown) == (4, 4)
+    check_counts(report)
+    assert ids(report.failed_leads()) == ["4", "5", "6", "7"]
+
+
+# -- with a checkpoint: a resume sends only the rest ---------------------------------------
+
+
+async def test_a_resume_sends_only_what_a_batch_accepted_in_part_left(tmp_path: Path) -> None:
+    journal = tmp_path / "load.ckpt"
+    rows = [lead(i) for i in range(3)] + [lead(3, size=2_000)]
+    async with FakeRyngServer(access_token=TOKEN, max_body=1_000) as server:
+        async with client_of(server) as client:
+            first = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+        assert (first.accepted, first.failed) == (3, 1)
+        check_counts(first)
+        (kept,) = SQLiteJournal.read_batches(journal)
+        assert kept.accepted_ranges == ((0, 3),)
+    async with FakeRyngServer(access_token=TOKEN) as bigger, client_of(bigger) as client:
+        second = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert [ids(request.leads) for request in bigger.requests] == [["3"]]  # the rest alone
+    assert second.ok
+    upstream = server.lead_counts("customField1") + bigger.lead_counts("customField1")
+    assert upstream == dict.fromkeys(["0", "1", "2", "3"], 1)
+    (kept,) = SQLiteJournal.read_batches(journal)
+    assert str(kept.state) == "accepted"
+
+
+async def test_resend_unknown_resends_only_the_part_that_may_have_been_appended(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "load.ckpt"
+    plan = FaultPlan(script=[None, None, Fault.BAD_GATEWAY])
+    rows = [lead(i, size=200) for i in range(8)]
+    async with FakeRyngServer(access_token=TOKEN, max_body=1_200, faults=plan) as server:
+        async with client_of(server) as client:
+            first = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+        assert (first.accepted, first.unknown) == (4, 4)
+        async with client_of(server) as client:
+            kept = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+        assert (kept.accepted, kept.unknown, kept.resumed) == (4, 4, 8)  # nothing sent
+        assert server.received_requests == 3
+        async with client_of(server) as client:
+            again = await client.bulk_append(
+                CAMPAIGN, rows, batch_size=8, checkpoint=journal, resend_unknown=True
+            )
+        assert ids(server.requests[3].leads) == ["4", "5", "6", "7"]
+    assert again.ok
+    # The batch was sent again after an ambiguous attempt: its accepted leads are counted
+    # (an upper bound for a batch sent in parts; the server's record below is exact).
+    assert again.maybe_duplicated == 8
+    counts = server.lead_counts("customField1")
+    assert all(counts[str(i)] == 1 for i in range(4))  # the accepted half: once
+    assert all(counts[str(i)] == 2 for i in range(4, 8))  # as resend_unknown warns
+
+
+# -- the property: over fault plans and body limits, what a part proves ----------------------
+
+FAULTS = [Fault.ERROR_500, Fault.DROP, Fault.BAD_GATEWAY, Fault.BAD_REQUEST]
+
+
+@st.composite
+def split_loads(draw: st.DrawFn) -> dict[str, Any]:
+    n = draw(st.integers(1, 24))
+    sizes = draw(st.lists(st.sampled_from([10, 60, 200, 900]), min_size=n, max_size=n))
+    rates = {fault: draw(st.sampled_from([0.0, 0.1, 0.25])) for fault in FAULTS}
+    return {
+        "rows": [lead(i, size=size) for i, size in enumerate(sizes)],
+        "max_body": draw(st.sampled_from([700, 1_200, 2_500])),
+        "plan": FaultPlan(seed=draw(st.integers(0, 2**16)), rates=rates),
+        "batch_size": draw(st.integers(2, 12)),
+        "concurrency": draw(st.integers(1, 3)),
+    }
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(load=split_loads())
+async def test_parts_prove_what_they_say_and_a_redrive_appends_each_lead_once(
+    load: dict[str, Any],
+) -> None:
+    rows = load["rows"]
+    async with FakeRyngServer(
+        access_token=TOKEN, max_body=load["max_body"], faults=load["plan"]
+    ) as server:
+        async with client_of(server) as client:
+            report = await client.bulk_append(
+                CAMPAIGN, rows, batch_size=load["batch_size"], concurrency=load["concurrency"]
+            )
+        check_counts(report)
+        received = server.lead_counts("customField1")
+        assert all(count == 1 for count in received.values())  # nothing resent
+        accepted = {str(p) for p in accepted_positions(report)}
+        assert accepted <= set(received)  # what the report calls accepted is upstream
+        # ... and exactly what the server answered 200 for: a part proves its leads.
+        answered = {
+            row["customField1"] for r in server.requests if r.status == 200 for row in r.leads
+        }
+        assert accepted == answered
+        unknown = set()
+        for result in report.batches:
+            if result.accepted_ranges:
+                event("a batch accepted in part")
+            open_ids = {str(p) for p in positions(result.open_ranges)}
+            if result.outcome is Outcome.UNKNOWN:
+                unknown |= open_ids
+            else:  # failed: not appended
+                assert not open_ids & set(received)
+        assert set(received) <= accepted | unknown
+        resend = report.failed_leads()
+        assert ids(resend) == [
+            str(p)
+            for start, count in report.failed_ranges()
+            for p in range(start, start + (count or 0))
+        ]
+        assert not set(ids(resend)) & accepted
+    # Re-drive everything not accepted but what may have been appended, to a server that
+    # takes it all: then every lead that is not unknown is upstream exactly once.
+    async with FakeRyngServer(access_token=TOKEN) as bigger, client_of(bigger) as client:
+        again = await client.bulk_append(
+            CAMPAIGN, [row for row in resend if row["customField1"] not in unknown]
+        )
+    assert again.ok
+    final = server.lead_counts("customField1") + bigger.lead_counts("customField1")
+    assert all(count == 1 for count in final.values())
+    assert set(final) | unknown == {str(i) for i in range(len(rows))}
+
+
+async def test_resolving_not_received_then_resuming_sends_only_the_open_part(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "load.ckpt"
+    plan = FaultPlan(script=[None, None, Fault.BAD_GATEWAY])
+    rows = [lead(i, size=200) for i in range(8)]
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=1_200, faults=plan) as server,
+        client_of(server) as client,
+    ):
+        first = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert (first.accepted, first.unknown) == (4, 4)
+    (made,) = SQLiteJournal.resolve(journal, "not-received", note="checked in the console")
+    assert made.ranges == ((4, 4),)  # the decision covers the open part only
+    async with FakeRyngServer(access_token=TOKEN) as second, client_of(second) as client:
+        again = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert [ids(request.leads) for request in second.requests] == [["4", "5", "6", "7"]]
+    assert again.ok
+    assert again.maybe_duplicated == 0
