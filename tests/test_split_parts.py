@@ -296,3 +296,28 @@ async def test_resolving_not_received_then_resuming_sends_only_the_open_part(
     assert [ids(request.leads) for request in second.requests] == [["4", "5", "6", "7"]]
     assert again.ok
     assert again.maybe_duplicated == 0
+
+
+async def test_an_accepted_part_is_durable_in_the_journal_before_the_next_part_is_sent(
+    tmp_path: Path,
+) -> None:
+    # What a crash (SIGKILL) during the second half would leave: read the journal from
+    # the server's side as that half arrives, before it is answered.
+    journal = tmp_path / "load.ckpt"
+    seen: list[Any] = []
+
+    def read_the_journal(request: ReceivedRequest) -> None:
+        if request.index == 2:  # the whole (413), the first half (200), then this
+            seen.extend(SQLiteJournal.read_batches(journal))
+
+    rows = [lead(i, size=200) for i in range(8)]
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=1_200, on_request=read_the_journal) as s,
+        client_of(s) as client,
+    ):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert report.ok
+    (held,) = seen
+    assert str(held.state) == "in_flight"
+    assert held.accepted_ranges == ((0, 4),)
+    assert held.open_ranges == ((4, 4),)
