@@ -396,6 +396,9 @@ async def test_show_export_and_resolve_of_batches_accepted_in_part(
     ]
     assert shown["leads"]["accepted"] == 20
     assert shown["next_position"] == 15
+    assert main(["checkpoint", "show", str(path), "--json", "--file", str(leads)]) == 0
+    lined = json.loads(capsys.readouterr().out)["accepted_in_part"]
+    assert [b["accepted_lines"] for b in lined] == [[[12, 16]], [[22, 24], [27, 28]]]
 
     # export writes the rest of each batch in the state, never its accepted rows.
     for state, wanted in [
