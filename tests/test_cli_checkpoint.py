@@ -353,3 +353,90 @@ def test_the_other_options_hint_follows_what_differs_not_the_wording() -> None:
     wording_only = CheckpointRefusedError("campaign options differ", differs={"batch_size"})
     assert other_options_hint(wording_only, options) == ""
     assert other_options_hint(CheckpointRefusedError("campaign options differ"), options) == ""
+
+
+async def test_show_export_and_resolve_of_batches_accepted_in_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_journal_parts import part_journal
+
+    from ryng_async.cli import main
+
+    leads = tmp_path / "leads.csv"
+    # Lines: 1 header, 2-41 rows 0-39 (row i on line i + 2).
+    rows = [f"{number(i)}\n".encode() for i in range(40)]
+    leads.write_bytes(b"number\n" + b"".join(rows))
+    path = tmp_path / "j"
+    # Batch 0 accepted; 1 unknown, 10-14 accepted; 2 failed, 20-22 and 25-26 accepted;
+    # 3 in flight (a run that stopped).
+    await part_journal(path)
+
+    assert main(["checkpoint", "show", str(path), "--file", str(leads)]) == 0
+    text = capsys.readouterr().out
+    assert "accepted           1          20" in text  # 10 + 5 + 5 leads
+    assert "unknown            1           5" in text
+    assert "failed             1           5" in text
+    assert "every lead before input position 15 (line 17 of" in text
+    assert (
+        "  batch 1: leads 10-19, lines 12-21 of "
+        f"{leads} (unknown; accepted in part: leads 10-14, lines 12-16 of {leads})"
+    ) in text
+    assert "2 batches were accepted in part (sent in parts after a 413)" in text
+    assert f"  batch 2: leads 20-29, lines 22-31 of {leads} (failed; accepted in part: " in text
+    assert "  batch 3: leads 30-39, lines 32-41" in text
+    assert main(["checkpoint", "show", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(b["index"], b["accepted_ranges"]) for b in shown["uncertain"]] == [
+        (1, [[10, 5]]),
+        (3, []),
+    ]
+    assert [(b["index"], b["state"], b["accepted_ranges"]) for b in shown["accepted_in_part"]] == [
+        (1, "unknown", [[10, 5]]),
+        (2, "failed", [[20, 3], [25, 2]]),
+    ]
+    assert shown["leads"]["accepted"] == 20
+    assert shown["next_position"] == 15
+    assert main(["checkpoint", "show", str(path), "--json", "--file", str(leads)]) == 0
+    lined = json.loads(capsys.readouterr().out)["accepted_in_part"]
+    assert [b["accepted_lines"] for b in lined] == [[[12, 16]], [[22, 24], [27, 28]]]
+
+    # export writes the rest of each batch in the state, never its accepted rows.
+    for state, wanted in [
+        ("unknown", [*range(15, 20), *range(30, 40)]),
+        ("failed", [23, 24, 27, 28, 29]),
+        ("not-accepted", [*range(15, 20), 23, 24, 27, 28, 29, *range(30, 40)]),
+    ]:
+        out = tmp_path / f"{state}.csv"
+        assert main(["checkpoint", "export", str(path), "--file", str(leads),
+                     "--state", state, "-o", str(out)]) == 0  # fmt: skip
+        assert out.read_bytes() == b"number\n" + b"".join(rows[i] for i in wanted), state
+    capsys.readouterr()
+
+    # A callback proves one part of a batch sent in parts, not the rest: batch 1 stays.
+    store_path = tmp_path / "store.db"
+    async with SQLiteCallbackStore(store_path) as store:
+        body = connect_callback(1, number(17), datetime.now(UTC))
+        assert await store.add(parse_callback(body), body)
+    code = main(
+        ["checkpoint", "resolve", str(path), "--callbacks", str(store_path), "--file", str(leads)]
+    )
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "batch 1: leads 10-19 was sent in parts after a 413 (accepted in part: leads" in out
+    assert SQLiteJournal.inspect(path).resolved == ()
+
+    # resolve decides the rest: not-received keeps leads 10-14 accepted.
+    code = main(["checkpoint", "resolve", str(path), "--as", "not-received", "--batch", "1"])
+    out = capsys.readouterr().out
+    assert code == 1, out  # batch 3 is still open
+    assert "batch 1: leads 15-19 resolved as not-received" in out
+    assert "1 batches (5 leads) resolved as not-received; 1 batches still unknown" in out
+    (batch,) = SQLiteJournal.read_batches(path, states=[BatchState.SKIPPED])
+    assert (batch.index, batch.accepted_ranges, batch.open_ranges) == (1, ((10, 5),), ((15, 5),))
+    summary = SQLiteJournal.inspect(path)
+    assert (summary.leads[BatchState.ACCEPTED], summary.leads[BatchState.SKIPPED]) == (20, 5)
+    assert [(r.index, r.ranges) for r in summary.resolved] == [(1, ((15, 5),))]
+    out_path = tmp_path / "skipped.csv"
+    assert main(["checkpoint", "export", str(path), "--file", str(leads),
+                 "--state", "skipped", "-o", str(out_path)]) == 0  # fmt: skip
+    assert out_path.read_bytes() == b"number\n" + b"".join(rows[15:20])

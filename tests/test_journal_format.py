@@ -320,3 +320,31 @@ async def test_a_format_3_journal_is_read_and_migrated_by_resolve(tmp_path: Path
     assert conn.execute("PRAGMA user_version").fetchone() == (JOURNAL_FORMAT_VERSION,)
     conn.close()
     assert [r.index for r in SQLiteJournal.inspect(path).resolved] == [3]
+
+
+async def test_a_format_4_journal_and_its_log_are_migrated_with_no_runs_accepted_in_part(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j"
+    async with await journal_with(path) as journal:
+        await write_some(journal)  # a clean close leaves its records in the log
+    before = SQLiteJournal.read_batches(path)
+    assert count_rows(path, "log") > 0
+    conn = sqlite3.connect(path)
+    without_accepted_runs(conn)  # as format 4 wrote it: records of 10 fields
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    summary = SQLiteJournal.inspect(path)  # migrated in memory, its log records too
+    assert summary.format_version == 4
+    assert (summary.leads[BatchState.ACCEPTED], summary.leads[BatchState.IN_FLIGHT]) == (20, 10)
+    assert summary.accepted_in_part == ()
+    assert SQLiteJournal.read_batches(path) == before
+    assert all(batch.accepted_ranges == () for batch in before)
+    assert user_version(path) == 4  # a reader writes nothing
+    async with await journal_with(path) as journal:  # migrated on disk, the log folded
+        assert user_version(path) == JOURNAL_FORMAT_VERSION
+        assert count_rows(path, "log") == 0
+        assert list(journal.batches.values()) == before
+        journal.part_accepted(3, [(30, 5)])
+    assert SQLiteJournal.read_batches(path)[3].accepted_ranges == ((30, 5),)

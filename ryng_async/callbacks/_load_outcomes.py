@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from .._exceptions import ConfigurationError
-from .._runs import Runs, subtract_runs
+from .._runs import subtract_runs
 from .._sqlite import SQLITE_MAGIC
 
 __all__ = ["ExactOutcomes", "Outcomes", "Report", "load_report", "outcomes_of"]
@@ -30,8 +30,8 @@ class _Batch(msgspec.Struct):
     outcome: str
     # Exact runs of positions (reports since journal format 3); None in older reports.
     ranges: list[tuple[int, int]] | None = None
-    # Runs accepted though the batch was not (sent in parts after a 413): ``outcome`` is
-    # that of the rest.
+    # Runs accepted though the batch was not (sent in parts after a 413): accepted
+    # whatever its outcome, which is the rest's (journal format 5).
     accepted_ranges: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
 
@@ -103,6 +103,7 @@ def _from_journal(path: Path) -> Report:
                 count=batch.count,
                 outcome=_JOURNAL_OUTCOME.get(batch.state.value, batch.state.value),
                 ranges=list(batch.ranges),
+                accepted_ranges=list(batch.accepted_ranges),
             )
             for batch in batches
         ],
@@ -197,8 +198,8 @@ class ExactOutcomes:
         runs = [
             (first, first + length, outcome, batch.index)
             for batch in report.batches
-            for outcome, batch_runs in _runs_by_outcome(batch)
-            for first, length in batch_runs
+            for outcome, ranges in _by_outcome(batch)
+            for first, length in ranges
         ]
         runs.sort()
         self._runs = runs
@@ -248,15 +249,13 @@ class ExactOutcomes:
             )
 
 
-def _runs_by_outcome(batch: _Batch) -> list[tuple[str, Runs]]:
-    """A batch's runs of positions by outcome: its accepted parts, then the rest."""
+def _by_outcome(batch: _Batch) -> list[tuple[str, Sequence[tuple[int, int]]]]:
+    """A batch's runs by outcome: those it accepted in part, and the rest (its outcome)."""
     ranges = batch.ranges or [(batch.start, batch.count)]
-    if not batch.accepted_ranges:
-        return [(batch.outcome, tuple(ranges))]
-    return [
-        ("accepted", tuple(batch.accepted_ranges)),
-        (batch.outcome, subtract_runs(ranges, batch.accepted_ranges)),
-    ]
+    if not batch.accepted_ranges or batch.outcome == "accepted":
+        return [(batch.outcome, ranges)]
+    rest = subtract_runs(ranges, batch.accepted_ranges)
+    return [("accepted", batch.accepted_ranges), (batch.outcome, rest)]
 
 
 def outcomes_of(report: Report) -> Outcomes | ExactOutcomes:

@@ -4,8 +4,9 @@ A load journals each batch as in flight before its request is written and its ou
 soon as it is known, so a load killed at any instant can be run again without losing or
 resending a lead. The journal holds no lead content: a batch is its index, the input
 position of its first lead, its lead count, its leads' exact input positions (runs of
-consecutive positions, when invalid or deduplicated leads fall between them) and a digest
-of its encoded body. Its size grows with batches, never with leads.
+consecutive positions, when invalid or deduplicated leads fall between them), a digest
+of its encoded body, and the runs it had accepted when sent in parts after a 413. Its size
+grows with batches, never with leads.
 
 The file is an SQLite database (the standard library's ``sqlite3``) in WAL mode: a process
 killed at any instant, even by SIGKILL, leaves a consistent journal. One load at a time owns
@@ -37,10 +38,10 @@ For example:
         await journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="ok")
 
 Where things are: the record types and `CheckpointError` in ``_records``; the file format
-(schema, migrations, the log's fold and replay) in ``_format``; opening and closing the
-file in ``_file``, its lock in ``_lock``; reading without a load in ``_inspect``; an
-operator's decisions in ``_resolve``; when commits run in ``_pacer``; `SQLiteJournal`
-itself in ``_journal``.
+(schema, migrations, the log's fold and replay) in ``_format``; a batch's row and its runs
+as text in ``_rows``; opening and closing the file in ``_file``, its lock in ``_lock``;
+reading without a load in ``_inspect``; an operator's decisions in ``_resolve``; when
+commits run in ``_pacer``; `SQLiteJournal` itself in ``_journal``.
 """
 
 from __future__ import annotations

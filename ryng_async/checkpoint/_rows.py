@@ -108,7 +108,7 @@ def check_accepted(row: Row, runs: Sequence[tuple[int, int]]) -> str:
             f"accepted runs {list(runs)} are not all leads of batch {row[0]} "
             f"(leads {describe_ranges(ranges)})"
         )
-    return union_text(row[10], runs_text(runs))
+    return runs_text(union_runs(parse_runs(row[10]), runs))
 
 
 def batch_from_row(row: tuple[Any, ...]) -> JournalledBatch:

@@ -4,7 +4,9 @@ Read-only, and safe while the load runs: the campaign and settings of the load, 
 batches and leads by state, the first input position not yet accepted, and the batches
 that may or may not be in Ryng (in flight or unknown), to check before sending them again.
 Batches in flight are told apart: sent by a load that holds the journal now, or left by
-a run that stopped (unknown: the next run reports them so). With ``--file`` (the load's
+a run that stopped (unknown: the next run reports them so). A batch sent again in parts
+after a 413 may be accepted in part: its accepted leads count as accepted and are named
+("accepted in part: leads 0-499"), its state is the rest's. With ``--file`` (the load's
 input, read as ``append`` read it), positions are also given as the file's line numbers.
 
 ``checkpoint resolve PATH`` records what an operator found of batches left unknown (or in
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -33,6 +35,7 @@ from ..checkpoint import (
     Resolution,
     SQLiteJournal,
 )
+from ..checkpoint._records import describe_ranges
 from ._common import Commands, ExitCode, add_reading_options, plain, say
 from ._readers import InputError, source_from_args
 
@@ -66,9 +69,8 @@ def _line_map(args: argparse.Namespace, summary: JournalSummary) -> Lines | None
     """Read the input as far as the journal's positions reach; map a position to its line."""
     if args.file is None:
         return None
-    wanted = max(
-        [summary.next_position, *(sum(b.ranges[-1]) for b in summary.uncertain)], default=0
-    )
+    listed = [*summary.uncertain, *summary.accepted_in_part]
+    wanted = max([summary.next_position, *(sum(b.ranges[-1]) for b in listed)], default=0)
     source = source_from_args(args)
     try:
         read = 0
@@ -105,11 +107,15 @@ def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
             "ranges": [list(run) for run in b.ranges],
             "state": b.state.value,
             "live": b.state is BatchState.IN_FLIGHT and summary.holder is not None,
+            "accepted_ranges": [list(run) for run in b.accepted_ranges],
         }
         if lines is not None:
             spans = [_lines(lines, first, length) for first, length in b.ranges]
             out["first_line"], out["last_line"] = spans[0][0], spans[-1][1]
             out["lines"] = [list(span) for span in spans]
+            out["accepted_lines"] = [
+                list(_lines(lines, first, length)) for first, length in b.accepted_ranges
+            ]
         return out
 
     return {
@@ -127,6 +133,7 @@ def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
         "next_position": summary.next_position,
         "next_line": None if lines is None else lines(summary.next_position),
         "uncertain": [batch(b) for b in summary.uncertain],
+        "accepted_in_part": [batch(b) for b in summary.accepted_in_part],
         "resolved": [
             {
                 "index": r.index,
@@ -143,12 +150,21 @@ def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
     }
 
 
-def _where(b: JournalledBatch, lines: Lines | None, name: str) -> str:
-    spans = [_lines(lines, first, length) for first, length in b.ranges]
+def _where(runs: Sequence[tuple[int, int]], lines: Lines | None, name: str) -> str:
+    positions = "leads " + describe_ranges(runs)
+    spans = [_lines(lines, first, length) for first, length in runs]
     if lines is None or any(first is None or last is None for first, last in spans):
-        return b.positions
+        return positions
     text = ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in spans)
-    return f"{b.positions}, lines {text} of {name}"
+    return f"{positions}, lines {text} of {name}"
+
+
+def _listed(b: JournalledBatch, state: str, lines: Lines | None, name: str) -> str:
+    """``  batch 3: leads 30-39 (unknown)``, and the runs it accepted in part if any."""
+    part = ""
+    if b.accepted_ranges:
+        part = f"; accepted in part: {_where(b.accepted_ranges, lines, name)}"
+    return f"  batch {b.index}: {_where(b.ranges, lines, name)} ({state}{part})"
 
 
 def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
@@ -191,11 +207,24 @@ def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
             "unknown writes their rows"
         )
         out.extend(
-            f"  batch {b.index}: {_where(b, lines, name)} ({_state(b, summary.holder)})"
+            _listed(b, _state(b, summary.holder), lines, name)
             for b in summary.uncertain[:_SHOWN_UNCERTAIN]
         )
         if len(summary.uncertain) > _SHOWN_UNCERTAIN:
             out.append(f"  ... and {len(summary.uncertain) - _SHOWN_UNCERTAIN} more (--json)")
+    if summary.accepted_in_part:
+        out.append(
+            f"{len(summary.accepted_in_part)} batches were accepted in part (sent in parts after "
+            "a 413): those leads count as accepted and are not sent again; the rest of each "
+            "is in its state"
+        )
+        out.extend(
+            _listed(b, _state(b, summary.holder), lines, name)
+            for b in summary.accepted_in_part[:_SHOWN_UNCERTAIN]
+        )
+        if len(summary.accepted_in_part) > _SHOWN_UNCERTAIN:
+            more = len(summary.accepted_in_part) - _SHOWN_UNCERTAIN
+            out.append(f"  ... and {more} more (--json)")
     if summary.resolved:
         out.append(f"{len(summary.resolved)} decisions recorded on unknown batches (resolved):")
         out.extend(_resolution(r) for r in summary.resolved[:_SHOWN_UNCERTAIN])

@@ -13,6 +13,11 @@ the file, and the call was created after the journal was (after the load began).
 would break it: a vendor that appends part of a request; the same number loaded into the
 campaign by another load or by hand since (its callback then proves nothing of this
 batch); a callback store fed by several campaigns' numbers.
+
+A batch sent again in parts after a 413 may be accepted in part. Its accepted leads are
+settled: ``resolve`` decides the rest (``--as not-received`` keeps those leads accepted,
+so the next run sends only the rest), ``export`` writes only the rest, and callbacks
+resolve none of it (a call proves its own part, not the others).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import IO, TypeVar
 
 from .. import ConfigurationError
 from ..checkpoint import BatchState, CheckpointError, Decision, JournalledBatch, SQLiteJournal
+from ..checkpoint._records import describe_ranges
 from ._common import Commands, ExitCode, add_reading_options, plain, say
 from ._readers import InputError, LeadSource, source_from_args
 
@@ -155,8 +161,9 @@ def _read_input(
 
 
 def _positions(batches: Iterable[JournalledBatch]) -> Iterator[int]:
+    """The positions of the batches' leads but those they accepted in part."""
     for b in batches:
-        for first, length in b.ranges:
+        for first, length in b.open_ranges:
             yield from range(first, first + length)
 
 
@@ -287,7 +294,17 @@ def run_resolve(args: argparse.Namespace) -> int:
             upto = max((sum(b.ranges[-1]) for b in uncertain), default=0)
             source = _read_input(args, upto)
         chosen = _select(args, uncertain, source)
+        in_parts: list[JournalledBatch] = []
         if args.callbacks is not None:
+            # Sent in parts after a 413: a call proves its own part, not the rest.
+            in_parts = [b for b in chosen if b.accepted_ranges]
+            chosen = [b for b in chosen if not b.accepted_ranges]
+            for b in in_parts:
+                sys.stdout.write(
+                    f"batch {b.index}: {b.positions} was sent in parts after a 413 (accepted "
+                    f"in part: leads {describe_ranges(b.accepted_ranges)}): a callback proves "
+                    "only its own part; check the rest and resolve it with --as\n"
+                )
             proofs, read = _proven(args, chosen, summary.created_at)
             chosen = [b for b in chosen if b.index in proofs]
             decision = Decision.ACCEPTED

@@ -1,0 +1,308 @@
+"""Batches accepted in part (sent in parts after a 413), as the journal keeps them.
+
+A batch's ``accepted_ranges`` are recorded by `SQLiteJournal.part_accepted` and
+`SQLiteJournal.settled`, kept by a later `in_flight` (a resend), and only ever grow: in
+memory, through the log a load leaves (replayed by readers) and through the fold into the
+batch table. Readers count those leads accepted and the rest under the batch's state; a
+decision on such a batch is on the rest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_checkpoint import journal_with, where
+
+from ryng_async._runs import union_runs
+from ryng_async.callbacks._load_outcomes import load_report, outcomes_of
+from ryng_async.checkpoint import BatchState, Decision, SQLiteJournal
+from ryng_async.checkpoint import _format as journal_format
+from ryng_async.checkpoint import _rows as journal_rows
+
+pytestmark = pytest.mark.anyio
+
+
+async def part_journal(path: Path) -> None:
+    """Batch 0 accepted; 1 unknown, leads 10-14 accepted; 2 failed, 20-22 and 25-26
+    accepted; 3 in flight. No record awaited but the in-flight ones: `aclose` writes them."""
+    journal = await journal_with(path)
+    try:
+        for index in range(4):
+            await journal.in_flight(index, **where(index), attempt=1)
+        journal.settled(0, state=BatchState.ACCEPTED, attempts=1, status=200, message="")
+        journal.part_accepted(1, [(10, 5)])
+        journal.settled(1, state=BatchState.UNKNOWN, attempts=2, status=None, message="lost")
+        journal.part_accepted(2, [(20, 3)])
+        journal.settled(
+            2,
+            state=BatchState.FAILED,
+            attempts=1,
+            status=400,
+            message="bad lead",
+            accepted_ranges=[(25, 2)],
+        )
+    finally:
+        await journal.aclose()
+
+
+def accepted_column(path: Path) -> dict[int, str]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT idx, accepted FROM batch ORDER BY idx").fetchall())
+    finally:
+        conn.close()
+
+
+async def test_runs_accepted_in_part_are_journalled_and_counted_by_the_readers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j"
+    await part_journal(path)
+    summary = SQLiteJournal.inspect(path)  # the log, replayed
+    assert dict(summary.batches) == {
+        BatchState.IN_FLIGHT: 1,
+        BatchState.ACCEPTED: 1,
+        BatchState.FAILED: 1,
+        BatchState.UNKNOWN: 1,
+        BatchState.SKIPPED: 0,
+    }
+    assert dict(summary.leads) == {
+        BatchState.IN_FLIGHT: 10,
+        BatchState.ACCEPTED: 10 + 5 + 5,
+        BatchState.FAILED: 5,
+        BatchState.UNKNOWN: 5,
+        BatchState.SKIPPED: 0,
+    }
+    assert summary.total_leads == 40
+    assert summary.next_position == 15  # batch 1's leads 10-14 were accepted
+    assert [b.index for b in summary.accepted_in_part] == [1, 2]
+    unknown = summary.uncertain[0]
+    assert (unknown.index, unknown.accepted_ranges) == (1, ((10, 5),))
+    assert (unknown.open_ranges, unknown.open_count) == (((15, 5),), 5)
+    batches = {b.index: b for b in SQLiteJournal.read_batches(path)}
+    assert batches[2].accepted_ranges == ((20, 3), (25, 2))
+    assert batches[2].open_ranges == ((23, 2), (27, 3))
+    assert batches[0].accepted_ranges == batches[3].accepted_ranges == ()
+    assert batches[3].open_ranges == ((30, 10),)
+    async with await journal_with(path) as journal:  # folded into the batch table
+        assert accepted_column(path) == {0: "", 1: "10-14", 2: "20-22,25-26", 3: ""}
+        assert dict(journal.batches) == batches
+        prior = journal.prior(1, **where(1))
+        assert prior is not None
+        assert prior.accepted_ranges == ((10, 5),)
+    assert SQLiteJournal.inspect(path).leads == summary.leads
+
+
+async def test_a_resend_in_flight_keeps_the_runs_accepted_before(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    await part_journal(path)
+    async with await journal_with(path) as journal:
+        await journal.in_flight(1, **where(1), attempt=1, maybe_duplicated=True)
+        assert journal.batches[1].state is BatchState.IN_FLIGHT
+        assert journal.batches[1].accepted_ranges == ((10, 5),)
+        # In the same run too: runs recorded, then the batch sent again.
+        await journal.in_flight(2, **where(2), attempt=2)
+        journal.part_accepted(2, [(23, 2)])
+        await journal.in_flight(2, **where(2), attempt=3)
+        assert journal.batches[2].accepted_ranges == ((20, 7),)
+        await journal.settled(2, state=BatchState.FAILED, attempts=3, status=400, message="")
+    batches = {b.index: b for b in SQLiteJournal.read_batches(path)}
+    assert batches[1].accepted_ranges == ((10, 5),)
+    assert batches[1].state is BatchState.IN_FLIGHT
+    assert batches[2].accepted_ranges == ((20, 7),)
+    assert batches[2].open_ranges == ((27, 3),)
+
+
+async def test_accepted_runs_only_grow_in_memory_in_the_log_and_in_the_fold(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j"
+    async with await journal_with(path) as journal:
+        await journal.in_flight(0, **where(0), attempt=1)
+        journal.part_accepted(0, [(0, 3), (5, 2)])
+        journal.part_accepted(0, [(3, 1)])
+        await journal.settled(
+            0,
+            state=BatchState.UNKNOWN,
+            attempts=1,
+            status=None,
+            message="",
+            accepted_ranges=[(0, 1)],  # fewer runs than known: nothing is lost
+        )
+        assert journal.batches[0].accepted_ranges == ((0, 4), (5, 2))
+    async with await journal_with(path) as journal:  # folds the log
+        assert journal.batches[0].accepted_ranges == ((0, 4), (5, 2))
+    # A record that knows fewer runs than the table (none), written in the log as a load
+    # would: readers replaying it, and the fold upserting it, keep the table's runs.
+    conn = sqlite3.connect(path, isolation_level=None)
+    row = journal_rows.row_from_sql(conn.execute(journal_format.SELECT_BATCHES).fetchone())
+    fewer = (*row[:4], str(BatchState.FAILED), *row[5:10], "8-8")
+    conn.execute(journal_format.LOG_INSERT, (0.0, journal_rows.pack_records([fewer])))
+    conn.close()
+    (read,) = SQLiteJournal.read_batches(path)
+    assert (read.state, read.accepted_ranges) == (BatchState.FAILED, ((0, 4), (5, 2), (8, 1)))
+    conn = sqlite3.connect(path, isolation_level=None)
+    journal_format.fold(conn)
+    conn.close()
+    assert accepted_column(path) == {0: "0-3,5-6,8-8"}
+    assert SQLiteJournal.inspect(path).leads[BatchState.ACCEPTED] == 7
+
+
+async def test_accepted_runs_must_be_leads_of_a_journalled_batch(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    async with await journal_with(path) as journal:
+        with pytest.raises(ValueError, match="batch 0 was never journalled"):
+            journal.part_accepted(0, [(0, 5)])
+        with pytest.raises(ValueError, match="batch 0 was never journalled"):
+            journal.settled(
+                0,
+                state=BatchState.SKIPPED,
+                attempts=0,
+                status=None,
+                message="",
+                accepted_ranges=[(0, 5)],
+            )
+        await journal.in_flight(1, start=10, count=4, digest=b"d" * 16, attempt=1,
+                                ranges=[(10, 2), (13, 2)])  # fmt: skip
+        with pytest.raises(ValueError, match=r"not all leads of batch 1 \(leads 10-11, 13-14\)"):
+            journal.part_accepted(1, [(10, 3)])  # position 12 is not one of its leads
+        with pytest.raises(ValueError, match="not all leads of batch 1"):
+            journal.settled(
+                1,
+                state=BatchState.UNKNOWN,
+                attempts=1,
+                status=None,
+                message="",
+                accepted_ranges=[(15, 1)],
+            )
+        journal.part_accepted(1, [(13, 2)])
+        assert journal.batches[1].state is BatchState.IN_FLIGHT  # no state of its own
+        assert journal.batches[1].open_ranges == ((10, 2),)
+    assert SQLiteJournal.read_batches(path)[0].accepted_ranges == ((13, 2),)
+
+
+async def test_a_decision_on_a_batch_accepted_in_part_is_on_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    await part_journal(path)
+    (made,) = SQLiteJournal.resolve(path, Decision.NOT_RECEIVED, batches=[1])
+    assert (made.index, made.ranges, made.positions) == (1, ((15, 5),), "leads 15-19")
+    (made,) = SQLiteJournal.resolve(path, Decision.ACCEPTED, batches=[3])
+    assert made.ranges == ((30, 10),)
+    batches = {b.index: b for b in SQLiteJournal.read_batches(path)}
+    assert batches[1].state is BatchState.SKIPPED
+    assert batches[1].accepted_ranges == ((10, 5),)  # a resume sends only the rest
+    assert batches[1].open_ranges == ((15, 5),)
+    summary = SQLiteJournal.inspect(path)
+    assert [r.ranges for r in summary.resolved] == [((15, 5),), ((30, 10),)]
+    assert summary.leads[BatchState.SKIPPED] == 5
+    assert summary.leads[BatchState.ACCEPTED] == 10 + 5 + 5 + 10
+    other = tmp_path / "other"
+    await part_journal(other)
+    (made,) = SQLiteJournal.resolve(other, Decision.ACCEPTED, batches=[1])
+    assert made.ranges == ((15, 5),)
+    assert SQLiteJournal.read_batches(other)[1].state is BatchState.ACCEPTED
+    assert SQLiteJournal.inspect(other).leads[BatchState.ACCEPTED] == 10 + 10 + 5
+
+
+async def test_the_journal_s_outcomes_give_accepted_runs_their_own_outcome(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j"
+    await part_journal(path)
+    outcomes = outcomes_of(load_report(path))
+    seen = [outcomes.at(position) for position in range(40)]
+    assert [outcome for outcome, _ in seen] == (
+        ["accepted"] * 15
+        + ["unknown"] * 5
+        + ["accepted"] * 3
+        + ["failed"] * 2
+        + ["accepted"] * 2
+        + ["failed"] * 3
+        + ["unknown"] * 10  # in flight, left by a run that stopped
+    )
+    assert [index for _, index in seen] == [i // 10 for i in range(40)]
+    outcomes.finish(40)
+
+
+# --- any sequence of records ------------------------------------------------------------------
+
+records = st.lists(
+    st.one_of(
+        st.tuples(st.just("in_flight"), st.integers(0, 2)),
+        st.tuples(
+            st.just("part"),
+            st.integers(0, 2),
+            st.lists(st.tuples(st.integers(0, 9), st.integers(1, 3)), max_size=3),
+        ),
+        st.tuples(
+            st.just("settled"),
+            st.integers(0, 2),
+            st.sampled_from([BatchState.ACCEPTED, BatchState.UNKNOWN, BatchState.FAILED]),
+            st.lists(st.tuples(st.integers(0, 9), st.integers(1, 3)), max_size=2),
+        ),
+        st.just(("reopen",)),
+    ),
+    max_size=25,
+)
+
+
+def inside(index: int, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``runs`` as positions of batch ``index`` (offsets 0-9), cut to its ten leads."""
+    return [(index * 10 + first, min(length, 10 - first)) for first, length in runs]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=records)
+async def test_any_sequence_of_records_keeps_the_union_of_every_accepted_run(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    accepted: dict[int, tuple[tuple[int, int], ...]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "j"
+        journal = await journal_with(path)
+        try:
+            for op in ops:
+                if op[0] == "reopen":
+                    await journal.aclose()
+                    journal = await journal_with(path)
+                elif op[0] == "in_flight":
+                    await journal.in_flight(op[1], **where(op[1]), attempt=1)
+                    accepted.setdefault(op[1], ())
+                elif op[1] not in accepted:
+                    continue  # never journalled: refused (another test)
+                elif op[0] == "part":
+                    runs = inside(op[1], op[2])
+                    journal.part_accepted(op[1], runs)
+                    accepted[op[1]] = union_runs(accepted[op[1]], runs)
+                else:
+                    _, index, state, runs = op
+                    runs = inside(index, runs)
+                    journal.settled(
+                        index,
+                        state=state,
+                        attempts=1,
+                        status=None,
+                        message="",
+                        accepted_ranges=runs,
+                    )
+                    accepted[index] = union_runs(accepted[index], runs)
+                got = {i: b.accepted_ranges for i, b in journal.batches.items()}
+                assert got == accepted
+        finally:
+            await journal.aclose()
+        assert {b.index: b.accepted_ranges for b in SQLiteJournal.read_batches(path)} == accepted
+        summary = SQLiteJournal.inspect(path)
+        assert summary.total_leads == 10 * len(accepted)
+        async with await journal_with(path) as journal:  # folded
+            assert {i: b.accepted_ranges for i, b in journal.batches.items()} == accepted
