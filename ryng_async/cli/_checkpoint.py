@@ -167,6 +167,16 @@ def _listed(b: JournalledBatch, state: str, lines: Lines | None, name: str) -> s
     return f"  batch {b.index}: {_where(b.ranges, lines, name)} ({state}{part})"
 
 
+def _batch_lines(
+    batches: Sequence[JournalledBatch], holder: int | None, lines: Lines | None, name: str
+) -> list[str]:
+    """The first few ``batches`` a line each (`_listed`), then how many more there are."""
+    out = [_listed(b, _state(b, holder), lines, name) for b in batches[:_SHOWN_UNCERTAIN]]
+    if len(batches) > _SHOWN_UNCERTAIN:
+        out.append(f"  ... and {len(batches) - _SHOWN_UNCERTAIN} more (--json)")
+    return out
+
+
 def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
     shard = "" if summary.shard is None else f", shard {summary.shard[0]} of {summary.shard[1]}"
     out = [
@@ -206,25 +216,14 @@ def _text(summary: JournalSummary, lines: Lines | None, name: str) -> str:
             "--as accepted|not-received (or --callbacks STORE); checkpoint export --state "
             "unknown writes their rows"
         )
-        out.extend(
-            _listed(b, _state(b, summary.holder), lines, name)
-            for b in summary.uncertain[:_SHOWN_UNCERTAIN]
-        )
-        if len(summary.uncertain) > _SHOWN_UNCERTAIN:
-            out.append(f"  ... and {len(summary.uncertain) - _SHOWN_UNCERTAIN} more (--json)")
+        out.extend(_batch_lines(summary.uncertain, summary.holder, lines, name))
     if summary.accepted_in_part:
         out.append(
             f"{len(summary.accepted_in_part)} batches were accepted in part (sent in parts after "
             "a 413): those leads count as accepted and are not sent again; the rest of each "
             "is in its state"
         )
-        out.extend(
-            _listed(b, _state(b, summary.holder), lines, name)
-            for b in summary.accepted_in_part[:_SHOWN_UNCERTAIN]
-        )
-        if len(summary.accepted_in_part) > _SHOWN_UNCERTAIN:
-            more = len(summary.accepted_in_part) - _SHOWN_UNCERTAIN
-            out.append(f"  ... and {more} more (--json)")
+        out.extend(_batch_lines(summary.accepted_in_part, summary.holder, lines, name))
     if summary.resolved:
         out.append(f"{len(summary.resolved)} decisions recorded on unknown batches (resolved):")
         out.extend(_resolution(r) for r in summary.resolved[:_SHOWN_UNCERTAIN])
