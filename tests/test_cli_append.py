@@ -1199,3 +1199,25 @@ def test_json_logging_turns_the_sdks_log_records_into_json_lines() -> None:
             "message": "retry budget exhausted; not retrying: HTTP 500",
         }
     ]
+
+
+@pytest.mark.anyio
+async def test_a_batch_accepted_in_part_reports_only_its_rest_to_send_again(
+    tmp_path: Path,
+) -> None:
+    # Line 5 (the fourth row) never fits the server's body limit: the batch is split after
+    # a 413, its other rows are accepted, and only line 5 is left to send again.
+    rows = csv_rows(3) + f"+919900000000,{'x' * 2_000},Pune\n" + csv_rows(2, start=3)
+    data = write(tmp_path / "leads.csv", "number,name,city\n" + rows)
+    report_path = tmp_path / "report.json"
+    async with FakeRyngServer(access_token=TOKEN, max_body=1_000) as server:
+        run = await run_cli("append", "42", data, "--report", report_path, server=server)
+        assert server.lead_count() == 5
+    assert run.code == 1, run.err
+    document = json.loads(report_path.read_text())
+    assert (document["accepted"], document["failed"], document["unknown"]) == (5, 1, 0)
+    assert document["failed_ranges"] == [[3, 1]]
+    assert document["failed_lines"] == [[5, 5]]
+    (batch,) = document["batches"]
+    assert batch["outcome"] == "failed"
+    assert batch["accepted_ranges"] == [[0, 3], [4, 2]]
