@@ -37,6 +37,7 @@ from ._ledger import Ledger, TooManyFailuresError, outcome_of
 from ._models import LeadInput
 from ._report import BatchResult, BulkReport, Outcome
 from ._resume import Resume
+from ._runs import Runs
 from ._seen import SeenNumbers
 from ._sender import Sender
 from ._settings import BulkOptions, LoadSettings, check_grace, load_settings
@@ -210,6 +211,7 @@ class _Load:
         return parts
 
     async def _send_part(self, batch: Batch, part: Batch) -> BatchResult:
+        self.split.note_sending(batch.index, part)
         result = await self._send_batch(part)
         # Cut off from here on, the batch's accepted parts stay accepted, the rest unknown
         # if a part may have been appended.
@@ -316,13 +318,21 @@ class _Load:
             ledger.enter(intake.pack_rest())
         ended = ledger.close(
             reason=self.stop.reason,
-            doubtful=self.split.doubtful,
-            accepted_parts=self.split.accepted,
+            cut_off=self.cut_off,
             gently_stopped=self.stop.gentle,
             unread_from=None if intake.done else intake.position,
         )
         intake.close()
         return ended
+
+    def cut_off(self, index: int, last: Outcome) -> tuple[Outcome, Runs, bool] | None:
+        """How a batch sent in parts, or resumed with parts accepted before, ends cut off."""
+        in_parts = self.split.cut_off(index, last)
+        if in_parts is None and self.resume is not None:
+            before = self.resume.accepted_before.get(index)
+            if before:  # not sent yet: its parts an earlier run got accepted stay so
+                return last, before, False
+        return in_parts
 
     async def end(self) -> Exception | None:
         """Account for the rest, tell the observers (within their time limit), close the journal.

@@ -10,7 +10,7 @@ the unread rest) come from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from ._batching import Batch
@@ -20,7 +20,7 @@ from ._exchange import Exchange, StopSignal
 from ._intake import Lot
 from ._models import wire_dict
 from ._report import BatchResult, InvalidLead, Outcome
-from ._runs import Runs, positions_in
+from ._runs import Runs, count_of, positions_in
 from ._settings import LoadSettings
 
 __all__ = ["Ledger", "TooManyFailuresError", "outcome_of"]
@@ -160,7 +160,7 @@ class Ledger:
 
     def accepted_earlier(self, batch: Batch, message: str) -> BatchResult:
         """The result of ``batch``, found accepted without a request of this run."""
-        return self.result(
+        result = self.result(
             batch=batch,
             outcome=Outcome.ACCEPTED,
             exchange=None,
@@ -168,6 +168,7 @@ class Ledger:
             error=None,
             started=None,
         )
+        return replace(result, maybe_duplicated=False)  # nothing was sent again
 
     def record(self, batch: Batch, result: BatchResult) -> None:
         """Give ``batch`` its outcome: it is no longer held."""
@@ -179,17 +180,16 @@ class Ledger:
         self,
         *,
         reason: str | None,
-        doubtful: Container[int],
-        accepted_parts: Mapping[int, Runs],
+        cut_off: Callable[[int, Outcome], tuple[Outcome, Runs, bool] | None],
         gently_stopped: bool,
         unread_from: int | None,
     ) -> list[BatchResult]:
         """Give every batch still held its outcome, then end the report.
 
-        A batch with a request that may have been processed (or a part of it, in
-        ``doubtful``) is unknown; any other is skipped, for ``reason``. A batch being sent
-        in parts keeps the runs its parts got accepted (``accepted_parts``): they count as
-        accepted, its outcome is the rest's. ``unread_from``
+        A batch with a request that may have been processed is unknown; any other is
+        skipped, for ``reason``. For a batch being sent in parts (or resumed with parts
+        accepted before), ``cut_off`` gives its rest's outcome, its accepted runs (which
+        count as accepted) and whether it may be duplicated. ``unread_from``
         is the first input position not read, if the input was not read to its end.
         Plain synchronous code, safe while a cancel is pending. Returns the results it
         recorded, for the observers.
@@ -199,14 +199,19 @@ class Ledger:
             batch = self.unfinished[index]
             exchange = self.exchanges.get(index)
             outcome = outcome_of(exchange, Outcome.SKIPPED)
-            accepted = accepted_parts.get(index, ())
-            if index in doubtful or (accepted and outcome is Outcome.ACCEPTED):
-                outcome = Outcome.UNKNOWN  # a part of the rest may be in Ryng already
-            message = (
-                "cancelled after sending: may have been appended"
-                if outcome is Outcome.UNKNOWN
-                else f"not sent: {reason}"
-            )
+            accepted: Runs = ()
+            duplicated = False
+            in_parts = cut_off(index, outcome)
+            if in_parts is not None:
+                outcome, accepted, duplicated = in_parts
+                if count_of(accepted) == batch.count:
+                    outcome, accepted = Outcome.ACCEPTED, ()
+            if outcome is Outcome.ACCEPTED:
+                message = "accepted before the load was cut off"
+            elif outcome is Outcome.UNKNOWN:
+                message = "cancelled after sending: may have been appended"
+            else:
+                message = f"not sent: {reason}"
             result = self.result(
                 batch=batch,
                 outcome=outcome,
@@ -217,6 +222,8 @@ class Ledger:
             )
             if accepted:
                 result = _without(result, batch, accepted)
+            if duplicated and not result.maybe_duplicated:
+                result = replace(result, maybe_duplicated=True)
             self.record(batch, result)
             ended.append(result)
         if gently_stopped and (unread_from is not None or ended):

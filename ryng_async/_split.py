@@ -87,32 +87,66 @@ class BodyLimit:
 class Splitter:
     """What a load needs to split batches: its body template and the limit it learned.
 
+    For each batch being sent in parts, what a cut-off (a cancel, the end of a stop's
+    grace) must not lose (see `cut_off`).
+
     Attributes:
-        doubtful: batches being sent in parts of which one may have been appended
-            (ambiguous): cut off now, the rest of such a batch is unknown.
-        accepted: for batches being sent in parts, the runs of positions accepted so far:
-            cut off now, those count as accepted and the rest is not sent again.
+        accepted: the runs of positions its parts got accepted so far.
+        doubtful: batches of which a part may have been appended (ambiguous).
+        sending: the runs of the part in flight.
+        duplicated: batches of which an accepted part was sent again after an ambiguous
+            attempt (``retry_ambiguous``).
     """
 
-    __slots__ = ("accepted", "doubtful", "limit", "template")
+    __slots__ = ("accepted", "doubtful", "duplicated", "limit", "sending", "template")
 
     def __init__(self, template: BodyTemplate) -> None:
         self.template = template
         self.limit = BodyLimit()
-        self.doubtful: set[int] = set()
         self.accepted: dict[int, Runs] = {}
+        self.doubtful: set[int] = set()
+        self.sending: dict[int, Runs] = {}
+        self.duplicated: set[int] = set()
 
     def forget(self, index: int) -> None:
         """Drop what was kept on batch ``index``, which has its outcome."""
-        self.doubtful.discard(index)
         self.accepted.pop(index, None)
+        self.doubtful.discard(index)
+        self.sending.pop(index, None)
+        self.duplicated.discard(index)
+
+    def note_sending(self, index: int, part: Batch) -> None:
+        """Remember the part of batch ``index`` about to be sent."""
+        self.sending[index] = part.ranges
 
     def note_part(self, index: int, part: BatchResult) -> None:
-        """Remember how a part of batch ``index`` ended, should the load be cut off."""
+        """Remember how a part of batch ``index`` ended."""
+        self.sending.pop(index, None)
         if part.outcome is Outcome.ACCEPTED:
             self.accepted[index] = union_runs(self.accepted.get(index, ()), part.ranges)
+            if part.maybe_duplicated:
+                self.duplicated.add(index)
         elif part.outcome is Outcome.UNKNOWN:
             self.doubtful.add(index)
+
+    def cut_off(self, index: int, last: Outcome) -> tuple[Outcome, Runs, bool] | None:
+        """How batch ``index`` ends if the load is cut off while it is sent in parts.
+
+        ``last`` is the outcome of its last request (`outcome_of` its exchange). Returns
+        the outcome of its rest, its accepted runs and whether it may be duplicated; None
+        if it is not being sent in parts (``last`` then holds for the whole batch).
+        """
+        part = self.sending.get(index)
+        accepted = self.accepted.get(index, ())
+        doubtful = index in self.doubtful
+        if part is None and not accepted and not doubtful:
+            return None
+        if part is not None:  # its part in flight ended as ``last``, not yet noted
+            if last is Outcome.ACCEPTED:
+                accepted = union_runs(accepted, part)
+            doubtful = doubtful or last is Outcome.UNKNOWN
+        rest = Outcome.UNKNOWN if doubtful else Outcome.SKIPPED
+        return rest, accepted, index in self.duplicated
 
 
 def remainder(batch: Batch, accepted: Runs, template: BodyTemplate) -> Batch | None:

@@ -425,6 +425,11 @@ async def test_show_export_and_resolve_of_batches_accepted_in_part(
     assert "batch 1: leads 10-19 was sent in parts after a 413 (accepted in part: leads" in out
     assert SQLiteJournal.inspect(path).resolved == ()
 
+    # Positions in batch 1's accepted part choose nothing: its rest was not checked.
+    code = main(["checkpoint", "resolve", str(path), "--as", "accepted", "--positions", "10-14"])
+    out = capsys.readouterr().out
+    assert SQLiteJournal.inspect(path).resolved == (), out
+
     # resolve decides the rest: not-received keeps leads 10-14 accepted.
     code = main(["checkpoint", "resolve", str(path), "--as", "not-received", "--batch", "1"])
     out = capsys.readouterr().out

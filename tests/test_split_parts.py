@@ -8,6 +8,7 @@ upstream exactly once (none where a part may have been appended: those are ``unk
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,15 @@ from conftest import FAST_RETRY, TOKEN
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ryng_async import BulkReport, Outcome, RyngClient
+from ryng_async import (
+    AttemptEnded,
+    AttemptStarting,
+    BatchPacked,
+    BulkReport,
+    Outcome,
+    RetryPolicy,
+    RyngClient,
+)
 from ryng_async.checkpoint import SQLiteJournal
 from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 
@@ -321,3 +330,103 @@ async def test_an_accepted_part_is_durable_in_the_journal_before_the_next_part_i
     assert str(held.state) == "in_flight"
     assert held.accepted_ranges == ((0, 4),)
     assert held.open_ranges == ((4, 4),)
+
+
+# -- cut off between a part's answer and its record -----------------------------------------
+
+
+async def hold_after(
+    event_type: type, matches: Any, rows: list[dict[str, Any]], **options: Any
+) -> BulkReport:
+    """A load cancelled while an observer holds the first event of ``event_type`` that
+    ``matches``: a cut-off at that very point (a cancel, a second Ctrl-C, a grace ended)."""
+    arrived = anyio.Event()
+
+    async def wait_forever() -> None:
+        await anyio.sleep_forever()
+
+    def observer(event: Any) -> Any:
+        if isinstance(event, event_type) and matches(event) and not arrived.is_set():
+            arrived.set()
+            return wait_forever()
+        return None
+
+    report = BulkReport()
+    server_options = options.pop("server", {})
+    async with (
+        FakeRyngServer(access_token=TOKEN, **server_options) as server,
+        client_of(server, retry=options.pop("retry", FAST_RETRY)) as client,
+        anyio.create_task_group() as group,
+    ):
+
+        async def load() -> None:
+            await client.bulk_append(CAMPAIGN, rows, report=report, observers=[observer], **options)
+
+        with anyio.fail_after(10):
+            group.start_soon(load)
+            await arrived.wait()
+            group.cancel_scope.cancel()
+    return report
+
+
+async def test_cut_off_just_after_a_parts_200_keeps_that_part_and_never_claims_the_rest() -> None:
+    # The first half is answered 200; the load is cut off before the engine notes it. The
+    # second half was never sent: skipped, not accepted.
+    rows = [lead(i, size=200) for i in range(8)]
+    report = await hold_after(
+        AttemptEnded,
+        lambda e: e.status == 200,
+        rows,
+        server={"max_body": 1_200},
+        batch_size=8,
+    )
+    (result,) = report.batches
+    assert result.outcome is Outcome.SKIPPED
+    assert result.accepted_ranges == ((0, 4),)
+    assert (report.accepted, report.skipped, report.unknown) == (4, 4, 0)
+    check_counts(report)
+    assert ids(report.failed_leads()) == ["4", "5", "6", "7"]
+
+
+async def test_a_part_resent_after_an_ambiguous_answer_stays_maybe_duplicated_when_cut_off() -> (
+    None
+):
+    # Whole: 413. First half: 502 after recording, resent (retry_ambiguous), then 200.
+    # Cut off while the second half is announced: the first half may be in Ryng twice.
+    plan = FaultPlan(script=[None, Fault.BAD_GATEWAY])
+    policy = RetryPolicy(initial_delay=0.0, max_delay=0.0, retry_ambiguous=True)
+    rows = [lead(i, size=200) for i in range(8)]
+    starts = itertools.count(1)  # the whole, the first half twice, then the second half
+    report = await hold_after(
+        AttemptStarting,
+        lambda _: next(starts) == 4,
+        rows,
+        server={"max_body": 1_200, "faults": plan},
+        retry=policy,
+        batch_size=8,
+    )
+    (result,) = report.batches
+    assert result.accepted_ranges == ((0, 4),)
+    assert result.maybe_duplicated
+    assert report.maybe_duplicated == 4
+    check_counts(report)
+
+
+async def test_a_resumed_batch_cut_off_before_it_is_sent_keeps_its_parts_accepted_before(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "load.ckpt"
+    rows = [lead(i) for i in range(3)] + [lead(3, size=2_000)]
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=1_000) as server,
+        client_of(server) as client,
+    ):
+        first = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert (first.accepted, first.failed) == (3, 1)
+    report = await hold_after(BatchPacked, lambda e: True, rows, batch_size=8, checkpoint=journal)
+    (result,) = report.batches
+    assert result.outcome is Outcome.SKIPPED
+    assert result.accepted_ranges == ((0, 3),)
+    assert (report.accepted, report.skipped) == (3, 1)
+    assert report.failed_ranges() == [(3, 1)]
+    check_counts(report)

@@ -183,7 +183,8 @@ def _select(
         spans = args.positions if args.positions is not None else args.lines
 
         def hits(b: JournalledBatch) -> bool:
-            for first, length in b.ranges:
+            # Its leads accepted in part are decided: naming them chooses nothing.
+            for first, length in b.open_ranges:
                 low, high = first, first + length - 1
                 if args.lines is not None:
                     assert source is not None  # noqa: S101 - checked by the caller
