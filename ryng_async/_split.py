@@ -236,9 +236,10 @@ def combine(batch: Batch, parts: list[BatchResult], *, accepted_before: Runs = (
         count=batch.count,
         ranges=batch.ranges,
         outcome=outcome,
-        message=f"sent in {len(parts)} parts after a 413 (body too large): {described}"
-        if not accepted_before or len(parts) > 1
-        else f"sent the rest: {described}",
+        # "parts after a 413" in every such message: `checkpoint resolve --callbacks` reads
+        # it (a call proves its own part only).
+        message=f"sent in {f'{len(parts)} ' if len(parts) > 1 else ''}parts after a 413 "
+        f"(body too large): {described}",
         attempts=sum(part.attempts for part in parts),
         elapsed=sum(part.elapsed for part in parts),
         error=None if outcome is Outcome.ACCEPTED else worst.error,

@@ -430,3 +430,43 @@ async def test_a_resumed_batch_cut_off_before_it_is_sent_keeps_its_parts_accepte
     assert (report.accepted, report.skipped) == (3, 1)
     assert report.failed_ranges() == [(3, 1)]
     check_counts(report)
+
+
+async def test_a_callback_never_proves_a_batch_sent_in_parts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Whole: 413. First half: 502 after recording (unknown); second half: 400 (failed,
+    # not appended). A call for a lead of the first half proves that half only: resolving
+    # the batch accepted would lose the second half.
+    from datetime import UTC, datetime
+
+    from test_resolve import connect_callback
+
+    from ryng_async import parse_callback
+    from ryng_async.callbacks import SQLiteCallbackStore
+    from ryng_async.cli import main
+
+    journal = tmp_path / "load.ckpt"
+    rows = [lead(i, size=200) for i in range(8)]
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"{row['number']}\n" for row in rows))
+    plan = FaultPlan(script=[None, Fault.BAD_GATEWAY, Fault.BAD_REQUEST])
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=1_200, faults=plan) as server,
+        client_of(server) as client,
+    ):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    (result,) = report.batches
+    assert (result.outcome, result.accepted_ranges) == (Outcome.UNKNOWN, ())
+    assert "parts after a 413" in result.message
+    store_path = tmp_path / "store.db"
+    async with SQLiteCallbackStore(store_path) as store:
+        body = connect_callback(1, rows[1]["number"], datetime.now(UTC))
+        assert await store.add(parse_callback(body), body)
+    capsys.readouterr()
+    args = ["checkpoint", "resolve", str(journal), "--callbacks", str(store_path)]
+    code = main([*args, "--file", str(leads)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "batch 0: leads 0-7 was sent in parts after a 413: a callback proves only" in out
+    assert SQLiteJournal.inspect(journal).resolved == ()

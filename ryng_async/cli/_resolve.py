@@ -197,6 +197,15 @@ def _select(
     return list(uncertain)
 
 
+def _sent_in_parts(b: JournalledBatch) -> bool:
+    """Whether the batch was sent in parts after a 413 (a call then proves one part).
+
+    Accepted in part, or its message says so: every outcome of a batch sent in parts
+    says "parts after a 413".
+    """
+    return bool(b.accepted_ranges) or "parts after a 413" in b.message
+
+
 def _digits(number: str) -> str:
     return re.sub(r"\D", "", number)
 
@@ -298,13 +307,18 @@ def run_resolve(args: argparse.Namespace) -> int:
         in_parts: list[JournalledBatch] = []
         if args.callbacks is not None:
             # Sent in parts after a 413: a call proves its own part, not the rest.
-            in_parts = [b for b in chosen if b.accepted_ranges]
-            chosen = [b for b in chosen if not b.accepted_ranges]
+            in_parts = [b for b in chosen if _sent_in_parts(b)]
+            chosen = [b for b in chosen if not _sent_in_parts(b)]
             for b in in_parts:
+                part = (
+                    f" (accepted in part: leads {describe_ranges(b.accepted_ranges)})"
+                    if b.accepted_ranges
+                    else ""
+                )
                 sys.stdout.write(
-                    f"batch {b.index}: {b.positions} was sent in parts after a 413 (accepted "
-                    f"in part: leads {describe_ranges(b.accepted_ranges)}): a callback proves "
-                    "only its own part; check the rest and resolve it with --as\n"
+                    f"batch {b.index}: {b.positions} was sent in parts after a 413{part}: a "
+                    "callback proves only its own part; check the rest and resolve it with "
+                    "--as\n"
                 )
             proofs, read = _proven(args, chosen, summary.created_at)
             chosen = [b for b in chosen if b.index in proofs]
