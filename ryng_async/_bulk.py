@@ -212,6 +212,8 @@ class _Load:
 
     async def _send_part(self, batch: Batch, part: Batch) -> BatchResult:
         self.split.note_sending(batch.index, part)
+        if self.resume is not None:
+            self.resume.sending_part(batch.index)
         result = await self._send_batch(part)
         # Cut off from here on, the batch's accepted parts stay accepted, the rest unknown
         # if a part may have been appended.

@@ -212,6 +212,8 @@ class Ledger:
                 message = "cancelled after sending: may have been appended"
             else:
                 message = f"not sent: {reason}"
+            if in_parts is not None:  # read by `checkpoint resolve --callbacks`
+                message += " (sent in parts after a 413)"
             result = self.result(
                 batch=batch,
                 outcome=outcome,

@@ -19,8 +19,10 @@ from ._report import BatchResult, BulkReport, Outcome
 from ._runs import Runs
 from .checkpoint import BatchState, CheckpointError, JournalledBatch, LoadIdentity, SQLiteJournal
 
-__all__ = ["Resume"]
+__all__ = ["IN_PARTS", "Resume"]
 
+IN_PARTS = "a part in flight: sent in parts after a 413"
+"""The message of a batch journalled in flight while it is sent in parts."""
 _MAYBE_IN_RYNG = frozenset({BatchState.IN_FLIGHT, BatchState.UNKNOWN})
 _JOURNAL_STATE = {outcome: BatchState(outcome.value) for outcome in Outcome}
 
@@ -45,6 +47,7 @@ class Resume:
         self.digests: dict[int, bytes] = {}
         self.sent_again: set[int] = set()
         self.accepted_before: dict[int, Runs] = {}
+        self.in_parts: set[int] = set()
 
     async def open(self, identity: LoadIdentity) -> None:
         """Open the journal for the load ``identity`` names (refused if it differs)."""
@@ -79,6 +82,8 @@ class Resume:
                 "these leads in Ryng, then record what you found (ryng-async checkpoint "
                 "resolve, or SQLiteJournal.resolve); resend_unknown=True sends them anyway"
             )
+            if "parts after a 413" in prior.message:  # kept for resolve --callbacks
+                message += " (sent in parts after a 413)"
         return BatchResult(
             index=batch.index,
             start=batch.start,
@@ -98,6 +103,11 @@ class Resume:
         """Drop what was kept for batch ``index``, which has its outcome."""
         self.digests.pop(index, None)
         self.accepted_before.pop(index, None)
+        self.in_parts.discard(index)
+
+    def sending_part(self, index: int) -> None:
+        """Say batch ``index`` is being sent in parts: its in-flight records say so."""
+        self.in_parts.add(index)
 
     def part_accepted(self, index: int, ranges: Runs) -> None:
         """Journal that a part of batch ``index`` (sent in parts) was accepted (queued)."""
@@ -170,6 +180,8 @@ class _JournalObserver:
                 digest=self._resume.digests[batch.index],
                 attempt=event.attempt,
                 ranges=batch.ranges,
+                # `checkpoint resolve --callbacks` reads it: a call proves one part only.
+                message=IN_PARTS if batch.index in self._resume.in_parts else "",
             )
         if isinstance(event, BatchSettled) and not self._report.finished:
             # Once the report is finished, the load journalled the rest itself.

@@ -33,6 +33,7 @@ from ryng_async.testing import FakeRyngServer, Fault, FaultPlan, ReceivedRequest
 pytestmark = pytest.mark.anyio
 
 CAMPAIGN = "42"
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def lead(i: int, *, size: int = 40) -> dict[str, Any]:
@@ -153,6 +154,7 @@ async def test_cut_off_while_a_part_is_in_flight_keeps_the_parts_accepted_before
         release.set()
     (result,) = report.batches
     assert result.outcome is Outcome.UNKNOWN  # the second half was on its way
+    assert "parts after a 413" in result.message  # for resolve --callbacks
     assert result.accepted_ranges == ((0, 4),)
     assert (report.accepted, report.unknown) == (4, 4)
     check_counts(report)
@@ -330,6 +332,7 @@ async def test_an_accepted_part_is_durable_in_the_journal_before_the_next_part_i
     assert str(held.state) == "in_flight"
     assert held.accepted_ranges == ((0, 4),)
     assert held.open_ranges == ((4, 4),)
+    assert "parts after a 413" in held.message  # for resolve --callbacks
 
 
 # -- cut off between a part's answer and its record -----------------------------------------
@@ -469,4 +472,81 @@ async def test_a_callback_never_proves_a_batch_sent_in_parts(
     out = capsys.readouterr().out
     assert code == 1, out
     assert "batch 0: leads 0-7 was sent in parts after a 413: a callback proves only" in out
+    assert SQLiteJournal.inspect(journal).resolved == ()
+
+
+LOADER = """
+import asyncio, sys
+from ryng_async import RetryPolicy, RyngClient
+
+async def main():
+    base_url, token, checkpoint = sys.argv[1:4]
+    rows = [{"number": f"+1555{i:07d}", "customField1": str(i), "customField2": "x" * 200}
+            for i in range(8)]
+    async with RyngClient(base_url=base_url, access_token=token,
+                          retry=RetryPolicy(initial_delay=0, max_delay=0)) as client:
+        await client.bulk_append("42", rows, batch_size=8, checkpoint=checkpoint)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_run_killed_with_a_part_in_flight_leaves_a_batch_no_callback_proves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SIGKILLed as the first half arrives (the whole was refused with 413): the journal
+    # holds the batch in flight, nothing of it accepted. A call for a lead of that half
+    # proves that half only, now and after a run that reports the batch unknown.
+    import os
+    import signal
+    import sys
+    from datetime import UTC, datetime
+
+    from test_resolve import connect_callback
+
+    from ryng_async import parse_callback
+    from ryng_async.callbacks import SQLiteCallbackStore
+    from ryng_async.cli import main
+
+    journal = tmp_path / "load.ckpt"
+    rows = [lead(i, size=200) for i in range(8)]
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"{row['number']}\n" for row in rows))
+    loader = tmp_path / "loader.py"
+    loader.write_text(LOADER)
+    pid: list[int] = []
+
+    def kill_at_the_first_half(request: ReceivedRequest) -> None:
+        if request.index == 1 and pid:
+            os.kill(pid[0], signal.SIGKILL)
+
+    async with FakeRyngServer(
+        access_token=TOKEN, max_body=1_200, on_request=kill_at_the_first_half
+    ) as server:
+        command = [sys.executable, str(loader), server.base_url, TOKEN, str(journal)]
+        async with await anyio.open_process(
+            command, env={**os.environ, "PYTHONPATH": ROOT}
+        ) as process:
+            pid.append(process.pid)
+            with anyio.fail_after(60):
+                assert await process.wait() == -signal.SIGKILL
+    (held,) = SQLiteJournal.read_batches(journal)
+    assert (str(held.state), held.accepted_ranges) == ("in_flight", ())
+    assert "parts after a 413" in held.message
+
+    store_path = tmp_path / "store.db"
+    async with SQLiteCallbackStore(store_path) as store:
+        body = connect_callback(1, rows[1]["number"], datetime.now(UTC))
+        assert await store.add(parse_callback(body), body)
+    args = ["checkpoint", "resolve", str(journal), "--callbacks", str(store_path)]
+    capsys.readouterr()
+    assert main([*args, "--file", str(leads)]) == 1
+    assert "was sent in parts after a 413: a callback proves only" in capsys.readouterr().out
+
+    # A run that finds it in flight reports it unknown (not sent again): still unproven.
+    async with FakeRyngServer(access_token=TOKEN) as second, client_of(second) as client:
+        again = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert (again.unknown, second.received_requests) == (8, 0)
+    assert main([*args, "--file", str(leads)]) == 1
+    assert "was sent in parts after a 413: a callback proves only" in capsys.readouterr().out
     assert SQLiteJournal.inspect(journal).resolved == ()

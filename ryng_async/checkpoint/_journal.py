@@ -324,6 +324,7 @@ class SQLiteJournal:
         attempt: int,
         maybe_duplicated: bool = False,
         ranges: Sequence[tuple[int, int]] | None = None,
+        message: str = "",
     ) -> asyncio.Future[None]:
         """Record batch ``index`` as in flight; return the future of its commit.
 
@@ -331,7 +332,8 @@ class SQLiteJournal:
         writing it: once it is done the record is durable. The record is queued when this
         returns (no coroutine: the bulk engine's hot path). ``maybe_duplicated`` marks a
         resend of a batch that may already be in Ryng; ``ranges`` are its runs of input
-        positions (see `prior`). A writer cancelled while it awaits stops waiting, but its
+        positions (see `prior`); ``message`` says what is in flight (a part of it). A
+        writer cancelled while it awaits stops waiting, but its
         record is still written: a batch never sent may then read as in flight, the safe
         side.
 
@@ -356,7 +358,7 @@ class SQLiteJournal:
             IN_FLIGHT,
             attempt,
             None,
-            "",
+            clean_message(message),
             duplicated,
             text,
             accepted,

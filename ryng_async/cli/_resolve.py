@@ -200,8 +200,8 @@ def _select(
 def _sent_in_parts(b: JournalledBatch) -> bool:
     """Whether the batch was sent in parts after a 413 (a call then proves one part).
 
-    Accepted in part, or its message says so: every outcome of a batch sent in parts
-    says "parts after a 413".
+    Accepted in part, or its message says so: a batch sent in parts says "parts after a
+    413" in flight (a run killed then), once it ended, and once a later run found it so.
     """
     return bool(b.accepted_ranges) or "parts after a 413" in b.message
 
