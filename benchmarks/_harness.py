@@ -398,8 +398,18 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "libraries": {name: _version(name) for name in LIBRARIES},
+        "lead_checks": _lead_checks(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def _lead_checks() -> str:
+    """Which batched lead checks the SDK runs: compiled (``_speedups``) or pure Python."""
+    from ryng_async import _lead_checks
+
+    if getattr(_lead_checks, "ACCELERATED", False):
+        return "compiled (ryng_async._speedups)"
+    return "pure Python"
 
 
 def load_results(path: Path) -> dict[str, Any]:

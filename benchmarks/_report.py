@@ -98,6 +98,11 @@ def _machine(machine: dict[str, Any]) -> list[str]:
         f"- Python {machine.get('python')} ({machine.get('implementation')}) "
         f"on {machine.get('platform')}",
         f"- Run: {machine.get('date')}",
+        *(
+            [f"- The SDK's batched lead checks: {machine['lead_checks']}"]
+            if machine.get("lead_checks")
+            else []
+        ),
         "",
     ]
     libraries = Table("Libraries", ["package", "version"])

@@ -1,7 +1,9 @@
 """Every lead check, before anything is sent.
 
-Leads take two paths. `leads_are_valid` checks a whole chunk of wire-form dicts with a
-few passes of C-level iteration (no per-lead Python bytecode), which is what keeps
+Leads take two paths. `leads_are_valid` checks a whole chunk of wire-form dicts at once:
+the compiled ``_speedups`` module does it in one C loop; where it is not built (or
+``RYNG_ASYNC_NO_EXTENSIONS`` is set) its pure-Python twin `python_leads_are_valid` does it
+with a few passes of C-level iteration (no per-lead Python bytecode). That is what keeps
 validation cheap beside encoding; `wire_leads` does the same for a chunk of `Lead`
 objects, made wire dicts first. Only a chunk they cannot vouch for goes lead by lead
 through `validate_lead`, the reference rules, which name the field, the value and the rule.
@@ -9,22 +11,29 @@ through `validate_lead`, the reference rules, which name the field, the value an
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain, repeat
 from operator import attrgetter, is_not, itemgetter
+from types import SimpleNamespace
 from typing import Any
 
 from ._exceptions import ValidationError, preview
 from ._models import Lead, WireRow, wire_lead_class
 
 __all__ = [
+    "ACCELERATED",
+    "LeadColumns",
     "agents_field",
     "check_agents",
     "check_text",
+    "lead_columns",
     "leads_are_valid",
     "proven_rows",
+    "python_lead_columns",
+    "python_leads_are_valid",
     "validate_lead",
     "validate_leads",
     "wire_leads",
@@ -79,11 +88,12 @@ def _is_lead_key(key: object) -> bool:
     return key in _FIXED_KEYS or (isinstance(key, str) and bool(_CUSTOM_FIELD.fullmatch(key)))
 
 
-def leads_are_valid(rows: list[Any]) -> bool:
+def python_leads_are_valid(rows: list[Any]) -> bool:
     """Say whether every row is a plain wire-form dict that `validate_lead` would accept.
 
     False means "not proven", not "invalid": the caller then checks lead by lead. Each
-    step below is one C-level pass over the chunk; no Python code runs per lead.
+    step below is one C-level pass over the chunk; no Python code runs per lead. The
+    compiled `leads_are_valid` answers the same in one loop, some 7x faster.
     """
     if not rows:
         return True
@@ -122,6 +132,33 @@ def leads_are_valid(rows: list[Any]) -> bool:
     return True
 
 
+def _compiled() -> Any:
+    """The compiled ``_speedups`` module, or None where it is not in use."""
+    if os.environ.get("RYNG_ASYNC_NO_EXTENSIONS"):
+        return None
+    try:
+        # Both names: a stale build without one of them is not used at all.
+        from ._speedups import lead_columns, leads_are_valid
+    except ImportError:  # built without a C compiler: the pure-Python twins serve
+        return None
+    return SimpleNamespace(leads_are_valid=leads_are_valid, lead_columns=lead_columns)
+
+
+_SPEEDUPS = _compiled()
+
+leads_are_valid: Callable[[list[Any]], bool] = (
+    python_leads_are_valid if _SPEEDUPS is None else _SPEEDUPS.leads_are_valid
+)
+"""Say whether every row is a plain wire-form dict that `validate_lead` would accept.
+
+The compiled check where ``_speedups`` is built, else `python_leads_are_valid`. False
+means "not proven", not "invalid": the caller then checks lead by lead.
+"""
+
+ACCELERATED = leads_are_valid is not python_leads_are_valid
+"""Whether leads are proven by the compiled ``_speedups`` module."""
+
+
 def proven_rows(rows: list[Any]) -> Sequence[WireRow] | None:
     """Return ``rows`` as a batch holds them if every lead is proven valid, else None.
 
@@ -138,18 +175,26 @@ def proven_rows(rows: list[Any]) -> Sequence[WireRow] | None:
     return _leads_to_wire(rows)
 
 
-def _wire_structs(rows: list[Any]) -> Sequence[WireRow] | None:
-    """The `WireLead` s of a same-shaped chunk of valid `Lead` s, or None (not proven).
+LeadColumns = tuple[tuple[int, ...], bool, list[list[Any]]]
+"""A same-shaped chunk of valid `Lead` s a column at a time: the first lead's custom field
+indexes (in its order), whether the leads name agents, and the columns: the numbers, the
+agents' lists (a new list a lead) if named, then one column a custom field."""
 
-    The same rules as `leads_are_valid`, on columns: each step is one C-level pass.
+
+def python_lead_columns(rows: list[Any], lead_type: type[Lead] = Lead) -> LeadColumns | None:
+    """The columns of a same-shaped chunk of valid ``lead_type`` s, or None (not proven).
+
+    The same rules as `python_leads_are_valid`, on columns: each step is one C-level pass.
+    The compiled `lead_columns` answers the same in one loop.
     """
-    if set(map(type, rows)) != {Lead}:
+    if set(map(type, rows)) != {lead_type}:
         return None
     fields = list(map(_custom_fields_of, rows))
     if set(map(type, fields)) != {dict} or len(set(map(len, fields))) != 1:
         return None
     indexes = tuple(fields[0])  # the first lead's order; every lead has these keys
-    if not set(map(type, indexes)) <= {int} or min(indexes, default=1) < 1:
+    # Exact ints, in every lead: True == 1, yet it must stay "customFieldTrue" (refused).
+    if set(map(type, chain.from_iterable(fields))) - {int} or min(indexes, default=1) < 1:
         return None  # e.g. customField0 or customFieldTrue: refused lead by lead
     numbers = list(map(_number_of, rows))
     try:
@@ -161,23 +206,39 @@ def _wire_structs(rows: list[Any]) -> Sequence[WireRow] | None:
         return None
     if text.count("\n") != len(rows) - 1 or not _E164_LINES.fullmatch(text + "\n"):
         return None
-    names: list[str] = []
     agents = list(map(_agents_of, rows))
     agent_types = set(map(type, agents))
-    if agent_types <= _LISTED_AGENTS:
+    named = agent_types <= _LISTED_AGENTS
+    if named:
         agent_lists = list(map(list, agents))
-        named = list(chain.from_iterable(agent_lists))
-        if not all(agent_lists) or set(map(type, named)) - {str} or not all(map(len, named)):
+        listed = list(chain.from_iterable(agent_lists))
+        if not all(agent_lists) or set(map(type, listed)) - {str} or not all(map(len, listed)):
             return None
-        names.append("agentsAssigned")
         columns.insert(0, agent_lists)
     elif agent_types != _NO_AGENTS:
         return None
+    columns.insert(0, numbers)
+    return indexes, named, columns
+
+
+lead_columns: Callable[[list[Any], type[Lead]], LeadColumns | None] = (
+    python_lead_columns if _SPEEDUPS is None else _SPEEDUPS.lead_columns
+)
+"""The columns of a same-shaped chunk of valid `Lead` s, or None: compiled where built."""
+
+
+def _wire_structs(rows: list[Any]) -> Sequence[WireRow] | None:
+    """The `WireLead` s of a same-shaped chunk of valid `Lead` s, or None (not proven)."""
+    shape = lead_columns(rows, Lead)
+    if shape is None:
+        return None
+    indexes, named, columns = shape
+    names = ["agentsAssigned"] if named else []
     names += [f"customField{index}" for index in indexes]
     made = wire_lead_class(tuple(names))
     if made is None:
         return None
-    return list(map(made, numbers, *columns))
+    return list(map(made, *columns))
 
 
 def wire_leads(rows: list[Any]) -> list[dict[str, Any]] | None:

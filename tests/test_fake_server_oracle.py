@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from _lead_proofs import leads_are_valid
 from conftest import FAST_RETRY, TOKEN
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 import ryng_async._vendor_rules
 import ryng_async.testing
 from ryng_async import RyngClient, ValidationError
-from ryng_async._lead_checks import leads_are_valid, validate_lead
+from ryng_async._lead_checks import validate_lead
 from ryng_async._vendor_rules import first_bad_lead, leads_pass
 from ryng_async.testing import FakeRyngServer
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from _lead_proofs import leads_are_valid
 from conftest import VENDOR_EXAMPLE_BODY
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ryng_async import AgentMapping, AppendResponse, Lead, ValidationError
 from ryng_async._lead_checks import (
-    leads_are_valid,
     proven_rows,
     validate_lead,
     validate_leads,
