@@ -11,15 +11,14 @@ through `validate_lead`, the reference rules, which name the field, the value an
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain, repeat
 from operator import attrgetter, is_not, itemgetter
-from types import SimpleNamespace
 from typing import Any
 
+from ._compiled import SPEEDUPS
 from ._exceptions import ValidationError, preview
 from ._models import Lead, WireRow, wire_lead_class
 
@@ -132,22 +131,8 @@ def python_leads_are_valid(rows: list[Any]) -> bool:
     return True
 
 
-def _compiled() -> Any:
-    """The compiled ``_speedups`` module, or None where it is not in use."""
-    if os.environ.get("RYNG_ASYNC_NO_EXTENSIONS"):
-        return None
-    try:
-        # Both names: a stale build without one of them is not used at all.
-        from ._speedups import lead_columns, leads_are_valid
-    except ImportError:  # built without a C compiler: the pure-Python twins serve
-        return None
-    return SimpleNamespace(leads_are_valid=leads_are_valid, lead_columns=lead_columns)
-
-
-_SPEEDUPS = _compiled()
-
 leads_are_valid: Callable[[list[Any]], bool] = (
-    python_leads_are_valid if _SPEEDUPS is None else _SPEEDUPS.leads_are_valid
+    python_leads_are_valid if SPEEDUPS is None else SPEEDUPS.leads_are_valid
 )
 """Say whether every row is a plain wire-form dict that `validate_lead` would accept.
 
@@ -222,7 +207,7 @@ def python_lead_columns(rows: list[Any], lead_type: type[Lead] = Lead) -> LeadCo
 
 
 lead_columns: Callable[[list[Any], type[Lead]], LeadColumns | None] = (
-    python_lead_columns if _SPEEDUPS is None else _SPEEDUPS.lead_columns
+    python_lead_columns if SPEEDUPS is None else SPEEDUPS.lead_columns
 )
 """The columns of a same-shaped chunk of valid `Lead` s, or None: compiled where built."""
 

@@ -409,6 +409,112 @@ PyDoc_STRVAR(lead_columns_doc,
 "whether every lead names agents, and the columns: the numbers, the agents' lists (a new\n"
 "list a lead) if named, then one column a custom field, in the order of indexes.");
 
+/* -- CSV rows into lead dicts ------------------------------------------------------- */
+
+static int
+needs_strip(PyObject *cell)
+{
+    if (!PyUnicode_CheckExact(cell)) {
+        return 1;  /* whatever it is, its own strip() decides */
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(cell);
+    if (length == 0) {
+        return 0;
+    }
+    int kind = PyUnicode_KIND(cell);
+    const void *data = PyUnicode_DATA(cell);
+    return Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, 0))
+        || Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, length - 1));
+}
+
+/* rows_to_dicts(rows, keys, indices, strip_at): a dict a row, as the display
+ * {keys[0]: row[indices[0]], ...} makes it, the cell under keys[strip_at] stripped. */
+static PyObject *
+rows_to_dicts(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyTuple_Check(args[1])
+        || !PyTuple_Check(args[2]) || !PyLong_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "rows_to_dicts(rows: list, keys: tuple, indices: tuple, strip_at: int)");
+        return NULL;
+    }
+    PyObject *rows = args[0], *keys = args[1], *indices = args[2];
+    Py_ssize_t width = PyTuple_GET_SIZE(keys);
+    if (PyTuple_GET_SIZE(indices) != width) {
+        PyErr_SetString(PyExc_ValueError, "rows_to_dicts: as many indices as keys");
+        return NULL;
+    }
+    Py_ssize_t strip_at = PyLong_AsSsize_t(args[3]);
+    if (strip_at == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t *at = PyMem_New(Py_ssize_t, width > 0 ? width : 1);
+    if (at == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < width; k++) {
+        at[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(indices, k));
+        if (at[k] < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "rows_to_dicts: indices must be >= 0");
+            }
+            PyMem_Free(at);
+            return NULL;
+        }
+    }
+    Py_ssize_t count = PyList_GET_SIZE(rows);
+    PyObject *leads = PyList_New(count);
+    if (leads == NULL) {
+        PyMem_Free(at);
+        return NULL;
+    }
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *row = PyList_GET_ITEM(rows, r);
+        if (!PyList_Check(row)) {
+            PyErr_Format(PyExc_TypeError, "rows_to_dicts: row %zd is not a list", r);
+            goto error;
+        }
+        PyObject *lead = PyDict_New();
+        if (lead == NULL) {
+            goto error;
+        }
+        PyList_SET_ITEM(leads, r, lead);
+        for (Py_ssize_t k = 0; k < width; k++) {
+            if (at[k] >= PyList_GET_SIZE(row)) {
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                goto error;
+            }
+            PyObject *cell = PyList_GET_ITEM(row, at[k]);
+            int failed;
+            if (k == strip_at && needs_strip(cell)) {
+                PyObject *stripped = PyObject_CallMethod(cell, "strip", NULL);
+                if (stripped == NULL) {
+                    goto error;
+                }
+                failed = PyDict_SetItem(lead, PyTuple_GET_ITEM(keys, k), stripped);
+                Py_DECREF(stripped);
+            }
+            else {
+                failed = PyDict_SetItem(lead, PyTuple_GET_ITEM(keys, k), cell);
+            }
+            if (failed) {
+                goto error;
+            }
+        }
+    }
+    PyMem_Free(at);
+    return leads;
+error:
+    PyMem_Free(at);
+    Py_DECREF(leads);
+    return NULL;
+}
+
+PyDoc_STRVAR(rows_to_dicts_doc,
+"rows_to_dicts(rows, keys, indices, strip_at, /)\n--\n\n"
+"A dict a row: {keys[0]: row[indices[0]], ...}, the cell under keys[strip_at] stripped\n"
+"of surrounding whitespace (str.strip()); -1 strips none.");
+
 PyDoc_STRVAR(leads_are_valid_doc,
 "leads_are_valid(rows, /)\n--\n\n"
 "Say whether every row is a plain wire-form dict that validate_lead would accept.\n\n"
@@ -417,6 +523,8 @@ PyDoc_STRVAR(leads_are_valid_doc,
 static PyMethodDef speedups_methods[] = {
     {"leads_are_valid", leads_are_valid, METH_O, leads_are_valid_doc},
     {"lead_columns", (PyCFunction)(void (*)(void))lead_columns, METH_FASTCALL, lead_columns_doc},
+    {"rows_to_dicts", (PyCFunction)(void (*)(void))rows_to_dicts, METH_FASTCALL,
+     rows_to_dicts_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ryng_async.cli import _readers
+from ryng_async.cli._lead_rows import lead_maker, leads_maker, python_leads_maker
 from ryng_async.cli._readers import (
     InputError,
     LineMap,
@@ -247,17 +248,24 @@ async def test_aiter_leads_yields_every_lead_in_order(tmp_path: Path) -> None:
 
 
 def test_a_row_s_lead_is_its_picked_cells_under_wire_keys_the_number_stripped() -> None:
-    make = _readers._lead_maker(("number", "customField1", "agentsAssigned"), (2, 0, 1))
-    lead = make(["  Pune ", "ann|bob", " +919812345678\t", "left out"])
-    assert lead == {
-        "number": "+919812345678",
-        "customField1": "  Pune ",
-        "agentsAssigned": "ann|bob",
-    }
-    assert list(lead) == ["number", "customField1", "agentsAssigned"]
+    keys, indices = ("number", "customField1", "agentsAssigned"), (2, 0, 1)
+    row = ["  Pune ", "ann|bob", " +919812345678\t", "left out"]
+    for lead in (
+        lead_maker(keys, indices)(row),
+        *leads_maker(keys, indices)([row]),  # compiled where built
+        *python_leads_maker(keys, indices)([row]),
+    ):
+        assert lead == {
+            "number": "+919812345678",
+            "customField1": "  Pune ",
+            "agentsAssigned": "ann|bob",
+        }
+        assert list(lead) == ["number", "customField1", "agentsAssigned"]
     # Its source is made from the SDK's own keys only: anything else is refused.
     with pytest.raises(AssertionError, match="not wire keys"):
-        _readers._lead_maker(("number", "x': __import__('os')}#"), (0, 1))
+        lead_maker(("number", "x': __import__('os')}#"), (0, 1))
+    with pytest.raises(AssertionError, match="not wire keys"):
+        leads_maker(("number", "x': __import__('os')}#"), (0, 1))
 
 
 def test_json_lines_numbers_are_stripped_as_a_csv_s_on_every_decoding_path(
@@ -317,3 +325,39 @@ def test_a_json_lines_file_and_a_csv_of_one_content_give_the_same_numbers(
     from_json_lines, _ = read_all(folder / "leads.jsonl")
     assert from_json_lines == from_csv
     assert [lead["number"] for lead in from_csv] == [n.strip() for n in numbers]
+
+
+# Cells as a CSV reader gives them; the number's often padded with any kind of space.
+CELLS = st.text(max_size=6)
+SPACES = st.text(alphabet=" \t\n\r\x0b\x0c\x1c\x85\xa0\u2003\u3000", max_size=2)
+
+
+@settings(derandomize=True, database=None, max_examples=300, deadline=None)
+@given(
+    st.permutations(["number", "customField1", "customField2", "agentsAssigned"]).flatmap(
+        lambda keys: st.tuples(
+            st.just(tuple(keys[: len(keys) - 1])),
+            st.lists(st.tuples(SPACES, CELLS, SPACES).map("".join), min_size=5, max_size=5).flatmap(
+                lambda first: st.lists(
+                    st.just(first) | st.lists(CELLS, min_size=5, max_size=5), max_size=4
+                )
+            ),
+            st.permutations(range(5)).map(lambda at: tuple(at[:3])),
+        )
+    )
+)
+def test_the_compiled_row_maker_makes_what_the_display_makes(
+    case: tuple[tuple[str, ...], list[list[str]], tuple[int, ...]],
+) -> None:
+    keys, rows, indices = case
+    expected = python_leads_maker(keys, indices)(rows)
+    made = leads_maker(keys, indices)(rows)
+    assert made == expected
+    assert [list(lead) for lead in made] == [list(lead) for lead in expected]
+
+
+def test_the_row_maker_refuses_a_row_too_short_as_the_display_does() -> None:
+    keys, indices = ("number", "customField1"), (0, 3)
+    for make in (leads_maker(keys, indices), python_leads_maker(keys, indices)):
+        with pytest.raises(IndexError):
+            make([["+919812345678", "a", "b", "c"], ["+919812345678"]])
