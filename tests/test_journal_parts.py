@@ -234,7 +234,7 @@ async def test_the_journal_s_outcomes_give_accepted_runs_their_own_outcome(
 
 records = st.lists(
     st.one_of(
-        st.tuples(st.just("in_flight"), st.integers(0, 2)),
+        st.tuples(st.just("in_flight"), st.integers(0, 2), st.booleans()),
         st.tuples(
             st.just("part"),
             st.integers(0, 2),
@@ -245,6 +245,7 @@ records = st.lists(
             st.integers(0, 2),
             st.sampled_from([BatchState.ACCEPTED, BatchState.UNKNOWN, BatchState.FAILED]),
             st.lists(st.tuples(st.integers(0, 9), st.integers(1, 3)), max_size=2),
+            st.booleans(),
         ),
         st.just(("reopen",)),
     ),
@@ -267,7 +268,9 @@ def inside(index: int, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 async def test_any_sequence_of_records_keeps_the_union_of_every_accepted_run(
     ops: list[tuple[Any, ...]],
 ) -> None:
+    # ... and sent in parts once any record said so (in flight in parts, runs accepted).
     accepted: dict[int, tuple[tuple[int, int], ...]] = {}
+    in_parts: dict[int, bool] = {}
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "j"
         journal = await journal_with(path)
@@ -277,16 +280,18 @@ async def test_any_sequence_of_records_keeps_the_union_of_every_accepted_run(
                     await journal.aclose()
                     journal = await journal_with(path)
                 elif op[0] == "in_flight":
-                    await journal.in_flight(op[1], **where(op[1]), attempt=1)
+                    await journal.in_flight(op[1], **where(op[1]), attempt=1, in_parts=op[2])
                     accepted.setdefault(op[1], ())
+                    in_parts[op[1]] = in_parts.get(op[1], False) or op[2]
                 elif op[1] not in accepted:
                     continue  # never journalled: refused (another test)
                 elif op[0] == "part":
                     runs = inside(op[1], op[2])
                     journal.part_accepted(op[1], runs)
                     accepted[op[1]] = union_runs(accepted[op[1]], runs)
+                    in_parts[op[1]] = in_parts[op[1]] or bool(runs)
                 else:
-                    _, index, state, runs = op
+                    _, index, state, runs, parts = op
                     runs = inside(index, runs)
                     journal.settled(
                         index,
@@ -295,17 +300,22 @@ async def test_any_sequence_of_records_keeps_the_union_of_every_accepted_run(
                         status=None,
                         message="",
                         accepted_ranges=runs,
+                        in_parts=parts,
                     )
                     accepted[index] = union_runs(accepted[index], runs)
+                    in_parts[index] = in_parts[index] or parts or bool(runs)
                 got = {i: b.accepted_ranges for i, b in journal.batches.items()}
                 assert got == accepted
+                assert {i: b.sent_in_parts for i, b in journal.batches.items()} == in_parts
         finally:
             await journal.aclose()
         assert {b.index: b.accepted_ranges for b in SQLiteJournal.read_batches(path)} == accepted
+        assert {b.index: b.sent_in_parts for b in SQLiteJournal.read_batches(path)} == in_parts
         summary = SQLiteJournal.inspect(path)
         assert summary.total_leads == 10 * len(accepted)
         async with await journal_with(path) as journal:  # folded
             assert {i: b.accepted_ranges for i, b in journal.batches.items()} == accepted
+            assert {i: b.sent_in_parts for i, b in journal.batches.items()} == in_parts
 
 
 # --- sent in parts: a sticky flag, not a message's wording --------------------------------

@@ -9,6 +9,7 @@ upstream exactly once (none where a part may have been appended: those are ``unk
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -609,6 +610,9 @@ async def test_a_batch_once_sent_in_parts_stays_unproven_whatever_its_later_reco
     assert code == 1, out
     assert "batch 0: leads 0-7 was sent in parts after a 413: a callback proves only" in out
     assert SQLiteJournal.inspect(journal).resolved == ()
+    assert main(["checkpoint", "show", str(journal), "--json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["uncertain"]
+    assert (shown["index"], shown["sent_in_parts"]) == (0, True)
 
 
 # -- a definite stop in the middle of a split ---------------------------------------------
