@@ -728,3 +728,24 @@ async def test_the_parts_a_403_left_unsent_are_skipped_in_the_metrics_and_for_re
         ["accepted"] * 2 + ["failed"] * 2 + ["skipped"] * 4
     )
     outcomes.finish(8)
+
+
+async def test_a_stop_for_failures_in_a_split_leaves_the_parts_never_sent_skipped() -> None:
+    # Whole: 413. First half: 413. Its first quarter: 400. Each counts toward
+    # max_consecutive_failures (a 413 too), so the third stops the load: no other part is
+    # sent. 2 leads failed, 6 skipped.
+    plan = FaultPlan(script=[None, None, Fault.BAD_REQUEST])
+    rows = [lead(i, size=200) for i in range(8)]
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=700, faults=plan) as server,
+        client_of(server) as client,
+    ):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=8, max_consecutive_failures=3)
+    assert [r.status for r in server.requests] == [413, 413, 400]
+    assert (report.accepted, report.failed, report.skipped, report.unknown) == (0, 2, 6, 0)
+    (result,) = report.batches
+    assert (result.outcome, result.skipped_ranges) == (Outcome.FAILED, ((2, 6),))
+    assert "3 batches in a row were not accepted" in (report.stop_reason or "")
+    check_counts(report)
+    assert report.failed_ranges() == [(0, 8)]
+    assert ids(report.failed_leads()) == [str(i) for i in range(8)]
