@@ -38,6 +38,7 @@ with ``raise ... from exc``. No error message ever contains the access token.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 __all__ = [
@@ -57,6 +58,21 @@ __all__ = [
 ]
 
 _BODY_PREVIEW = 200
+
+
+def fresh_copy(error: RyngError) -> RyngError:
+    """A copy of ``error`` to raise, so raising never grows the original's traceback.
+
+    The original lives in a report; a raise would chain the caller's frames onto its
+    ``__traceback__`` (and each raise again, deeper), keeping them alive with the report.
+    """
+    try:
+        fresh = copy.copy(error)
+    except Exception:
+        return error
+    fresh.__cause__ = error.__cause__
+    fresh.__suppress_context__ = error.__suppress_context__
+    return fresh
 
 
 def preview(value: object, limit: int = 60) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -10,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ._exceptions import AmbiguousError, RyngError, ValidationError
+from ._exceptions import AmbiguousError, RyngError, ValidationError, fresh_copy
 from ._runs import Runs, count_of, subtract_runs
 
 __all__ = ["BatchResult", "BulkReport", "InvalidLead", "Outcome", "Progress"]
@@ -71,6 +70,9 @@ class BatchResult:
             processed (``retry_ambiguous``): its leads may be in Ryng twice.
         accepted_ranges: runs of its positions accepted though the batch was not: parts
             answered 200 after a 413. They count as accepted and are never sent again.
+        skipped_ranges: runs of its ``open_ranges`` never sent while others were (parts
+            a stop left unsent, after a 413): they count as skipped, the rest of
+            ``open_ranges`` under ``outcome`` (failed or unknown). () for most batches.
     """
 
     index: int
@@ -87,6 +89,7 @@ class BatchResult:
     maybe_duplicated: bool = False
     ranges: Ranges = ()
     accepted_ranges: Ranges = ()
+    skipped_ranges: Ranges = ()
 
     def __post_init__(self) -> None:
         if not self.ranges and self.count:
@@ -106,6 +109,11 @@ class BatchResult:
             return self.count
         return count_of(self.accepted_ranges)
 
+    @property
+    def skipped_count(self) -> int:
+        """Its leads in ``skipped_ranges``, never sent (0 if it was accepted)."""
+        return 0 if self.outcome is Outcome.ACCEPTED else count_of(self.skipped_ranges)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-able values (leads left out)."""
         return {
@@ -122,6 +130,7 @@ class BatchResult:
             "resumed": self.resumed,
             "maybe_duplicated": self.maybe_duplicated,
             "accepted_ranges": [list(run) for run in self.accepted_ranges],
+            "skipped_ranges": [list(run) for run in self.skipped_ranges],
         }
 
 
@@ -336,7 +345,9 @@ class BulkReport:
         if result.maybe_duplicated:
             self.maybe_duplicated += accepted
         self.accepted += accepted
-        rest = result.count - accepted
+        never_sent = result.skipped_count  # parts a stop left unsent: skipped
+        self.skipped += never_sent
+        rest = result.count - accepted - never_sent
         if result.outcome is Outcome.FAILED:
             self.failed += rest
         elif result.outcome is Outcome.UNKNOWN:
@@ -481,7 +492,7 @@ class BulkReport:
         reason = self.stop_reason or "the load did not finish"
         error: RyngError
         if first_error is not None:
-            error = _fresh(first_error)
+            error = fresh_copy(first_error)
         elif self.unknown:
             error = AmbiguousError(
                 f"{self.unknown} leads may or may not have been appended ({reason}); "
@@ -582,18 +593,3 @@ class BulkReport:
             f"(HTTP 413){accepted}: batches were split in halves to fit; set max_batch_bytes "
             "below the server's limit to send them whole"
         )
-
-
-def _fresh(error: RyngError) -> RyngError:
-    """A copy of ``error`` to raise, so raising never grows the original's traceback.
-
-    The original lives in the report; a raise would chain the caller's frames onto its
-    ``__traceback__`` (and each raise again, deeper), keeping them alive with the report.
-    """
-    try:
-        fresh = copy.copy(error)
-    except Exception:
-        return error
-    fresh.__cause__ = error.__cause__
-    fresh.__suppress_context__ = error.__suppress_context__
-    return fresh

@@ -82,7 +82,7 @@ class Resume:
                 "these leads in Ryng, then record what you found (ryng-async checkpoint "
                 "resolve, or SQLiteJournal.resolve); resend_unknown=True sends them anyway"
             )
-            if "parts after a 413" in prior.message:  # kept for resolve --callbacks
+            if prior.sent_in_parts:  # the journal's flag sticks; the words are for people
                 message += " (sent in parts after a 413)"
         return BatchResult(
             index=batch.index,
@@ -173,6 +173,7 @@ class _JournalObserver:
         journal = self._resume.journal
         if isinstance(event, AttemptStarting) and event.batch_index is not None:
             batch = self._unfinished[event.batch_index]
+            in_parts = batch.index in self._resume.in_parts
             return journal.in_flight(
                 batch.index,
                 start=batch.start,
@@ -180,8 +181,10 @@ class _JournalObserver:
                 digest=self._resume.digests[batch.index],
                 attempt=event.attempt,
                 ranges=batch.ranges,
-                # `checkpoint resolve --callbacks` reads it: a call proves one part only.
-                message=IN_PARTS if batch.index in self._resume.in_parts else "",
+                message=IN_PARTS if in_parts else "",
+                # Sticky: `checkpoint resolve --callbacks` never lets a call prove such a
+                # batch (a call proves its own part only).
+                in_parts=in_parts,
             )
         if isinstance(event, BatchSettled) and not self._report.finished:
             # Once the report is finished, the load journalled the rest itself.
@@ -209,4 +212,5 @@ def _journal_settled(journal: SQLiteJournal, result: BatchResult) -> None:
         message=result.message,
         maybe_duplicated=result.maybe_duplicated,
         accepted_ranges=result.accepted_ranges,
+        in_parts=bool(result.skipped_ranges),  # a split's; its parts' records said so too
     )

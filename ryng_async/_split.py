@@ -202,7 +202,9 @@ def combine(batch: Batch, parts: list[BatchResult], *, accepted_before: Runs = (
     The accepted parts' positions (and ``accepted_before``: those an earlier run had
     accepted, the parts then covering the rest) are its ``accepted_ranges``; its outcome
     is that of the rest: accepted if nothing is left, unknown if a part may have been
-    appended, skipped if no part of the rest was sent, else failed. Its ``leads`` are
+    appended, skipped if no part of the rest was sent, else failed. Parts of the rest a
+    stop left unsent while others were sent (a 403 in the middle) are its
+    ``skipped_ranges``: they count as skipped, not under its outcome. Its ``leads`` are
     the rest's, so that what is sent again never holds a lead appended already.
     """
     if len(parts) == 1 and parts[0].count == batch.count:
@@ -219,6 +221,11 @@ def combine(batch: Batch, parts: list[BatchResult], *, accepted_before: Runs = (
         outcome = Outcome.FAILED
     accepted = union_runs(
         accepted_before, *(part.ranges for part in parts if part.outcome is Outcome.ACCEPTED)
+    )
+    never_sent = (
+        union_runs(*(part.ranges for part in rest if part.outcome is Outcome.SKIPPED))
+        if outcome is Outcome.FAILED or outcome is Outcome.UNKNOWN
+        else ()
     )
     worst = next((part for part in rest if part.outcome is outcome), parts[-1])
     described = "; ".join(
@@ -246,6 +253,7 @@ def combine(batch: Batch, parts: list[BatchResult], *, accepted_before: Runs = (
         leads=tuple(lead for part in rest for lead in part.leads),
         maybe_duplicated=any(part.maybe_duplicated for part in parts),
         accepted_ranges=() if outcome is Outcome.ACCEPTED else accepted,
+        skipped_ranges=never_sent,
     )
 
 

@@ -215,10 +215,13 @@ class PrometheusObserver:
             result = event.result
             outcome = result.outcome.value
             accepted = result.accepted_count  # all, or the parts accepted after a 413
+            never_sent = result.skipped_count  # parts a stop left unsent, after a 413
             if accepted:
                 self.leads.labels(**base, outcome="accepted").inc(accepted)
-            if result.count > accepted:
-                self.leads.labels(**base, outcome=outcome).inc(result.count - accepted)
+            if never_sent:
+                self.leads.labels(**base, outcome="skipped").inc(never_sent)
+            if result.count > accepted + never_sent:
+                self.leads.labels(**base, outcome=outcome).inc(result.count - accepted - never_sent)
             self.batches.labels(**base, outcome=outcome).inc()
             rate = event.progress.rate
             (self.rate.labels(**base) if base else self.rate).set(

@@ -199,6 +199,7 @@ def as_format_1(path: Path) -> None:
     journal_format.fold(conn)  # the records into the batch table, as format 1 kept them
     conn.execute("ALTER TABLE batch DROP COLUMN ranges")
     conn.execute("ALTER TABLE batch DROP COLUMN accepted")  # format 5's
+    conn.execute("ALTER TABLE batch DROP COLUMN in_parts")  # format 5's
     conn.execute("ALTER TABLE load DROP COLUMN digest_algorithm")
     conn.execute("DROP TABLE log")
     conn.execute("DROP TABLE resolution")  # format 4's
@@ -248,6 +249,7 @@ def as_format_2(path: Path) -> None:
     rows = conn.execute("SELECT records FROM log").fetchall()
     conn.execute("ALTER TABLE batch DROP COLUMN ranges")
     conn.execute("ALTER TABLE batch DROP COLUMN accepted")  # format 5's
+    conn.execute("ALTER TABLE batch DROP COLUMN in_parts")  # format 5's
     conn.execute("DROP TABLE resolution")  # format 4's
     encode = msgspec.msgpack.encode
     decode = journal_rows.unpack_records
@@ -295,8 +297,10 @@ async def test_a_journal_of_format_2_resumes_and_learns_the_exact_positions(
 
 
 def without_accepted_runs(conn: sqlite3.Connection) -> None:
-    """Drop what format 5 added: the batch's accepted runs, in the table and the log."""
+    """Drop what format 5 added: the batch's accepted runs and its in-parts flag, in the
+    table and the log."""
     conn.execute("ALTER TABLE batch DROP COLUMN accepted")
+    conn.execute("ALTER TABLE batch DROP COLUMN in_parts")
     rows = conn.execute("SELECT seq, records FROM log").fetchall()
     for seq, records in rows:
         old = [list(record[:10]) for record in journal_rows.unpack_records(records)]

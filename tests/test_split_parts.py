@@ -9,6 +9,8 @@ upstream exactly once (none where a part may have been appended: those are ``unk
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from ryng_async import (
     AttemptEnded,
     AttemptStarting,
+    AuthenticationError,
     BatchPacked,
     BulkReport,
     Outcome,
@@ -72,7 +75,12 @@ def check_counts(report: BulkReport) -> None:
     for result in report.batches:
         by_outcome[Outcome.ACCEPTED] += result.accepted_count
         if result.outcome is not Outcome.ACCEPTED:
-            by_outcome[result.outcome] += len(positions(result.open_ranges))
+            # Parts never sent (a stop in the middle of a split) count as skipped.
+            skipped = positions(result.skipped_ranges)
+            assert set(skipped) <= set(positions(result.open_ranges))
+            assert not skipped or result.outcome in {Outcome.FAILED, Outcome.UNKNOWN}
+            by_outcome[Outcome.SKIPPED] += len(skipped)
+            by_outcome[result.outcome] += len(positions(result.open_ranges)) - len(skipped)
             assert set(positions(result.accepted_ranges)) <= set(positions(result.ranges))
             assert not set(positions(result.accepted_ranges)) & set(positions(result.open_ranges))
     assert by_outcome == {
@@ -228,6 +236,8 @@ def split_loads(draw: st.DrawFn) -> dict[str, Any]:
         "plan": FaultPlan(seed=draw(st.integers(0, 2**16)), rates=rates),
         "batch_size": draw(st.integers(2, 12)),
         "concurrency": draw(st.integers(1, 3)),
+        # A stop in the middle of a split leaves parts never sent (skipped_ranges).
+        "stop_after": draw(st.sampled_from([None, None, 1, 2])),
     }
 
 
@@ -247,7 +257,11 @@ async def test_parts_prove_what_they_say_and_a_redrive_appends_each_lead_once(
     ) as server:
         async with client_of(server) as client:
             report = await client.bulk_append(
-                CAMPAIGN, rows, batch_size=load["batch_size"], concurrency=load["concurrency"]
+                CAMPAIGN,
+                rows,
+                batch_size=load["batch_size"],
+                concurrency=load["concurrency"],
+                max_consecutive_failures=load["stop_after"],
             )
         check_counts(report)
         received = server.lead_counts("customField1")
@@ -259,10 +273,19 @@ async def test_parts_prove_what_they_say_and_a_redrive_appends_each_lead_once(
             row["customField1"] for r in server.requests if r.status == 200 for row in r.leads
         }
         assert accepted == answered
+        read = {  # the leads of every body the server read (a 413 refuses one unread)
+            lead_id.decode()
+            for r in server.requests
+            if r.body
+            for lead_id in re.findall(rb'"customField1":"(\d+)"', r.body)
+        }
         unknown = set()
         for result in report.batches:
             if result.accepted_ranges:
                 event("a batch accepted in part")
+            if result.skipped_ranges:
+                event("parts of a batch never sent")
+            assert not {str(p) for p in positions(result.skipped_ranges)} & read
             open_ids = {str(p) for p in positions(result.open_ranges)}
             if result.outcome is Outcome.UNKNOWN:
                 unknown |= open_ids
@@ -278,9 +301,12 @@ async def test_parts_prove_what_they_say_and_a_redrive_appends_each_lead_once(
         assert not set(ids(resend)) & accepted
     # Re-drive everything not accepted but what may have been appended, to a server that
     # takes it all: then every lead that is not unknown is upstream exactly once.
+    unread = [
+        row for start, count in report.failed_ranges() if count is None for row in rows[start:]
+    ]
     async with FakeRyngServer(access_token=TOKEN) as bigger, client_of(bigger) as client:
         again = await client.bulk_append(
-            CAMPAIGN, [row for row in resend if row["customField1"] not in unknown]
+            CAMPAIGN, [row for row in resend if row["customField1"] not in unknown] + unread
         )
     assert again.ok
     final = server.lead_counts("customField1") + bigger.lead_counts("customField1")
@@ -550,3 +576,176 @@ async def test_a_run_killed_with_a_part_in_flight_leaves_a_batch_no_callback_pro
     assert main([*args, "--file", str(leads)]) == 1
     assert "was sent in parts after a 413: a callback proves only" in capsys.readouterr().out
     assert SQLiteJournal.inspect(journal).resolved == ()
+
+
+async def test_a_batch_once_sent_in_parts_stays_unproven_whatever_its_later_records_say(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Run 1: whole 413; first half 502 after recording (may be appended); second half 400.
+    # Run 2 (resend_unknown) to a server that takes the whole batch, answered 502: its
+    # last record is a plain 502, not a word of parts. A call for a lead of the first
+    # half may come from run 1's half: it proves that half only, so the batch stays open.
+    from datetime import UTC, datetime
+
+    from test_resolve import connect_callback
+
+    from ryng_async import parse_callback
+    from ryng_async.callbacks import SQLiteCallbackStore
+    from ryng_async.cli import main
+
+    journal = tmp_path / "load.ckpt"
+    rows = [lead(i, size=200) for i in range(8)]
+    leads = tmp_path / "leads.csv"
+    leads.write_text("number\n" + "".join(f"{row['number']}\n" for row in rows))
+    plan = FaultPlan(script=[None, Fault.BAD_GATEWAY, Fault.BAD_REQUEST])
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=1_200, faults=plan) as server,
+        client_of(server) as client,
+    ):
+        first = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert first.unknown == 8
+    whole = FaultPlan(script=[Fault.BAD_GATEWAY])
+    async with (
+        FakeRyngServer(access_token=TOKEN, faults=whole) as second,
+        client_of(second) as client,
+    ):
+        again = await client.bulk_append(
+            CAMPAIGN, rows, batch_size=8, checkpoint=journal, resend_unknown=True
+        )
+        assert [len(request.leads) for request in second.requests] == [8]  # sent whole
+    assert again.unknown == 8
+    (held,) = SQLiteJournal.read_batches(journal)
+    assert str(held.state) == "unknown"
+    assert "parts" not in held.message  # the last record says nothing of parts
+    assert held.sent_in_parts
+    store_path = tmp_path / "store.db"
+    async with SQLiteCallbackStore(store_path) as store:
+        body = connect_callback(1, rows[1]["number"], datetime.now(UTC))
+        assert await store.add(parse_callback(body), body)
+    capsys.readouterr()
+    args = ["checkpoint", "resolve", str(journal), "--callbacks", str(store_path)]
+    code = main([*args, "--file", str(leads)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "batch 0: leads 0-7 was sent in parts after a 413: a callback proves only" in out
+    assert SQLiteJournal.inspect(journal).resolved == ()
+    assert main(["checkpoint", "show", str(journal), "--json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["uncertain"]
+    assert (shown["index"], shown["sent_in_parts"]) == (0, True)
+
+
+# -- a definite stop in the middle of a split ---------------------------------------------
+
+
+def revoke_the_token_at(server: FakeRyngServer, index: int) -> Any:
+    """An ``on_request`` that makes every request after the ``index``-th one get a 403."""
+
+    def revoke(request: ReceivedRequest) -> None:
+        if request.index == index:
+            server.access_token = "revoked"
+
+    return revoke
+
+
+async def test_a_403_in_the_middle_of_a_split_leaves_the_parts_never_sent_skipped(
+    tmp_path: Path,
+) -> None:
+    # Whole: 413. First half: 413. Its first quarter: 200, and the token is revoked then.
+    # Its second quarter: 403 (failed). The second half is never sent: skipped.
+    journal = tmp_path / "load.ckpt"
+    rows = [lead(i, size=200) for i in range(8)]
+    report = BulkReport()
+    server = FakeRyngServer(access_token=TOKEN, max_body=700)
+    server.on_request = revoke_the_token_at(server, 2)
+    async with server, client_of(server) as client:
+        with pytest.raises(AuthenticationError):
+            await client.bulk_append(
+                CAMPAIGN, rows, batch_size=8, checkpoint=journal, report=report
+            )
+    assert [(r.status, len(r.leads)) for r in server.requests] == [
+        (413, 0), (413, 0), (200, 2), (403, 0)
+    ]  # fmt: skip
+    assert (report.accepted, report.failed, report.skipped, report.unknown) == (2, 2, 4, 0)
+    (result,) = report.batches
+    assert result.outcome is Outcome.FAILED  # the part the 403 refused
+    assert result.accepted_ranges == ((0, 2),)
+    assert result.skipped_ranges == ((4, 4),)  # never sent
+    assert result.open_ranges == ((2, 6),)
+    check_counts(report)
+    assert report.failed_ranges() == [(2, 6)]  # failed and skipped: both to send again
+    assert report.to_dict()["batches"][0]["skipped_ranges"] == [[4, 4]]
+    # A resume sends the rest, failed and never sent alike, and nothing accepted again.
+    async with FakeRyngServer(access_token=TOKEN) as bigger, client_of(bigger) as client:
+        again = await client.bulk_append(CAMPAIGN, rows, batch_size=8, checkpoint=journal)
+    assert again.ok
+    assert [ids(request.leads) for request in bigger.requests] == [[str(i) for i in range(2, 8)]]
+    upstream = server.lead_counts("customField1") + bigger.lead_counts("customField1")
+    assert upstream == {str(i): 1 for i in range(8)}
+
+
+async def test_a_403_in_a_split_without_a_checkpoint_resends_the_failed_and_skipped() -> None:
+    rows = [lead(i, size=200) for i in range(8)]
+    report = BulkReport()
+    server = FakeRyngServer(access_token=TOKEN, max_body=700)
+    server.on_request = revoke_the_token_at(server, 2)
+    async with server, client_of(server) as client:
+        with pytest.raises(AuthenticationError):
+            await client.bulk_append(CAMPAIGN, rows, batch_size=8, report=report)
+    (result,) = report.batches
+    assert (report.accepted, report.failed, report.skipped) == (2, 2, 4)
+    check_counts(report)
+    assert ids(report.failed_leads()) == [str(i) for i in range(2, 8)]
+    assert ids(result.leads) == [str(i) for i in range(2, 8)]
+    async with FakeRyngServer(access_token=TOKEN) as bigger, client_of(bigger) as client:
+        again = await client.bulk_append(CAMPAIGN, report.failed_leads())
+    assert again.ok
+    upstream = server.lead_counts("customField1") + bigger.lead_counts("customField1")
+    assert upstream == {str(i): 1 for i in range(8)}
+
+
+async def test_the_parts_a_403_left_unsent_are_skipped_in_the_metrics_and_for_reconcile() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry
+
+    from ryng_async.callbacks._load_outcomes import load_report, outcomes_of
+    from ryng_async.metrics import PrometheusObserver
+
+    registry = CollectorRegistry()
+    rows = [lead(i, size=200) for i in range(8)]
+    report = BulkReport()
+    server = FakeRyngServer(access_token=TOKEN, max_body=700)
+    server.on_request = revoke_the_token_at(server, 2)
+    async with server, client_of(server, observers=[PrometheusObserver(registry)]) as client:
+        with pytest.raises(AuthenticationError):
+            await client.bulk_append(CAMPAIGN, rows, batch_size=8, report=report)
+    counted = {
+        outcome: registry.get_sample_value("ryng_leads_total", {"outcome": outcome}) or 0
+        for outcome in ("accepted", "failed", "skipped", "unknown")
+    }
+    assert counted == {"accepted": 2, "failed": 2, "skipped": 4, "unknown": 0}
+    outcomes = outcomes_of(load_report(report))
+    assert [outcomes.at(position)[0] for position in range(8)] == (
+        ["accepted"] * 2 + ["failed"] * 2 + ["skipped"] * 4
+    )
+    outcomes.finish(8)
+
+
+async def test_a_stop_for_failures_in_a_split_leaves_the_parts_never_sent_skipped() -> None:
+    # Whole: 413. First half: 413. Its first quarter: 400. Each counts toward
+    # max_consecutive_failures (a 413 too), so the third stops the load: no other part is
+    # sent. 2 leads failed, 6 skipped.
+    plan = FaultPlan(script=[None, None, Fault.BAD_REQUEST])
+    rows = [lead(i, size=200) for i in range(8)]
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=700, faults=plan) as server,
+        client_of(server) as client,
+    ):
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=8, max_consecutive_failures=3)
+    assert [r.status for r in server.requests] == [413, 413, 400]
+    assert (report.accepted, report.failed, report.skipped, report.unknown) == (0, 2, 6, 0)
+    (result,) = report.batches
+    assert (result.outcome, result.skipped_ranges) == (Outcome.FAILED, ((2, 6),))
+    assert "3 batches in a row were not accepted" in (report.stop_reason or "")
+    check_counts(report)
+    assert report.failed_ranges() == [(0, 8)]
+    assert ids(report.failed_leads()) == [str(i) for i in range(8)]

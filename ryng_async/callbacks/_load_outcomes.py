@@ -33,6 +33,9 @@ class _Batch(msgspec.Struct):
     # Runs accepted though the batch was not (sent in parts after a 413): accepted
     # whatever its outcome, which is the rest's (journal format 5).
     accepted_ranges: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    # Runs of the rest never sent though other parts were (a stop in the middle of a
+    # split): skipped whatever its outcome (failed or unknown).
+    skipped_ranges: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
 
 class _Invalid(msgspec.Struct):
@@ -250,12 +253,13 @@ class ExactOutcomes:
 
 
 def _by_outcome(batch: _Batch) -> list[tuple[str, Sequence[tuple[int, int]]]]:
-    """A batch's runs by outcome: those it accepted in part, and the rest (its outcome)."""
+    """A batch's runs by outcome: those it accepted in part, those never sent, the rest."""
     ranges = batch.ranges or [(batch.start, batch.count)]
-    if not batch.accepted_ranges or batch.outcome == "accepted":
+    skipped = batch.skipped_ranges if batch.outcome in {"failed", "unknown"} else []
+    if not (batch.accepted_ranges or skipped) or batch.outcome == "accepted":
         return [(batch.outcome, ranges)]
-    rest = subtract_runs(ranges, batch.accepted_ranges)
-    return [("accepted", batch.accepted_ranges), (batch.outcome, rest)]
+    rest = subtract_runs(ranges, [*batch.accepted_ranges, *skipped])
+    return [("accepted", batch.accepted_ranges), ("skipped", skipped), (batch.outcome, rest)]
 
 
 def outcomes_of(report: Report) -> Outcomes | ExactOutcomes:

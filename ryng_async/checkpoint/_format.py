@@ -72,7 +72,8 @@ its leads' exact input positions (``ranges``); a batch of an older journal has n
 a load meets it again (its ``start`` and ``count`` may span invalid leads). 4: the
 decisions an operator recorded on unknown batches (`SQLiteJournal.resolve`). 5: runs of
 a batch accepted in part after a 413 (``accepted``: sent again in parts, some accepted
-while the batch as a whole was not).
+while the batch as a whole was not), and whether any part of it was ever sent on its own
+(``in_parts``).
 """
 
 
@@ -118,13 +119,17 @@ _SCHEMA = (
         message TEXT NOT NULL,
         maybe_duplicated INTEGER NOT NULL,
         ranges TEXT,
-        accepted TEXT NOT NULL DEFAULT ''
+        accepted TEXT NOT NULL DEFAULT '',
+        in_parts INTEGER NOT NULL DEFAULT 0
     )""",
 )
 # ``batch.ranges`` (format 3): '' when its leads are consecutive from ``start``, else runs
 # of positions 'first-last,first-last'; NULL for a batch an older format recorded.
 # ``batch.accepted`` (format 5): runs of its positions accepted though the batch was not
 # (sent in parts after a 413), 'first-last,first-last'; '' for none. It only grows.
+# ``batch.in_parts`` (format 5): 1 once a part of the batch was sent on its own after a 413
+# (a callback for one of its leads then proves that part only). It sticks, like
+# ``maybe_duplicated``: no later record of the batch clears it.
 # A load appends its records here, one row a commit (format 2): one short insert however
 # many records a commit holds. Folded into `batch` by the next open (readers replay it).
 _LOG_SCHEMA = """CREATE TABLE log (
@@ -171,14 +176,24 @@ def _to_format_4(conn: sqlite3.Connection) -> None:
     conn.execute(_RESOLUTION_SCHEMA)
 
 
+# Every batch a format-4 load sent in parts ended with a message saying so (its in-flight
+# records said nothing): the one trace of it a migration can turn into ``in_parts``.
+_SPLIT_BY_FORMAT_4 = "parts after a 413"
+
+
 def _to_format_5(conn: sqlite3.Connection) -> None:
-    """4 -> 5: a batch records the runs of its positions accepted in part (none yet)."""
+    """4 -> 5: a batch records its runs accepted in part (none yet), and if sent in parts.
+
+    Format 4 said the latter in a batch's outcome message only: read there, once.
+    """
     conn.execute("ALTER TABLE batch ADD COLUMN accepted TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE batch ADD COLUMN in_parts INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE batch SET in_parts = 1 WHERE instr(message, ?) > 0", (_SPLIT_BY_FORMAT_4,))
     old = msgspec.msgpack.Decoder(
         list[tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None]]
     ).decode
     for seq, records in conn.execute("SELECT seq, records FROM log").fetchall():
-        upgraded = [(*record, "") for record in old(records)]
+        upgraded = [(*record, "", _SPLIT_BY_FORMAT_4 in record[7]) for record in old(records)]
         conn.execute("UPDATE log SET records = ? WHERE seq = ?", (pack_records(upgraded), seq))
 
 
@@ -192,9 +207,9 @@ MIGRATIONS: dict[int, _Migration] = {
 # Folding the log: one statement upserts up to _ROWS_PER_STATEMENT rows.
 _UPSERT_HEAD = (
     "INSERT INTO batch (idx, start, count, digest, state, attempts, status, message,"
-    " maybe_duplicated, ranges, accepted) VALUES "
+    " maybe_duplicated, ranges, accepted, in_parts) VALUES "
 )
-_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_TAIL = """
     ON CONFLICT (idx) DO UPDATE SET
         start = excluded.start, count = excluded.count, digest = excluded.digest,
@@ -202,11 +217,12 @@ _UPSERT_TAIL = """
         message = excluded.message,
         maybe_duplicated = batch.maybe_duplicated OR excluded.maybe_duplicated,
         ranges = coalesce(excluded.ranges, batch.ranges),
-        accepted = ryng_union_runs(batch.accepted, excluded.accepted)
+        accepted = ryng_union_runs(batch.accepted, excluded.accepted),
+        in_parts = batch.in_parts OR excluded.in_parts
 """
-# Rows per statement: 11 parameters a row stays under SQLite's 32,766 (and under the 999
-# of builds older than 3.32 at 90 rows).
-_ROWS_PER_STATEMENT = 90
+# Rows per statement: 12 parameters a row stays under SQLite's 32,766 (and under the 999
+# of builds older than 3.32 at 83 rows).
+_ROWS_PER_STATEMENT = 83
 _UPSERTS = [""] + [  # by row count
     _UPSERT_HEAD + ", ".join([_UPSERT_ROW] * rows) + _UPSERT_TAIL
     for rows in range(1, _ROWS_PER_STATEMENT + 1)
@@ -217,15 +233,15 @@ PAGE_SIZE = 1024
 LOG_INSERT = "INSERT INTO log (at, records) VALUES (?, ?)"
 SELECT_BATCHES = (
     "SELECT idx, start, count, digest, state, attempts, status, message, maybe_duplicated,"
-    " ranges, accepted FROM batch"
+    " ranges, accepted, in_parts FROM batch"
 )
 
 
 def replay(rows: dict[int, Row], conn: sqlite3.Connection) -> float | None:
     """Apply the log to ``rows`` in order; return the time of its last commit, if any.
 
-    The last record of a batch wins, except ``maybe_duplicated``, which sticks, and
-    ``accepted``, which grows by union.
+    The last record of a batch wins, except ``maybe_duplicated`` and ``in_parts``, which
+    stick, and ``accepted``, which grows by union.
     """
     last = None
     for at, records in conn.execute("SELECT at, records FROM log ORDER BY seq"):
@@ -238,6 +254,7 @@ def replay(rows: dict[int, Row], conn: sqlite3.Connection) -> float | None:
                     known[8] or record[8],
                     ranges,
                     union_text(known[10], record[10]),
+                    known[11] or record[11],
                 )
             else:
                 rows[record[0]] = record

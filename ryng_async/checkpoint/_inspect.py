@@ -50,7 +50,7 @@ def next_position(ordered: Sequence[Row], *, sharded: bool) -> int:
     """
     position = 0
     expected = 0
-    for index, start, count, _, state, _, _, _, _, ranges, accepted in ordered:
+    for index, start, count, _, state, _, _, _, _, ranges, accepted, _ in ordered:
         if not sharded and index != expected:
             break  # a batch never journalled before this one: its leads were not sent
         runs = parse_ranges(start, count, ranges)

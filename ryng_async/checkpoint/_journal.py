@@ -309,7 +309,7 @@ class SQLiteJournal:
             session.rows, index, (start, count, digest, text), self._path, session.identity.shard
         )
         if row is not None and row[9] is None:
-            row = (*row[:9], text, row[10])  # the exact positions, learnt now (format 2)
+            row = (*row[:9], text, *row[10:])  # the exact positions, learnt now (format 2)
             session.rows[index] = row
             self._enqueue(session, row, None)
         return None if row is None else batch_from_row(row)
@@ -325,6 +325,7 @@ class SQLiteJournal:
         maybe_duplicated: bool = False,
         ranges: Sequence[tuple[int, int]] | None = None,
         message: str = "",
+        in_parts: bool = False,
     ) -> asyncio.Future[None]:
         """Record batch ``index`` as in flight; return the future of its commit.
 
@@ -332,10 +333,10 @@ class SQLiteJournal:
         writing it: once it is done the record is durable. The record is queued when this
         returns (no coroutine: the bulk engine's hot path). ``maybe_duplicated`` marks a
         resend of a batch that may already be in Ryng; ``ranges`` are its runs of input
-        positions (see `prior`); ``message`` says what is in flight (a part of it). A
-        writer cancelled while it awaits stops waiting, but its
-        record is still written: a batch never sent may then read as in flight, the safe
-        side.
+        positions (see `prior`); ``message`` says what is in flight; ``in_parts``: only a
+        part of it (after a 413; `JournalledBatch.sent_in_parts` then sticks). A writer
+        cancelled while it awaits stops waiting, but its record is still written: a batch
+        never sent may then read as in flight, the safe side.
 
         Raises:
             CheckpointError: the journal holds this batch with other content (see `prior`);
@@ -350,6 +351,7 @@ class SQLiteJournal:
         session.sending.add(index)
         duplicated = bool(maybe_duplicated) or (known is not None and known[8])
         accepted = "" if known is None else known[10]  # runs accepted before: they stay
+        parts = bool(in_parts) or (known is not None and known[11])
         row = (
             index,
             start,
@@ -362,6 +364,7 @@ class SQLiteJournal:
             duplicated,
             text,
             accepted,
+            parts,
         )
         session.rows[index] = row
         done = _Commit(session.loop)
@@ -378,6 +381,7 @@ class SQLiteJournal:
         message: str,
         maybe_duplicated: bool = False,
         accepted_ranges: Sequence[tuple[int, int]] = (),
+        in_parts: bool = False,
     ) -> asyncio.Future[None]:
         """Record the outcome of batch ``index``; return the future of its commit.
 
@@ -390,6 +394,7 @@ class SQLiteJournal:
         a resume sends what the journal does not hold (the future is then done already).
         ``accepted_ranges``: runs of its positions accepted though it was not as a whole
         (see `part_accepted`), added to those the journal holds; ``state`` is the rest's.
+        ``in_parts`` (implied by ``accepted_ranges``): it was sent in parts after a 413.
 
         Raises:
             ValueError: ``state`` is in flight, the batch was never journalled (and is
@@ -421,6 +426,7 @@ class SQLiteJournal:
             known[8] or bool(maybe_duplicated),
             known[9],
             check_accepted(known, accepted_ranges),
+            known[11] or bool(in_parts) or bool(accepted_ranges),
         )
         session.rows[index] = row
         self._enqueue(session, row, done)
@@ -430,7 +436,8 @@ class SQLiteJournal:
         """Record runs ``ranges`` of batch ``index`` (in flight) accepted (queued, not awaited).
 
         For a batch sent in parts after a 413: its state stays; these leads count as
-        accepted whatever the rest becomes (`JournalledBatch.accepted_ranges`).
+        accepted whatever the rest becomes (`JournalledBatch.accepted_ranges`); it was
+        sent in parts (`JournalledBatch.sent_in_parts`).
 
         Raises:
             ValueError: the batch was never journalled, or ``ranges`` are not its leads.
@@ -439,7 +446,7 @@ class SQLiteJournal:
         known = session.rows.get(index)
         if known is None:
             raise ValueError(f"batch {index} was never journalled as in flight")
-        row = (*known[:10], check_accepted(known, ranges))
+        row = (*known[:10], check_accepted(known, ranges), known[11] or bool(ranges))
         session.rows[index] = row
         self._enqueue(session, row, None)
 

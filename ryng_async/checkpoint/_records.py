@@ -165,6 +165,10 @@ class JournalledBatch:
         accepted_ranges: runs of its positions accepted though the batch was not (it was
             sent in parts after a 413), as ``(start, count)`` runs; its ``state`` describes
             the rest (`open_ranges`). Only grows; () for most batches.
+        sent_in_parts: a part of it was sent on its own after a 413, in this run or an
+            earlier one (so a callback for one of its leads proves that part only).
+            Sticky: once set, no later record clears it; True whenever
+            ``accepted_ranges`` is not empty.
     """
 
     index: int
@@ -179,21 +183,28 @@ class JournalledBatch:
     ranges: tuple[tuple[int, int], ...] = ()
     exact: bool = True
     accepted_ranges: tuple[tuple[int, int], ...] = ()
+    sent_in_parts: bool = False
 
     def __post_init__(self) -> None:
         if not self.ranges and self.count:
             object.__setattr__(self, "ranges", ((self.start, self.count),))
+        if self.accepted_ranges and not self.sent_in_parts:
+            object.__setattr__(self, "sent_in_parts", True)
 
     @property
     def open_ranges(self) -> Runs:
-        """Its runs of positions but `accepted_ranges`: the leads its ``state`` describes."""
+        """Its runs its ``state`` describes: () once accepted, else all but `accepted_ranges`."""
+        if self.state is BatchState.ACCEPTED:
+            return ()
         if not self.accepted_ranges:
             return self.ranges
         return subtract_runs(self.ranges, self.accepted_ranges)
 
     @property
     def open_count(self) -> int:
-        """Leads in `open_ranges`."""
+        """Leads in `open_ranges` (0 once it is accepted)."""
+        if self.state is BatchState.ACCEPTED:
+            return 0
         if not self.accepted_ranges:
             return self.count
         return count_of(self.open_ranges)

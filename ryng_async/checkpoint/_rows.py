@@ -44,13 +44,13 @@ __all__ = [
 _MESSAGE_LIMIT = 500
 
 # A batch row: idx, start, count, digest, state, attempts, status, message, maybe_duplicated,
-# ranges, accepted (as in the table).
-Row = tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None, str]
+# ranges, accepted, in_parts (as in the table).
+Row = tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None, str, bool]
 IN_FLIGHT = str(BatchState.IN_FLIGHT)
 UNKNOWN = str(BatchState.UNKNOWN)
 pack_records = msgspec.msgpack.Encoder().encode
 unpack_records = msgspec.msgpack.Decoder(
-    list[tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None, str]]
+    list[tuple[int, int, int, bytes, str, int, int | None, str, bool, str | None, str, bool]]
 ).decode
 
 
@@ -112,9 +112,8 @@ def check_accepted(row: Row, runs: Sequence[tuple[int, int]]) -> str:
 
 
 def batch_from_row(row: tuple[Any, ...]) -> JournalledBatch:
-    index, start, count, digest, state, attempts, status, message, duplicated, ranges, accepted = (
-        row
-    )
+    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row[:10]
+    accepted, in_parts = row[10], row[11]
     return JournalledBatch(
         index=index,
         start=start,
@@ -128,13 +127,13 @@ def batch_from_row(row: tuple[Any, ...]) -> JournalledBatch:
         ranges=parse_ranges(start, count, ranges),
         exact=ranges is not None,
         accepted_ranges=parse_runs(accepted),
+        sent_in_parts=bool(in_parts),
     )
 
 
 def row_from_sql(row: tuple[Any, ...]) -> Row:
-    index, start, count, digest, state, attempts, status, message, duplicated, ranges, accepted = (
-        row
-    )
+    index, start, count, digest, state, attempts, status, message, duplicated, ranges = row[:10]
+    accepted, in_parts = row[10], row[11]
     return (
         index,
         start,
@@ -147,6 +146,7 @@ def row_from_sql(row: tuple[Any, ...]) -> Row:
         bool(duplicated),
         ranges,
         accepted,
+        bool(in_parts),
     )
 
 

@@ -108,6 +108,7 @@ def _as_dict(summary: JournalSummary, lines: Lines | None) -> dict[str, object]:
             "state": b.state.value,
             "live": b.state is BatchState.IN_FLIGHT and summary.holder is not None,
             "accepted_ranges": [list(run) for run in b.accepted_ranges],
+            "sent_in_parts": b.sent_in_parts,
         }
         if lines is not None:
             spans = [_lines(lines, first, length) for first, length in b.ranges]

@@ -17,7 +17,8 @@ batch); a callback store fed by several campaigns' numbers.
 A batch sent again in parts after a 413 may be accepted in part. Its accepted leads are
 settled: ``resolve`` decides the rest (``--as not-received`` keeps those leads accepted,
 so the next run sends only the rest), ``export`` writes only the rest, and callbacks
-resolve none of it (a call proves its own part, not the others).
+resolve none of it (a call proves its own part, not the others), nor any batch a run ever
+sent in parts, whatever a later run recorded of it.
 """
 
 from __future__ import annotations
@@ -198,12 +199,13 @@ def _select(
 
 
 def _sent_in_parts(b: JournalledBatch) -> bool:
-    """Whether the batch was sent in parts after a 413 (a call then proves one part).
+    """Whether the batch was ever sent in parts after a 413 (a call then proves one part).
 
-    Accepted in part, or its message says so: a batch sent in parts says "parts after a
-    413" in flight (a run killed then), once it ended, and once a later run found it so.
+    The journal's sticky flag, set as a part goes out (so a run killed then is covered)
+    and kept by every later record of the batch, whatever its message says. A journal
+    migrated from format 4 has it wherever format 4's message said "parts after a 413".
     """
-    return bool(b.accepted_ranges) or "parts after a 413" in b.message
+    return b.sent_in_parts
 
 
 def _digits(number: str) -> str:
