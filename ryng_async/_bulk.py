@@ -37,11 +37,10 @@ from ._ledger import Ledger, TooManyFailuresError, outcome_of
 from ._models import LeadInput
 from ._report import BatchResult, BulkReport, Outcome
 from ._resume import Resume
-from ._runs import Runs
 from ._seen import SeenNumbers
 from ._sender import Sender
 from ._settings import BulkOptions, LoadSettings, check_grace, load_settings
-from ._split import Splitter, combine, is_too_large, remainder, send_in_parts
+from ._split import CutOff, Splitter, combine, is_too_large, remainder, send_in_parts
 from ._stopping import LoadStop, StoppedError
 from ._validate import check_keywords, check_lead_source
 
@@ -327,13 +326,13 @@ class _Load:
         intake.close()
         return ended
 
-    def cut_off(self, index: int, last: Outcome) -> tuple[Outcome, Runs, bool] | None:
+    def cut_off(self, index: int, last: Outcome) -> CutOff | None:
         """How a batch sent in parts, or resumed with parts accepted before, ends cut off."""
         in_parts = self.split.cut_off(index, last)
         if in_parts is None and self.resume is not None:
             before = self.resume.accepted_before.get(index)
             if before:  # not sent yet: its parts an earlier run got accepted stay so
-                return last, before, False
+                return CutOff(last, before, False, ())
         return in_parts
 
     async def end(self) -> Exception | None:

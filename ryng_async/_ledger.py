@@ -20,8 +20,9 @@ from ._exchange import Exchange, StopSignal
 from ._intake import Lot
 from ._models import wire_dict
 from ._report import BatchResult, InvalidLead, Outcome
-from ._runs import Runs, count_of, positions_in
+from ._runs import Runs, count_of, positions_in, subtract_runs
 from ._settings import LoadSettings
+from ._split import CutOff
 
 __all__ = ["Ledger", "TooManyFailuresError", "outcome_of"]
 
@@ -180,7 +181,7 @@ class Ledger:
         self,
         *,
         reason: str | None,
-        cut_off: Callable[[int, Outcome], tuple[Outcome, Runs, bool] | None],
+        cut_off: Callable[[int, Outcome], CutOff | None],
         gently_stopped: bool,
         unread_from: int | None,
     ) -> list[BatchResult]:
@@ -189,7 +190,8 @@ class Ledger:
         A batch with a request that may have been processed is unknown; any other is
         skipped, for ``reason``. For a batch being sent in parts (or resumed with parts
         accepted before), ``cut_off`` gives its rest's outcome, its accepted runs (which
-        count as accepted) and whether it may be duplicated. ``unread_from``
+        count as accepted), whether it may be duplicated and the runs of its parts sent
+        and not accepted: the rest, never sent, counts as skipped. ``unread_from``
         is the first input position not read, if the input was not read to its end.
         Plain synchronous code, safe while a cancel is pending. Returns the results it
         recorded, for the observers.
@@ -200,16 +202,23 @@ class Ledger:
             exchange = self.exchanges.get(index)
             outcome = outcome_of(exchange, Outcome.SKIPPED)
             accepted: Runs = ()
+            never_sent: Runs = ()
             duplicated = False
             in_parts = cut_off(index, outcome)
             if in_parts is not None:
-                outcome, accepted, duplicated = in_parts
+                outcome, accepted, duplicated, tried = in_parts
                 if count_of(accepted) == batch.count:
                     outcome, accepted = Outcome.ACCEPTED, ()
+                elif outcome is Outcome.FAILED or outcome is Outcome.UNKNOWN:
+                    never_sent = subtract_runs(subtract_runs(batch.ranges, accepted), tried)
             if outcome is Outcome.ACCEPTED:
                 message = "accepted before the load was cut off"
             elif outcome is Outcome.UNKNOWN:
                 message = "cancelled after sending: may have been appended"
+            elif outcome is Outcome.FAILED:
+                message = "a part failed before the load was cut off" + (
+                    f": {reason}" if reason else ""
+                )
             else:
                 message = f"not sent: {reason}"
             if in_parts is not None:  # read by `checkpoint resolve --callbacks`
@@ -224,6 +233,8 @@ class Ledger:
             )
             if accepted:
                 result = _without(result, batch, accepted)
+            if never_sent:
+                result = replace(result, skipped_ranges=never_sent)
             if duplicated and not result.maybe_duplicated:
                 result = replace(result, maybe_duplicated=True)
             self.record(batch, result)

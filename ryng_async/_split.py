@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import NamedTuple
 
 from ._batching import Batch, BodyTemplate
 from ._exceptions import APIError
@@ -19,6 +20,7 @@ from ._runs import Runs, positions_in, union_runs
 
 __all__ = [
     "BodyLimit",
+    "CutOff",
     "Splitter",
     "combine",
     "halves",
@@ -92,18 +94,31 @@ class Splitter:
 
     Attributes:
         accepted: the runs of positions its parts got accepted so far.
+        tried: the runs of positions its parts sent and not accepted (failed, or unknown).
+        failed: batches of which a part failed.
         doubtful: batches of which a part may have been appended (ambiguous).
         sending: the runs of the part in flight.
         duplicated: batches of which an accepted part was sent again after an ambiguous
             attempt (``retry_ambiguous``).
     """
 
-    __slots__ = ("accepted", "doubtful", "duplicated", "limit", "sending", "template")
+    __slots__ = (
+        "accepted",
+        "doubtful",
+        "duplicated",
+        "failed",
+        "limit",
+        "sending",
+        "template",
+        "tried",
+    )
 
     def __init__(self, template: BodyTemplate) -> None:
         self.template = template
         self.limit = BodyLimit()
         self.accepted: dict[int, Runs] = {}
+        self.tried: dict[int, Runs] = {}
+        self.failed: set[int] = set()
         self.doubtful: set[int] = set()
         self.sending: dict[int, Runs] = {}
         self.duplicated: set[int] = set()
@@ -111,6 +126,8 @@ class Splitter:
     def forget(self, index: int) -> None:
         """Drop what was kept on batch ``index``, which has its outcome."""
         self.accepted.pop(index, None)
+        self.tried.pop(index, None)
+        self.failed.discard(index)
         self.doubtful.discard(index)
         self.sending.pop(index, None)
         self.duplicated.discard(index)
@@ -122,31 +139,52 @@ class Splitter:
     def note_part(self, index: int, part: BatchResult) -> None:
         """Remember how a part of batch ``index`` ended."""
         self.sending.pop(index, None)
-        if part.outcome is Outcome.ACCEPTED:
-            self.accepted[index] = union_runs(self.accepted.get(index, ()), part.ranges)
-            if part.maybe_duplicated:
-                self.duplicated.add(index)
-        elif part.outcome is Outcome.UNKNOWN:
-            self.doubtful.add(index)
+        if part.count > 1 and is_too_large(part.error):
+            return  # sent again in halves, which say how it ends
+        self._note(index, part.outcome, part.ranges)
+        if part.outcome is Outcome.ACCEPTED and part.maybe_duplicated:
+            self.duplicated.add(index)
 
-    def cut_off(self, index: int, last: Outcome) -> tuple[Outcome, Runs, bool] | None:
+    def _note(self, index: int, outcome: Outcome, ranges: Runs) -> None:
+        if outcome is Outcome.ACCEPTED:
+            self.accepted[index] = union_runs(self.accepted.get(index, ()), ranges)
+        elif outcome is not Outcome.SKIPPED:
+            self.tried[index] = union_runs(self.tried.get(index, ()), ranges)
+            (self.doubtful if outcome is Outcome.UNKNOWN else self.failed).add(index)
+
+    def cut_off(self, index: int, last: Outcome) -> CutOff | None:
         """How batch ``index`` ends if the load is cut off while it is sent in parts.
 
-        ``last`` is the outcome of its last request (`outcome_of` its exchange). Returns
-        the outcome of its rest, its accepted runs and whether it may be duplicated; None
-        if it is not being sent in parts (``last`` then holds for the whole batch).
+        ``last`` is the outcome of its last request (`outcome_of` its exchange). None if
+        it is not being sent in parts (``last`` then holds for the whole batch).
         """
-        part = self.sending.get(index)
-        accepted = self.accepted.get(index, ())
-        doubtful = index in self.doubtful
-        if part is None and not accepted and not doubtful:
-            return None
+        part = self.sending.pop(index, None)
         if part is not None:  # its part in flight ended as ``last``, not yet noted
-            if last is Outcome.ACCEPTED:
-                accepted = union_runs(accepted, part)
-            doubtful = doubtful or last is Outcome.UNKNOWN
-        rest = Outcome.UNKNOWN if doubtful else Outcome.SKIPPED
-        return rest, accepted, index in self.duplicated
+            self._note(index, last, part)
+        accepted = self.accepted.get(index, ())
+        doubtful, failed = index in self.doubtful, index in self.failed
+        if part is None and not accepted and not doubtful and not failed:
+            return None
+        rest = Outcome.UNKNOWN if doubtful else Outcome.FAILED if failed else Outcome.SKIPPED
+        return CutOff(rest, accepted, index in self.duplicated, self.tried.get(index, ()))
+
+
+class CutOff(NamedTuple):
+    """How a batch sent in parts ends when the load is cut off (`Splitter.cut_off`).
+
+    Attributes:
+        outcome: its rest's: unknown if a part may have been appended, failed if a part
+            failed, else skipped (no part of the rest was sent).
+        accepted: the runs its parts got accepted.
+        duplicated: whether an accepted part may be in Ryng twice.
+        tried: the runs of its parts sent and not accepted; the rest of its open leads
+            were never sent, and count as skipped.
+    """
+
+    outcome: Outcome
+    accepted: Runs
+    duplicated: bool
+    tried: Runs
 
 
 def remainder(batch: Batch, accepted: Runs, template: BodyTemplate) -> Batch | None:

@@ -441,6 +441,53 @@ async def test_a_part_resent_after_an_ambiguous_answer_stays_maybe_duplicated_wh
     check_counts(report)
 
 
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [(Fault.BAD_REQUEST, Outcome.FAILED), (Fault.BAD_GATEWAY, Outcome.UNKNOWN)],
+)
+async def test_cut_off_after_a_part_failed_leaves_the_parts_never_sent_skipped(
+    fault: Fault, outcome: Outcome
+) -> None:
+    # Whole: 413; first half: 413; first quarter: the fault; cut off as the second quarter
+    # is about to go. The quarter refused counts under the batch's outcome, the six leads
+    # never sent as skipped (they were all "skipped", or all "unknown", before).
+    plan = FaultPlan(script=[None, None, fault])
+    starts = itertools.count(1)
+    rows = [lead(i, size=200) for i in range(8)]
+    report = await hold_after(
+        AttemptStarting,
+        lambda _: next(starts) == 4,
+        rows,
+        server={"max_body": 700, "faults": plan},
+        batch_size=8,
+    )
+    (result,) = report.batches
+    assert result.outcome is outcome
+    assert result.accepted_ranges == ()
+    assert result.skipped_ranges == ((2, 6),)
+    assert "parts after a 413" in result.message  # for resolve --callbacks
+    counts = {Outcome.FAILED: report.failed, Outcome.UNKNOWN: report.unknown}
+    assert counts[outcome] == 2
+    assert report.skipped == 6
+    check_counts(report)
+    assert ids(report.failed_leads()) == [str(i) for i in range(8)]
+
+
+async def test_cut_off_after_a_part_refused_as_too_large_leaves_the_batch_skipped() -> None:
+    # Whole: 413; first half: 413 (it is sent again in quarters); cut off as the first
+    # quarter is about to go. No lead was refused or may have been appended: all skipped.
+    starts = itertools.count(1)
+    rows = [lead(i, size=200) for i in range(8)]
+    report = await hold_after(
+        AttemptStarting, lambda _: next(starts) == 3, rows, server={"max_body": 700}, batch_size=8
+    )
+    (result,) = report.batches
+    assert result.outcome is Outcome.SKIPPED
+    assert (result.accepted_ranges, result.skipped_ranges) == ((), ())
+    assert (report.skipped, report.failed, report.unknown) == (8, 0, 0)
+    check_counts(report)
+
+
 async def test_a_resumed_batch_cut_off_before_it_is_sent_keeps_its_parts_accepted_before(
     tmp_path: Path,
 ) -> None:
