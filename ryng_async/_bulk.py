@@ -258,7 +258,8 @@ class _Load:
         # Not answered accepted: unknown if it may have been processed; failed if it got
         # a definite error; else (stopped before any attempt went) skipped.
         outcome = outcome_of(exchange, Outcome.SKIPPED if error is None else Outcome.FAILED)
-        self.ledger.count_failures(outcome)
+        if batch.count == 1 or not is_too_large(error):  # else sent again in parts
+            self.ledger.count_failures(outcome)
         return self.ledger.result(
             batch=batch,
             outcome=outcome,

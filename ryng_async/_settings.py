@@ -79,7 +79,8 @@ class BulkOptions(CampaignOptions, total=False):
             E.164 with libphonenumber's rules for this region (``"IN"``; the ``phone``
             extra); a number it calls invalid is an invalid lead with its reason.
         max_consecutive_failures: stop the load after this many batches in a row end
-            failed or unknown (default 20); None never stops.
+            failed or unknown (default 20; a 413 sent again in parts is none); None never
+            stops.
         keep_failed_leads: most leads of batches not accepted the report holds for
             ``failed_leads()`` (default 100,000); past it, only their positions are kept
             (``report.failed_ranges()``) and memory stays flat. None keeps all.

@@ -778,21 +778,41 @@ async def test_the_parts_a_403_left_unsent_are_skipped_in_the_metrics_and_for_re
 
 
 async def test_a_stop_for_failures_in_a_split_leaves_the_parts_never_sent_skipped() -> None:
-    # Whole: 413. First half: 413. Its first quarter: 400. Each counts toward
-    # max_consecutive_failures (a 413 too), so the third stops the load: no other part is
-    # sent. 2 leads failed, 6 skipped.
-    plan = FaultPlan(script=[None, None, Fault.BAD_REQUEST])
+    # Whole: 413. First half: 413 (neither counts toward max_consecutive_failures: each is
+    # sent again in parts). Its quarters: 400 and 400, the second stops the load: the
+    # second half is never sent. 4 leads failed, 4 skipped.
+    plan = FaultPlan(script=[None, None, Fault.BAD_REQUEST, Fault.BAD_REQUEST])
     rows = [lead(i, size=200) for i in range(8)]
     async with (
         FakeRyngServer(access_token=TOKEN, max_body=700, faults=plan) as server,
         client_of(server) as client,
     ):
-        report = await client.bulk_append(CAMPAIGN, rows, batch_size=8, max_consecutive_failures=3)
-    assert [r.status for r in server.requests] == [413, 413, 400]
-    assert (report.accepted, report.failed, report.skipped, report.unknown) == (0, 2, 6, 0)
+        report = await client.bulk_append(CAMPAIGN, rows, batch_size=8, max_consecutive_failures=2)
+    assert [r.status for r in server.requests] == [413, 413, 400, 400]
+    assert (report.accepted, report.failed, report.skipped, report.unknown) == (0, 4, 4, 0)
     (result,) = report.batches
-    assert (result.outcome, result.skipped_ranges) == (Outcome.FAILED, ((2, 6),))
-    assert "3 batches in a row were not accepted" in (report.stop_reason or "")
+    assert (result.outcome, result.skipped_ranges) == (Outcome.FAILED, ((4, 4),))
+    assert "2 batches in a row were not accepted" in (report.stop_reason or "")
     check_counts(report)
     assert report.failed_ranges() == [(0, 8)]
     assert ids(report.failed_leads()) == [str(i) for i in range(8)]
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_a_413_split_again_is_no_failure_toward_max_consecutive_failures(
+    concurrency: int,
+) -> None:
+    # Every batch is refused whole, then its halves too: more 413s in a row than the limit
+    # allows, none of them a failure (each is sent again in parts, which are accepted).
+    rows = [lead(i, size=200) for i in range(64)]
+    async with (
+        FakeRyngServer(access_token=TOKEN, max_body=700) as server,
+        client_of(server) as client,
+    ):
+        report = await client.bulk_append(
+            CAMPAIGN, rows, batch_size=8, concurrency=concurrency, max_consecutive_failures=2
+        )
+    assert not report.stopped_early, report.stop_reason
+    assert report.accepted == 64
+    assert report.body_refused is not None
+    check_counts(report)
